@@ -1,0 +1,67 @@
+//! Errors of single events and of event files.
+
+use thiserror::Error;
+
+/// Why one event breaks the contract.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum EventError {
+    /// Platform string outside the contract.
+    #[error("unknown platform {0:?}")]
+    UnknownPlatform(String),
+    /// Kind string outside the contract.
+    #[error("unknown event kind {0:?}")]
+    UnknownKind(String),
+    /// A required column is null or empty.
+    #[error("missing {column}")]
+    Missing {
+        /// The column.
+        column: &'static str,
+    },
+    /// The value column breaks its rule.
+    #[error("bad value {value}: {reason}")]
+    BadValue {
+        /// The offending value.
+        value: f64,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+}
+
+/// Reading or writing an event file failed.
+#[derive(Debug, Error)]
+pub enum EventIoError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Parquet error.
+    #[error("{path}: {source}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: parquet::errors::ParquetError,
+    },
+    /// Arrow error.
+    #[error("{path}: {source}")]
+    Arrow {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: arrow::error::ArrowError,
+    },
+    /// The file's schema does not carry the event contract.
+    #[error("{path}: column {column}: {reason}")]
+    Schema {
+        /// The file.
+        path: String,
+        /// The column.
+        column: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}

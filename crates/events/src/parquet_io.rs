@@ -1,0 +1,540 @@
+//! The Parquet layout of events: schema, a streaming writer that publishes its file by
+//! rename (never a half-written file under the final name), and a batch reader that
+//! checks the schema and reports every bad row with its row number.
+
+use crate::{Event, EventError, EventIoError, EventKind, Platform};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array,
+    Int64Builder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Column names of the event contract, in file order.
+pub const COLUMNS: [&str; 12] = [
+    "event_id",
+    "ts_ms",
+    "platform",
+    "user_id",
+    "platform_user_id",
+    "room_id",
+    "host_id",
+    "category",
+    "kind",
+    "item_id",
+    "value",
+    "coupon",
+];
+
+/// The Arrow schema of an event file.
+pub fn event_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("event_id", DataType::Utf8, false),
+                Field::new("ts_ms", DataType::Int64, false),
+                Field::new("platform", DataType::Utf8, false),
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("platform_user_id", DataType::Utf8, false),
+                Field::new("room_id", DataType::Utf8, true),
+                Field::new("host_id", DataType::Utf8, true),
+                Field::new("category", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("item_id", DataType::Utf8, true),
+                Field::new("value", DataType::Float64, false),
+                Field::new("coupon", DataType::Boolean, false),
+            ]))
+        })
+        .clone()
+}
+
+const BATCH_ROWS: usize = 65_536;
+
+/// Streams events into a Parquet file. Rows are buffered in batches of 64k; the file is
+/// written under a temporary name and renamed into place by [`EventWriter::finish`], so a
+/// killed or failed run leaves nothing under the final name.
+pub struct EventWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    cols: Builders,
+    rows_in_batch: usize,
+    rows: u64,
+}
+
+struct Builders {
+    event_id: StringBuilder,
+    ts_ms: Int64Builder,
+    platform: StringBuilder,
+    user_id: StringBuilder,
+    platform_user_id: StringBuilder,
+    room_id: StringBuilder,
+    host_id: StringBuilder,
+    category: StringBuilder,
+    kind: StringBuilder,
+    item_id: StringBuilder,
+    value: Float64Builder,
+    coupon: BooleanBuilder,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let s = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 12);
+        Builders {
+            event_id: s(),
+            ts_ms: Int64Builder::with_capacity(BATCH_ROWS),
+            platform: s(),
+            user_id: s(),
+            platform_user_id: s(),
+            room_id: s(),
+            host_id: s(),
+            category: s(),
+            kind: s(),
+            item_id: s(),
+            value: Float64Builder::with_capacity(BATCH_ROWS),
+            coupon: BooleanBuilder::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.ts_ms.finish()),
+            Arc::new(self.platform.finish()),
+            Arc::new(self.user_id.finish()),
+            Arc::new(self.platform_user_id.finish()),
+            Arc::new(self.room_id.finish()),
+            Arc::new(self.host_id.finish()),
+            Arc::new(self.category.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.item_id.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.coupon.finish()),
+        ]
+    }
+}
+
+impl EventWriter {
+    /// Starts a new event file at `path` (written as `path.partial` until finished).
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, EventIoError> {
+        let path = path.as_ref().to_path_buf();
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let file = File::create(&tmp).map_err(|source| EventIoError::Io {
+            path: tmp.display().to_string(),
+            source,
+        })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_size(1 << 20)
+            .build();
+        let writer =
+            ArrowWriter::try_new(file, event_schema(), Some(props)).map_err(|source| {
+                EventIoError::Parquet { path: tmp.display().to_string(), source }
+            })?;
+        Ok(EventWriter {
+            path,
+            tmp,
+            writer: Some(writer),
+            cols: Builders::new(),
+            rows_in_batch: 0,
+            rows: 0,
+        })
+    }
+
+    /// Appends one event.
+    pub fn append(&mut self, e: &Event) -> Result<(), EventIoError> {
+        self.append_parts(EventParts {
+            event_id: &e.event_id,
+            ts_ms: e.ts_ms,
+            platform: e.platform,
+            user_id: &e.user_id,
+            platform_user_id: &e.platform_user_id,
+            room_id: e.room_id.as_deref(),
+            host_id: e.host_id.as_deref(),
+            category: &e.category,
+            kind: e.kind,
+            item_id: e.item_id.as_deref(),
+            value: e.value,
+            coupon: e.coupon,
+        })
+    }
+
+    /// Appends one event given as borrowed parts (no allocation per event).
+    pub fn append_parts(&mut self, e: EventParts<'_>) -> Result<(), EventIoError> {
+        let c = &mut self.cols;
+        c.event_id.append_value(e.event_id);
+        c.ts_ms.append_value(e.ts_ms);
+        c.platform.append_value(e.platform.as_str());
+        c.user_id.append_value(e.user_id);
+        c.platform_user_id.append_value(e.platform_user_id);
+        c.room_id.append_option(e.room_id);
+        c.host_id.append_option(e.host_id);
+        c.category.append_value(e.category);
+        c.kind.append_value(e.kind.as_str());
+        c.item_id.append_option(e.item_id);
+        c.value.append_value(e.value);
+        c.coupon.append_value(e.coupon);
+        self.rows_in_batch += 1;
+        self.rows += 1;
+        if self.rows_in_batch >= BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Rows appended so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn flush_batch(&mut self) -> Result<(), EventIoError> {
+        if self.rows_in_batch == 0 {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(event_schema(), self.cols.finish()).map_err(|source| {
+            EventIoError::Arrow { path: self.tmp.display().to_string(), source }
+        })?;
+        self.rows_in_batch = 0;
+        let writer = self.writer.as_mut().expect("writer is present until finish");
+        writer.write(&batch).map_err(|source| EventIoError::Parquet {
+            path: self.tmp.display().to_string(),
+            source,
+        })
+    }
+
+    /// Flushes, closes and renames the file into place. Returns the number of rows.
+    pub fn finish(mut self) -> Result<u64, EventIoError> {
+        self.flush_batch()?;
+        let writer = self.writer.take().expect("writer is present until finish");
+        writer.close().map_err(|source| EventIoError::Parquet {
+            path: self.tmp.display().to_string(),
+            source,
+        })?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| EventIoError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        Ok(self.rows)
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            // Not finished: never leave a partial file behind.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// One event as borrowed parts, for writers that build ids on the fly.
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    /// See [`Event::event_id`].
+    pub event_id: &'a str,
+    /// See [`Event::ts_ms`].
+    pub ts_ms: i64,
+    /// See [`Event::platform`].
+    pub platform: Platform,
+    /// See [`Event::user_id`].
+    pub user_id: &'a str,
+    /// See [`Event::platform_user_id`].
+    pub platform_user_id: &'a str,
+    /// See [`Event::room_id`].
+    pub room_id: Option<&'a str>,
+    /// See [`Event::host_id`].
+    pub host_id: Option<&'a str>,
+    /// See [`Event::category`].
+    pub category: &'a str,
+    /// See [`Event::kind`].
+    pub kind: EventKind,
+    /// See [`Event::item_id`].
+    pub item_id: Option<&'a str>,
+    /// See [`Event::value`].
+    pub value: f64,
+    /// See [`Event::coupon`].
+    pub coupon: bool,
+}
+
+/// A row of an event file that breaks the contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    /// Zero-based row number in the file.
+    pub row: u64,
+    /// The event id, when readable.
+    pub event_id: Option<String>,
+    /// What is wrong.
+    pub error: EventError,
+}
+
+/// Decoded events of one record batch, with the rows that were rejected.
+#[derive(Debug, Default)]
+pub struct DecodedBatch {
+    /// Row number of the batch's first row in the file.
+    pub first_row: u64,
+    /// Valid events, in file order.
+    pub events: Vec<Event>,
+    /// Invalid rows, in file order.
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// Reads an event file batch by batch, checking the schema up front and every row.
+pub struct EventReader {
+    path: String,
+    inner: ParquetRecordBatchReader,
+    next_row: u64,
+    total_rows: u64,
+}
+
+impl EventReader {
+    /// Opens `path` and checks that it has every contract column with its type.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, EventIoError> {
+        let display = path.as_ref().display().to_string();
+        let file = File::open(path.as_ref())
+            .map_err(|source| EventIoError::Io { path: display.clone(), source })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|source| EventIoError::Parquet { path: display.clone(), source })?;
+        let schema = builder.schema().clone();
+        for field in event_schema().fields() {
+            let found = schema.field_with_name(field.name()).map_err(|_| EventIoError::Schema {
+                path: display.clone(),
+                column: field.name().clone(),
+                reason: "missing".into(),
+            })?;
+            let compatible = found.data_type() == field.data_type()
+                || (field.data_type() == &DataType::Utf8
+                    && matches!(found.data_type(), DataType::LargeUtf8 | DataType::Utf8View));
+            if !compatible {
+                return Err(EventIoError::Schema {
+                    path: display.clone(),
+                    column: field.name().clone(),
+                    reason: format!("expected {}, found {}", field.data_type(), found.data_type()),
+                });
+            }
+        }
+        let total_rows = builder.metadata().file_metadata().num_rows() as u64;
+        let inner = builder
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|source| EventIoError::Parquet { path: display.clone(), source })?;
+        Ok(EventReader { path: display, inner, next_row: 0, total_rows })
+    }
+
+    /// Number of rows in the file.
+    pub fn total_rows(&self) -> u64 {
+        self.total_rows
+    }
+
+    /// Reads the next batch, or `None` at the end of the file.
+    pub fn next_batch(&mut self) -> Result<Option<DecodedBatch>, EventIoError> {
+        let Some(batch) = self.inner.next() else { return Ok(None) };
+        let batch = batch.map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
+        let batch = cast_strings(&batch)
+            .map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
+        let decoded = decode(&batch, self.next_row);
+        self.next_row += batch.num_rows() as u64;
+        Ok(Some(decoded))
+    }
+
+    /// Reads the whole file: every valid event and every rejected row.
+    pub fn read_all(mut self) -> Result<DecodedBatch, EventIoError> {
+        let mut all = DecodedBatch::default();
+        while let Some(b) = self.next_batch()? {
+            all.events.extend(b.events);
+            all.rejected.extend(b.rejected);
+        }
+        Ok(all)
+    }
+}
+
+fn cast_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = event_schema();
+    let mut columns = Vec::with_capacity(COLUMNS.len());
+    for field in schema.fields() {
+        let col = batch.column_by_name(field.name()).expect("schema checked on open");
+        if col.data_type() == field.data_type() {
+            columns.push(col.clone());
+        } else {
+            columns.push(arrow::compute::cast(col, field.data_type())?);
+        }
+    }
+    RecordBatch::try_new(schema, columns)
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .expect("schema checked and cast on read")
+}
+
+fn opt(a: &StringArray, i: usize) -> Option<&str> {
+    if a.is_null(i) { None } else { Some(a.value(i)) }
+}
+
+fn decode(batch: &RecordBatch, first_row: u64) -> DecodedBatch {
+    let event_id = strings(batch, "event_id");
+    let platform = strings(batch, "platform");
+    let user_id = strings(batch, "user_id");
+    let platform_user_id = strings(batch, "platform_user_id");
+    let room_id = strings(batch, "room_id");
+    let host_id = strings(batch, "host_id");
+    let category = strings(batch, "category");
+    let kind = strings(batch, "kind");
+    let item_id = strings(batch, "item_id");
+    let ts_ms = batch.column(1).as_any().downcast_ref::<Int64Array>().expect("checked");
+    let value = batch.column(10).as_any().downcast_ref::<Float64Array>().expect("checked");
+    let coupon = batch.column(11).as_any().downcast_ref::<BooleanArray>().expect("checked");
+
+    let mut out = DecodedBatch { first_row, ..Default::default() };
+    out.events.reserve(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let row = first_row + i as u64;
+        let reject = |error| RejectedRow { row, event_id: opt(event_id, i).map(str::to_owned), error };
+        let required = [
+            ("event_id", event_id.is_null(i)),
+            ("ts_ms", ts_ms.is_null(i)),
+            ("platform", platform.is_null(i)),
+            ("user_id", user_id.is_null(i)),
+            ("platform_user_id", platform_user_id.is_null(i)),
+            ("category", category.is_null(i)),
+            ("kind", kind.is_null(i)),
+            ("value", value.is_null(i)),
+            ("coupon", coupon.is_null(i)),
+        ];
+        if let Some((column, _)) = required.iter().find(|(_, null)| *null) {
+            out.rejected.push(reject(EventError::Missing { column }));
+            continue;
+        }
+        let p = match Platform::parse(platform.value(i)) {
+            Ok(p) => p,
+            Err(e) => {
+                out.rejected.push(reject(e));
+                continue;
+            }
+        };
+        let k = match EventKind::parse(kind.value(i)) {
+            Ok(k) => k,
+            Err(e) => {
+                out.rejected.push(reject(e));
+                continue;
+            }
+        };
+        let event = Event {
+            event_id: event_id.value(i).to_owned(),
+            ts_ms: ts_ms.value(i),
+            platform: p,
+            user_id: user_id.value(i).to_owned(),
+            platform_user_id: platform_user_id.value(i).to_owned(),
+            room_id: opt(room_id, i).map(str::to_owned),
+            host_id: opt(host_id, i).map(str::to_owned),
+            category: category.value(i).to_owned(),
+            kind: k,
+            item_id: opt(item_id, i).map(str::to_owned),
+            value: value.value(i),
+            coupon: coupon.value(i),
+        };
+        match event.validate() {
+            Ok(()) => out.events.push(event),
+            Err(e) => out.rejected.push(reject(e)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(i: usize) -> Event {
+        Event {
+            event_id: format!("e{i}"),
+            ts_ms: 1_700_000_000_000 + i as i64,
+            platform: Platform::ALL[i % 5],
+            user_id: format!("u{}", i % 7),
+            platform_user_id: format!("p{}", i % 7),
+            room_id: Some(format!("r{}", i % 3)),
+            host_id: (i % 2 == 0).then(|| "h1".to_owned()),
+            category: "beauty".into(),
+            kind: EventKind::Leave,
+            item_id: None,
+            value: i as f64 * 0.5,
+            coupon: i % 3 == 0,
+        }
+    }
+
+    #[test]
+    fn round_trip_is_lossless_and_publishes_by_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.parquet");
+        let mut w = EventWriter::create(&path).unwrap();
+        let events: Vec<Event> = (0..70_000).map(sample).collect();
+        for e in &events {
+            w.append(e).unwrap();
+        }
+        assert!(!path.exists(), "nothing under the final name before finish");
+        assert_eq!(w.finish().unwrap(), 70_000);
+        assert!(!dir.path().join("events.parquet.partial").exists());
+        let read = EventReader::open(&path).unwrap().read_all().unwrap();
+        assert!(read.rejected.is_empty());
+        assert_eq!(read.events, events);
+    }
+
+    #[test]
+    fn unfinished_writer_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.parquet");
+        let mut w = EventWriter::create(&path).unwrap();
+        w.append(&sample(1)).unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_with_row_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.parquet");
+        let mut w = EventWriter::create(&path).unwrap();
+        let mut bad_value = sample(1);
+        bad_value.value = -3.0;
+        let mut no_room = sample(2);
+        no_room.room_id = None;
+        for e in [sample(0), bad_value, no_room, sample(3)] {
+            w.append(&e).unwrap();
+        }
+        w.finish().unwrap();
+        let read = EventReader::open(&path).unwrap().read_all().unwrap();
+        assert_eq!(read.events.len(), 2);
+        assert_eq!(read.rejected.len(), 2);
+        assert_eq!(read.rejected[0].row, 1);
+        assert_eq!(read.rejected[0].error.to_string(), "bad value -3: negative");
+        assert_eq!(read.rejected[1].row, 2);
+        assert_eq!(read.rejected[1].error.to_string(), "missing room_id");
+    }
+
+    #[test]
+    fn missing_column_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("event_id", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["a"])) as ArrayRef],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let err = EventReader::open(&path).err().unwrap();
+        assert!(err.to_string().ends_with("column ts_ms: missing"), "{err}");
+    }
+}
