@@ -1,0 +1,251 @@
+//! The offline driver: user feature tables as of a cut-off (with labels from the window
+//! after it) and conversion examples at decision points, over an [`EventSet`], on all
+//! cores, written in chunks so memory holds one chunk of rows at a time.
+
+use crate::aggregates::{RECENCY_CAP_HOURS, user_features};
+use crate::conversion::{
+    DECISION_OFFSETS_MS, HostHistory, VisitSoFar, derive_conversion_features,
+};
+use crate::dataset::{EventSet, NONE, UserEvents};
+use crate::labels::user_labels;
+use crate::offline::user_features_as_of;
+use crate::schema::{conversion_schema, user_schema};
+use crate::table::{Row, TableError, TableWriter};
+use liveprofile_events::{EventKind, HOUR_MS, Platform};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+const CHUNK_USERS: usize = 4_096;
+
+/// Events older than this before an as-of time cannot change its features (windows are
+/// at most 28 days, recency is capped at 720 hours).
+const LOOKBACK_MS: i64 = (RECENCY_CAP_HOURS as i64 + 24) * HOUR_MS;
+
+/// Options of a user feature table.
+#[derive(Debug, Clone, Copy)]
+pub struct UserTableOptions {
+    /// As-of time of the features (inclusive).
+    pub cutoff_ms: i64,
+    /// Length of the label window after the cut-off; `None` writes no labels.
+    pub label_window_ms: Option<i64>,
+}
+
+/// Errors of the offline driver.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The labels need data the file does not have.
+    #[error("the label window ends at {window_end_ms} but the newest event is at {newest_ms}: labels would be wrong (choose an earlier cut-off or --no-labels)")]
+    LabelWindowBeyondData {
+        /// End of the label window.
+        window_end_ms: i64,
+        /// Newest event.
+        newest_ms: i64,
+    },
+    /// No user has history at the cut-off.
+    #[error("no user has events at or before the cut-off")]
+    NoUsers,
+    /// Writing failed.
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+fn user_row(u: &UserEvents, opts: &UserTableOptions) -> Option<Row> {
+    let history_end = u.events.partition_point(|e| e.ts_ms <= opts.cutoff_ms);
+    if history_end == 0 {
+        return None;
+    }
+    let start = u.events.partition_point(|e| e.ts_ms <= opts.cutoff_ms - LOOKBACK_MS);
+    let mut features = Vec::with_capacity(user_features().len());
+    user_features_as_of(&u.events[start..history_end], opts.cutoff_ms, &mut features);
+    let labels = opts
+        .label_window_ms
+        .map(|w| user_labels(&u.events, &u.hosts, opts.cutoff_ms, w).to_vec())
+        .unwrap_or_default();
+    Some(Row { strings: vec![u.user_id.clone()], ints: vec![opts.cutoff_ms], features, labels })
+}
+
+/// Writes the user feature table; returns the number of users written.
+pub fn build_user_table(set: &EventSet, opts: UserTableOptions, out: &Path) -> Result<u64, BuildError> {
+    if let Some(w) = opts.label_window_ms {
+        let newest_ms = set.max_ts_ms.unwrap_or(i64::MIN);
+        if newest_ms < opts.cutoff_ms + w {
+            return Err(BuildError::LabelWindowBeyondData { window_end_ms: opts.cutoff_ms + w, newest_ms });
+        }
+    }
+    let schema = user_schema();
+    let mut writer = TableWriter::create(out, &["user_id"], &["as_of_ms"], &schema, opts.label_window_ms.is_some())?;
+    for chunk in set.users.chunks(CHUNK_USERS) {
+        let rows: Vec<Option<Row>> = chunk.par_iter().map(|u| user_row(u, &opts)).collect();
+        for row in rows.iter().flatten() {
+            writer.append(row)?;
+        }
+    }
+    if writer_rows_zero(&writer) {
+        return Err(BuildError::NoUsers);
+    }
+    Ok(writer.finish()?)
+}
+
+fn writer_rows_zero(w: &TableWriter) -> bool {
+    w.rows() == 0
+}
+
+/// Options of conversion examples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExampleOptions {
+    /// Only visits entered at or after this time (leaves earlier days as history).
+    pub from_ms: Option<i64>,
+    /// Only visits entered before this time.
+    pub to_ms: Option<i64>,
+}
+
+/// Sorted enter and order times of every host, from all users.
+pub fn host_histories(set: &EventSet) -> Vec<HostHistory> {
+    let mut hosts = vec![HostHistory::default(); set.hosts.len()];
+    for u in &set.users {
+        for (e, h) in u.events.iter().zip(&u.hosts) {
+            if *h == NONE {
+                continue;
+            }
+            match e.kind {
+                EventKind::Enter => hosts[*h as usize].enters.push(e.ts_ms),
+                EventKind::Order => hosts[*h as usize].orders.push(e.ts_ms),
+                _ => {}
+            }
+        }
+    }
+    hosts.par_iter_mut().for_each(|h| {
+        h.enters.sort_unstable();
+        h.orders.sort_unstable();
+    });
+    hosts
+}
+
+/// One conversion example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionExample {
+    /// Room of the visit (index into the set's rooms).
+    pub room: u32,
+    /// Platform.
+    pub platform: Platform,
+    /// Enter time.
+    pub enter_ms: i64,
+    /// Decision point.
+    pub decision_ms: i64,
+    /// Features in conversion schema order.
+    pub features: Vec<f32>,
+    /// Whether the visit ends in an order after the decision point.
+    pub label: bool,
+}
+
+struct OpenVisit {
+    enter_idx: usize,
+    order_ms: Option<i64>,
+}
+
+/// Conversion examples of one user (offline driver).
+pub fn user_examples(u: &UserEvents, hosts: &[HostHistory], opts: &ExampleOptions) -> Vec<ConversionExample> {
+    let mut out = Vec::new();
+    let mut open: HashMap<u32, OpenVisit> = HashMap::new();
+    for (i, e) in u.events.iter().enumerate() {
+        let room = u.rooms[i];
+        if room == NONE {
+            continue;
+        }
+        match e.kind {
+            EventKind::Enter => {
+                open.insert(room, OpenVisit { enter_idx: i, order_ms: None });
+            }
+            EventKind::Order => {
+                if let Some(v) = open.get_mut(&room) {
+                    v.order_ms.get_or_insert(e.ts_ms);
+                }
+            }
+            EventKind::Leave => {
+                if let Some(v) = open.remove(&room) {
+                    visit_examples(u, hosts, opts, room, &v, i, &mut out);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn visit_examples(
+    u: &UserEvents,
+    hosts: &[HostHistory],
+    opts: &ExampleOptions,
+    room: u32,
+    v: &OpenVisit,
+    leave_idx: usize,
+    out: &mut Vec<ConversionExample>,
+) {
+    let enter = u.events[v.enter_idx];
+    let leave_ms = u.events[leave_idx].ts_ms;
+    if opts.from_ms.is_some_and(|f| enter.ts_ms < f) || opts.to_ms.is_some_and(|t| enter.ts_ms >= t) {
+        return;
+    }
+    let mut user_at_enter: Option<Vec<f32>> = None;
+    for offset in DECISION_OFFSETS_MS {
+        let decision_ms = enter.ts_ms + offset;
+        if leave_ms <= decision_ms || v.order_ms.is_some_and(|o| o <= decision_ms) {
+            continue;
+        }
+        let user = user_at_enter.get_or_insert_with(|| {
+            let start = u.events.partition_point(|e| e.ts_ms <= enter.ts_ms - LOOKBACK_MS);
+            let mut f = Vec::with_capacity(user_features().len());
+            user_features_as_of(&u.events[start..=v.enter_idx], enter.ts_ms, &mut f);
+            f
+        });
+        let mut visit = VisitSoFar::new(enter.ts_ms, enter.platform, enter.category);
+        for (e, r) in u.events[v.enter_idx + 1..leave_idx].iter().zip(&u.rooms[v.enter_idx + 1..leave_idx]) {
+            if *r == room && e.ts_ms <= decision_ms {
+                visit.observe(e);
+            }
+        }
+        let host = u.hosts[v.enter_idx];
+        let stats = if host == NONE { Default::default() } else { hosts[host as usize].stats(decision_ms) };
+        let mut features = Vec::with_capacity(conversion_schema().features.len());
+        derive_conversion_features(&visit, decision_ms, stats, user, &mut features);
+        out.push(ConversionExample {
+            room,
+            platform: enter.platform,
+            enter_ms: enter.ts_ms,
+            decision_ms,
+            features,
+            label: v.order_ms.is_some(),
+        });
+    }
+}
+
+/// Writes the conversion examples table; returns (examples, positives).
+pub fn build_examples(set: &EventSet, opts: ExampleOptions, out: &Path) -> Result<(u64, u64), BuildError> {
+    let hosts = host_histories(set);
+    let schema = conversion_schema();
+    let mut writer = TableWriter::create(
+        out,
+        &["user_id", "room_id", "platform"],
+        &["enter_ms", "decision_ms"],
+        &schema,
+        true,
+    )?;
+    let mut positives = 0;
+    for chunk in set.users.chunks(CHUNK_USERS) {
+        let per_user: Vec<Vec<ConversionExample>> =
+            chunk.par_iter().map(|u| user_examples(u, &hosts, &opts)).collect();
+        for (u, examples) in chunk.iter().zip(per_user) {
+            for ex in examples {
+                positives += u64::from(ex.label);
+                writer.append(&Row {
+                    strings: vec![u.user_id.clone(), set.rooms[ex.room as usize].clone(), ex.platform.as_str().into()],
+                    ints: vec![ex.enter_ms, ex.decision_ms],
+                    features: ex.features,
+                    labels: vec![ex.label],
+                })?;
+            }
+        }
+    }
+    Ok((writer.finish()?, positives))
+}

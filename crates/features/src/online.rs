@@ -1,0 +1,139 @@
+//! The online driver: per-user state updated per event in amortized constant time.
+//!
+//! The state keeps the user's events of the longest window in time order, one cursor per
+//! window marking where the window starts, and the window sums. Moving the horizon
+//! forward subtracts the events a cursor passes; every event is added and removed at
+//! most once per window. Late events (within the tolerance) are inserted in order.
+
+use crate::aggregates::{
+    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, WindowSums, contributions,
+    derive_user_features, in_order,
+};
+use std::collections::VecDeque;
+
+/// Why the online state refused an event or a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OnlineError {
+    /// The event is older than the newest event by more than the tolerance.
+    #[error("event at {ts_ms} is out of order: newest event of the user is at {newest_ms} (tolerance {tolerance_ms} ms)")]
+    OutOfOrder {
+        /// The event time.
+        ts_ms: i64,
+        /// The newest accepted event time.
+        newest_ms: i64,
+        /// The tolerance.
+        tolerance_ms: i64,
+    },
+    /// Features were asked for a time before events already taken in.
+    #[error("features as of {as_of_ms} asked after the state moved to {horizon_ms}")]
+    QueryInPast {
+        /// The time asked for.
+        as_of_ms: i64,
+        /// The state's horizon.
+        horizon_ms: i64,
+    },
+}
+
+/// One user's online feature state.
+#[derive(Debug, Clone)]
+pub struct UserState {
+    events: VecDeque<FeatureEvent>,
+    /// `start[w]`: index in `events` of the first event inside window `w`.
+    start: [usize; N_WINDOWS],
+    sums: WindowSums,
+    horizon_ms: i64,
+    newest_ms: Option<i64>,
+    recency: Recency,
+}
+
+impl Default for UserState {
+    fn default() -> Self {
+        UserState {
+            events: VecDeque::new(),
+            start: [0; N_WINDOWS],
+            sums: [[0; N_SLOTS]; N_WINDOWS],
+            horizon_ms: i64::MIN,
+            newest_ms: None,
+            recency: Recency::default(),
+        }
+    }
+}
+
+impl UserState {
+    /// Takes in one event (arrival order). Rejects events older than the newest one by
+    /// more than [`crate::aggregates::OUT_OF_ORDER_TOLERANCE_MS`].
+    pub fn observe(&mut self, e: FeatureEvent) -> Result<(), OnlineError> {
+        if !in_order(self.newest_ms, e.ts_ms) {
+            let newest_ms = self.newest_ms.unwrap_or(i64::MIN);
+            return Err(OnlineError::OutOfOrder {
+                ts_ms: e.ts_ms,
+                newest_ms,
+                tolerance_ms: crate::aggregates::OUT_OF_ORDER_TOLERANCE_MS,
+            });
+        }
+        self.newest_ms = Some(self.newest_ms.map_or(e.ts_ms, |n| n.max(e.ts_ms)));
+        self.recency.observe(e.ts_ms, e.kind);
+        // Insert after every event with the same or an earlier time (scan from the back:
+        // late events are close to the end).
+        let mut pos = self.events.len();
+        while pos > 0 && self.events[pos - 1].ts_ms > e.ts_ms {
+            pos -= 1;
+        }
+        self.events.insert(pos, e);
+        for w in 0..N_WINDOWS {
+            let inside = self.horizon_ms == i64::MIN || e.ts_ms > self.horizon_ms - WINDOWS_MS[w];
+            if inside {
+                let sums = &mut self.sums[w];
+                contributions(&e, |s, a| sums[s] += a);
+            } else {
+                self.start[w] += 1; // it sits before the window's start
+            }
+        }
+        self.advance(e.ts_ms.max(self.horizon_ms));
+        Ok(())
+    }
+
+    fn advance(&mut self, to_ms: i64) {
+        if to_ms <= self.horizon_ms {
+            return;
+        }
+        self.horizon_ms = to_ms;
+        for w in 0..N_WINDOWS {
+            let bound = to_ms - WINDOWS_MS[w];
+            while self.start[w] < self.events.len() && self.events[self.start[w]].ts_ms <= bound {
+                let e = self.events[self.start[w]];
+                let sums = &mut self.sums[w];
+                contributions(&e, |s, a| sums[s] -= a);
+                self.start[w] += 1;
+            }
+        }
+        // The longest window starts first; everything before it is no longer needed.
+        let drop = self.start[N_WINDOWS - 1];
+        if drop > 0 {
+            self.events.drain(..drop);
+            for s in &mut self.start {
+                *s -= drop;
+            }
+        }
+    }
+
+    /// The user's feature vector as of `as_of_ms` (not before the newest event taken in).
+    pub fn features(&mut self, as_of_ms: i64, out: &mut Vec<f32>) -> Result<(), OnlineError> {
+        if as_of_ms < self.horizon_ms {
+            return Err(OnlineError::QueryInPast { as_of_ms, horizon_ms: self.horizon_ms });
+        }
+        self.advance(as_of_ms);
+        derive_user_features(&self.sums, &self.recency, as_of_ms, out);
+        Ok(())
+    }
+
+    /// Newest event time taken in.
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.newest_ms
+    }
+
+    /// Events held (those inside the longest window).
+    pub fn held_events(&self) -> usize {
+        self.events.len()
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the feature pipeline.
+
+mod online_offline;
+mod tables;
