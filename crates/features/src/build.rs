@@ -4,11 +4,11 @@
 
 use crate::aggregates::{RECENCY_CAP_HOURS, user_features};
 use crate::conversion::{
-    DECISION_OFFSETS_MS, HostHistory, VisitSoFar, derive_conversion_features,
+    DECISION_OFFSETS_MS, HostHistory, VISIT_FEATURES, VisitSoFar, derive_conversion_features,
 };
 use crate::dataset::{EventSet, NONE, UserEvents};
 use crate::labels::user_labels;
-use crate::offline::user_features_as_of;
+use crate::offline::{PrefixSums, user_features_as_of};
 use crate::schema::{conversion_schema, user_schema};
 use crate::table::{Row, TableError, TableWriter};
 use liveprofile_events::{EventKind, HOUR_MS, Platform};
@@ -147,6 +147,7 @@ struct OpenVisit {
 /// Conversion examples of one user (offline driver).
 pub fn user_examples(u: &UserEvents, hosts: &[HostHistory], opts: &ExampleOptions) -> Vec<ConversionExample> {
     let mut out = Vec::new();
+    let prefix = PrefixSums::new(&u.events);
     let mut open: HashMap<u32, OpenVisit> = HashMap::new();
     for (i, e) in u.events.iter().enumerate() {
         let room = u.rooms[i];
@@ -164,7 +165,7 @@ pub fn user_examples(u: &UserEvents, hosts: &[HostHistory], opts: &ExampleOption
             }
             EventKind::Leave => {
                 if let Some(v) = open.remove(&room) {
-                    visit_examples(u, hosts, opts, room, &v, i, &mut out);
+                    visit_examples(u, &prefix, hosts, opts, room, &v, i, &mut out);
                 }
             }
             _ => {}
@@ -173,8 +174,10 @@ pub fn user_examples(u: &UserEvents, hosts: &[HostHistory], opts: &ExampleOption
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn visit_examples(
     u: &UserEvents,
+    prefix: &PrefixSums<'_>,
     hosts: &[HostHistory],
     opts: &ExampleOptions,
     room: u32,
@@ -194,9 +197,8 @@ fn visit_examples(
             continue;
         }
         let user = user_at_enter.get_or_insert_with(|| {
-            let start = u.events.partition_point(|e| e.ts_ms <= enter.ts_ms - LOOKBACK_MS);
             let mut f = Vec::with_capacity(user_features().len());
-            user_features_as_of(&u.events[start..=v.enter_idx], enter.ts_ms, &mut f);
+            prefix.features(v.enter_idx + 1, enter.ts_ms, &mut f);
             f
         });
         let mut visit = VisitSoFar::new(enter.ts_ms, enter.platform, enter.category);
@@ -207,7 +209,7 @@ fn visit_examples(
         }
         let host = u.hosts[v.enter_idx];
         let stats = if host == NONE { Default::default() } else { hosts[host as usize].stats(decision_ms) };
-        let mut features = Vec::with_capacity(conversion_schema().features.len());
+        let mut features = Vec::with_capacity(VISIT_FEATURES.len() + user_features().len());
         derive_conversion_features(&visit, decision_ms, stats, user, &mut features);
         out.push(ConversionExample {
             room,

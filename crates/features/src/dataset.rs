@@ -121,20 +121,32 @@ impl EventSetBuilder {
 }
 
 impl EventSet {
-    /// Reads and checks an event file.
+    /// Reads and checks an event file. Decoding runs on its own thread, overlapped with
+    /// grouping the decoded events by user.
     pub fn load(path: &Path) -> Result<Self, EventIoError> {
         let mut reader = EventReader::open(path)?;
-        let mut builder = EventSetBuilder::default();
-        while let Some(batch) = reader.next_batch()? {
-            // Keep file order between valid and rejected rows irrelevant: both are counted.
-            for row in batch.rejected {
-                builder.reject(row);
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::scope(|scope| {
+            let decoder = scope.spawn(move || -> Result<(), EventIoError> {
+                while let Some(batch) = reader.next_batch()? {
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            let mut builder = EventSetBuilder::default();
+            for batch in rx {
+                for row in batch.rejected {
+                    builder.reject(row);
+                }
+                for e in &batch.events {
+                    builder.push(e);
+                }
             }
-            for e in &batch.events {
-                builder.push(e);
-            }
-        }
-        Ok(builder.finish())
+            decoder.join().expect("decoder thread does not panic")?;
+            Ok(builder.finish())
+        })
     }
 
     /// Builds a set from events in arrival order.

@@ -79,6 +79,7 @@ impl TableWriter {
         let file = File::create(&tmp).map_err(|source| TableError::Io { path: tmp.display().to_string(), source })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
+            .set_dictionary_enabled(false)
             .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_METADATA_KEY.to_owned(), schema.to_json())]))
             .build();
         let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(props))

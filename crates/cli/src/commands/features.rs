@@ -1,7 +1,189 @@
-//! `liveprofile features`.
-use clap::Subcommand;
+//! `liveprofile features schema|build|examples`.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use liveprofile_events::{DAY_MS, HOUR_MS};
+use liveprofile_features::{
+    EventSet, ExampleOptions, UserTableOptions, build_examples, build_user_table, conversion_schema, user_schema,
+};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
 /// Feature commands.
 #[derive(Debug, Subcommand)]
-pub enum FeaturesCommand {}
+pub enum FeaturesCommand {
+    /// Write a feature schema (ordered features, labels, hash) as JSON.
+    Schema(SchemaArgs),
+    /// Build the user feature table as of a cut-off, with labels from the window after it.
+    Build(BuildArgs),
+    /// Build conversion examples: room visits at decision points, labelled by whether they end in an order.
+    Examples(ExamplesArgs),
+}
+
+/// Which schema.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaKind {
+    /// User features (the user_tags model's inputs).
+    User,
+    /// Conversion features (the conversion model's inputs).
+    Conversion,
+}
+
+/// Arguments of `features schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which schema.
+    #[arg(long, value_enum, default_value = "user")]
+    kind: SchemaKind,
+    /// Output file (stdout when absent).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Arguments of `features build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Event Parquet file.
+    #[arg(long)]
+    events: PathBuf,
+    /// As-of time: RFC 3339 (e.g. 2017-12-02T00:00:00+08:00) or UTC milliseconds.
+    #[arg(long)]
+    cutoff: String,
+    /// Label window after the cut-off (e.g. 7d, 48h), or `none` for no labels.
+    #[arg(long, default_value = "7d")]
+    label_window: String,
+    /// Output Parquet table; its schema is also written beside it as `<name>.schema.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fail if any event row breaks the contract or arrives out of order.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Arguments of `features examples`.
+#[derive(Debug, Args)]
+pub struct ExamplesArgs {
+    /// Event Parquet file.
+    #[arg(long)]
+    events: PathBuf,
+    /// Output Parquet table; its schema is also written beside it as `<name>.schema.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only visits entered at or after this time (RFC 3339 or UTC ms); earlier events are history.
+    #[arg(long)]
+    from: Option<String>,
+    /// Only visits entered before this time (RFC 3339 or UTC ms).
+    #[arg(long)]
+    to: Option<String>,
+    /// Fail if any event row breaks the contract or arrives out of order.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Parses RFC 3339 or integer milliseconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("{s:?} is neither RFC 3339 (2017-12-02T00:00:00+08:00) nor UTC milliseconds"))?;
+    Ok(t.timestamp_millis())
+}
+
+/// Parses `7d`, `48h`, `none`.
+pub fn parse_window(s: &str) -> anyhow::Result<Option<i64>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num.parse().with_context(|| format!("window {s:?}: expected like 7d, 48h or none"))?;
+    let ms = match unit {
+        "d" => n * DAY_MS,
+        "h" => n * HOUR_MS,
+        _ => bail!("window {s:?}: unit must be d or h"),
+    };
+    if ms <= 0 {
+        bail!("window {s:?} must be positive");
+    }
+    Ok(Some(ms))
+}
+
+fn schema_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{stem}.schema.json"))
+}
+
+fn load(path: &Path, strict: bool) -> anyhow::Result<(EventSet, f64)> {
+    let started = Instant::now();
+    let set = EventSet::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "read {} rows from {} in {:.2} s: {} accepted, {} rejected, {} out of order",
+        set.rows,
+        path.display(),
+        secs,
+        set.accepted(),
+        set.rejected.len(),
+        set.out_of_order.len()
+    );
+    for r in set.rejected.iter().take(10) {
+        eprintln!("  row {}{}: {}", r.row, r.event_id.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(), r.error);
+    }
+    for (user, ts) in set.out_of_order.iter().take(10) {
+        eprintln!("  out of order: user {user} event at {ts}");
+    }
+    if strict && (!set.rejected.is_empty() || !set.out_of_order.is_empty()) {
+        bail!("{} rejected and {} out-of-order events (--strict)", set.rejected.len(), set.out_of_order.len());
+    }
+    Ok((set, secs))
+}
+
 /// Runs a feature command.
-pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> { match cmd {} }
+pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
+    match cmd {
+        FeaturesCommand::Schema(args) => {
+            let schema = match args.kind {
+                SchemaKind::User => user_schema(),
+                SchemaKind::Conversion => conversion_schema(),
+            };
+            match args.out {
+                Some(p) => std::fs::write(&p, schema.to_json()).with_context(|| format!("writing {}", p.display()))?,
+                None => println!("{}", schema.to_json()),
+            }
+        }
+        FeaturesCommand::Build(args) => {
+            let cutoff_ms = parse_time(&args.cutoff)?;
+            let label_window_ms = parse_window(&args.label_window)?;
+            let started = Instant::now();
+            let (set, _) = load(&args.events, args.strict)?;
+            let n = build_user_table(&set, UserTableOptions { cutoff_ms, label_window_ms }, &args.out)?;
+            std::fs::write(schema_path(&args.out), user_schema().to_json())?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "wrote {n} users as of {cutoff_ms} to {} ({:.2} s end to end, {:.0} events/s)",
+                args.out.display(),
+                secs,
+                set.rows as f64 / secs
+            );
+        }
+        FeaturesCommand::Examples(args) => {
+            let opts = ExampleOptions {
+                from_ms: args.from.as_deref().map(parse_time).transpose()?,
+                to_ms: args.to.as_deref().map(parse_time).transpose()?,
+            };
+            let started = Instant::now();
+            let (set, _) = load(&args.events, args.strict)?;
+            let (n, positives) = build_examples(&set, opts, &args.out)?;
+            std::fs::write(schema_path(&args.out), conversion_schema().to_json())?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "wrote {n} conversion examples ({positives} positive, {:.2}%) to {} ({:.2} s end to end, {:.0} events/s)",
+                100.0 * positives as f64 / n.max(1) as f64,
+                args.out.display(),
+                secs,
+                set.rows as f64 / secs
+            );
+        }
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 use liveprofile_events::{DAY_MS, Event, EventKind, HOUR_MS, MINUTE_MS, Platform};
 use liveprofile_features::build::{ExampleOptions, host_histories, user_examples};
 use liveprofile_features::aggregates::FeatureEvent;
-use liveprofile_features::offline::{accept_in_arrival_order, user_features_as_of};
+use liveprofile_features::offline::{accept_in_arrival_order, user_features_as_of, user_features_by_scan};
 use liveprofile_features::{EventSet, OnlineProfiles, UserState};
 use proptest::prelude::*;
 
@@ -91,6 +91,9 @@ proptest! {
                 let mut b = Vec::new();
                 user_features_as_of(&offline_accepted, as_of, &mut b);
                 prop_assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                let mut c = Vec::new();
+                user_features_by_scan(&offline_accepted, as_of, &mut c);
+                prop_assert_eq!(b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), c.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
                 queries += 1;
             }
         }

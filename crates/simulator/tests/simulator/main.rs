@@ -1,0 +1,5 @@
+//! Integration tests of the simulator: calibration to the seed's figures, determinism,
+//! and ground truth that matches the labels the feature pipeline computes.
+
+mod calibration;
+mod truth;
