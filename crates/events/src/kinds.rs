@@ -20,13 +20,8 @@ pub enum Platform {
 
 impl Platform {
     /// Every platform, in contract order (the order of per-platform features).
-    pub const ALL: [Platform; 5] = [
-        Platform::Taobao,
-        Platform::Douyin,
-        Platform::Kuaishou,
-        Platform::Xiaohongshu,
-        Platform::WechatChannels,
-    ];
+    pub const ALL: [Platform; 5] =
+        [Platform::Taobao, Platform::Douyin, Platform::Kuaishou, Platform::Xiaohongshu, Platform::WechatChannels];
 
     /// The contract string.
     pub const fn as_str(self) -> &'static str {
@@ -46,10 +41,7 @@ impl Platform {
 
     /// Parses a contract string.
     pub fn parse(s: &str) -> Result<Self, EventError> {
-        Platform::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| EventError::UnknownPlatform(s.to_owned()))
+        Platform::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| EventError::UnknownPlatform(s.to_owned()))
     }
 }
 
@@ -121,21 +113,14 @@ impl EventKind {
 
     /// Parses a contract string.
     pub fn parse(s: &str) -> Result<Self, EventError> {
-        EventKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| EventError::UnknownKind(s.to_owned()))
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| EventError::UnknownKind(s.to_owned()))
     }
 
     /// Whether `value` is meaningful for this kind (otherwise it must be 0).
     pub const fn carries_value(self) -> bool {
         matches!(
             self,
-            EventKind::Leave
-                | EventKind::Gift
-                | EventKind::Order
-                | EventKind::ViewItem
-                | EventKind::AddToCart
+            EventKind::Leave | EventKind::Gift | EventKind::Order | EventKind::ViewItem | EventKind::AddToCart
         )
     }
 
@@ -155,14 +140,7 @@ impl EventKind {
 
     /// Likes, comments, shares, follows and gifts: the room interactions.
     pub const fn is_interaction(self) -> bool {
-        matches!(
-            self,
-            EventKind::Like
-                | EventKind::Comment
-                | EventKind::Share
-                | EventKind::Follow
-                | EventKind::Gift
-        )
+        matches!(self, EventKind::Like | EventKind::Comment | EventKind::Share | EventKind::Follow | EventKind::Gift)
     }
 }
 

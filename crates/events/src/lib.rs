@@ -11,15 +11,12 @@ mod time;
 
 pub use error::{EventError, EventIoError};
 pub use kinds::{EventKind, Platform};
-pub use parquet_io::{
-    COLUMNS, DecodedBatch, EventParts, EventReader, EventWriter, RejectedRow, event_schema,
-};
+pub use parquet_io::{COLUMNS, DecodedBatch, EventParts, EventReader, EventWriter, RejectedRow, event_schema};
 pub use time::{CHINA_OFFSET_MS, DAY_MS, HOUR_MS, MINUTE_MS, china_hour_of_day};
 
 /// Live-room categories the simulator schedules rooms in. Events may carry other
 /// category strings (the Taobao import uses numeric category ids).
-pub const LIVE_CATEGORIES: [&str; 6] =
-    ["apparel", "beauty", "home", "food", "electronics", "maternal_baby"];
+pub const LIVE_CATEGORIES: [&str; 6] = ["apparel", "beauty", "home", "food", "electronics", "maternal_baby"];
 
 /// One live-commerce event, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +66,7 @@ impl Event {
             return Err(EventError::BadValue { value: self.value, reason: "negative" });
         }
         if !self.kind.carries_value() && self.value != 0.0 {
-            return Err(EventError::BadValue {
-                value: self.value,
-                reason: "this kind of event carries no value",
-            });
+            return Err(EventError::BadValue { value: self.value, reason: "this kind of event carries no value" });
         }
         if self.kind.needs_room() && self.room_id.is_none() {
             return Err(EventError::Missing { column: "room_id" });

@@ -4,8 +4,8 @@
 
 use crate::{Event, EventError, EventIoError, EventKind, Platform};
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array,
-    Int64Builder, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch,
+    StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -128,26 +128,12 @@ impl EventWriter {
         let mut tmp = path.clone().into_os_string();
         tmp.push(".partial");
         let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|source| EventIoError::Io {
-            path: tmp.display().to_string(),
-            source,
-        })?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_size(1 << 20)
-            .build();
-        let writer =
-            ArrowWriter::try_new(file, event_schema(), Some(props)).map_err(|source| {
-                EventIoError::Parquet { path: tmp.display().to_string(), source }
-            })?;
-        Ok(EventWriter {
-            path,
-            tmp,
-            writer: Some(writer),
-            cols: Builders::new(),
-            rows_in_batch: 0,
-            rows: 0,
-        })
+        let file = File::create(&tmp).map_err(|source| EventIoError::Io { path: tmp.display().to_string(), source })?;
+        let props =
+            WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_size(1 << 20).build();
+        let writer = ArrowWriter::try_new(file, event_schema(), Some(props))
+            .map_err(|source| EventIoError::Parquet { path: tmp.display().to_string(), source })?;
+        Ok(EventWriter { path, tmp, writer: Some(writer), cols: Builders::new(), rows_in_batch: 0, rows: 0 })
     }
 
     /// Appends one event.
@@ -200,29 +186,20 @@ impl EventWriter {
         if self.rows_in_batch == 0 {
             return Ok(());
         }
-        let batch = RecordBatch::try_new(event_schema(), self.cols.finish()).map_err(|source| {
-            EventIoError::Arrow { path: self.tmp.display().to_string(), source }
-        })?;
+        let batch = RecordBatch::try_new(event_schema(), self.cols.finish())
+            .map_err(|source| EventIoError::Arrow { path: self.tmp.display().to_string(), source })?;
         self.rows_in_batch = 0;
         let writer = self.writer.as_mut().expect("writer is present until finish");
-        writer.write(&batch).map_err(|source| EventIoError::Parquet {
-            path: self.tmp.display().to_string(),
-            source,
-        })
+        writer.write(&batch).map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })
     }
 
     /// Flushes, closes and renames the file into place. Returns the number of rows.
     pub fn finish(mut self) -> Result<u64, EventIoError> {
         self.flush_batch()?;
         let writer = self.writer.take().expect("writer is present until finish");
-        writer.close().map_err(|source| EventIoError::Parquet {
-            path: self.tmp.display().to_string(),
-            source,
-        })?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|source| EventIoError::Io {
-            path: self.path.display().to_string(),
-            source,
-        })?;
+        writer.close().map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|source| EventIoError::Io { path: self.path.display().to_string(), source })?;
         Ok(self.rows)
     }
 }
@@ -298,9 +275,23 @@ pub struct EventReader {
 impl EventReader {
     /// Opens `path` and checks that it has every contract column with its type.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EventIoError> {
+        Self::open_row_groups(path, None)
+    }
+
+    /// Row counts of the file's row groups (for splitting a read across threads).
+    pub fn row_group_sizes(path: impl AsRef<Path>) -> Result<Vec<u64>, EventIoError> {
         let display = path.as_ref().display().to_string();
-        let file = File::open(path.as_ref())
-            .map_err(|source| EventIoError::Io { path: display.clone(), source })?;
+        let file = File::open(path.as_ref()).map_err(|source| EventIoError::Io { path: display.clone(), source })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|source| EventIoError::Parquet { path: display, source })?;
+        Ok(builder.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect())
+    }
+
+    /// Opens `path` reading only one row group (`Some(i)`) or all of them; row numbers
+    /// in decoded batches stay those of the whole file.
+    pub fn open_row_groups(path: impl AsRef<Path>, row_group: Option<usize>) -> Result<Self, EventIoError> {
+        let display = path.as_ref().display().to_string();
+        let file = File::open(path.as_ref()).map_err(|source| EventIoError::Io { path: display.clone(), source })?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|source| EventIoError::Parquet { path: display.clone(), source })?;
         let schema = builder.schema().clone();
@@ -321,12 +312,27 @@ impl EventReader {
                 });
             }
         }
-        let total_rows = builder.metadata().file_metadata().num_rows() as u64;
+        let groups = builder.metadata().row_groups();
+        let (first_row, total_rows, builder) = match row_group {
+            None => (0, builder.metadata().file_metadata().num_rows() as u64, builder),
+            Some(i) => {
+                if i >= groups.len() {
+                    return Err(EventIoError::Schema {
+                        path: display,
+                        column: String::new(),
+                        reason: format!("row group {i} of {}", groups.len()),
+                    });
+                }
+                let first: u64 = groups[..i].iter().map(|g| g.num_rows() as u64).sum();
+                let n = groups[i].num_rows() as u64;
+                (first, n, builder.with_row_groups(vec![i]))
+            }
+        };
         let inner = builder
             .with_batch_size(BATCH_ROWS)
             .build()
             .map_err(|source| EventIoError::Parquet { path: display.clone(), source })?;
-        Ok(EventReader { path: display, inner, next_row: 0, total_rows })
+        Ok(EventReader { path: display, inner, next_row: first_row, total_rows })
     }
 
     /// Number of rows in the file.
@@ -338,8 +344,7 @@ impl EventReader {
     pub fn next_batch(&mut self) -> Result<Option<DecodedBatch>, EventIoError> {
         let Some(batch) = self.inner.next() else { return Ok(None) };
         let batch = batch.map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
-        let batch = cast_strings(&batch)
-            .map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
+        let batch = cast_strings(&batch).map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
         let decoded = decode(&batch, self.next_row);
         self.next_row += batch.num_rows() as u64;
         Ok(Some(decoded))
@@ -463,12 +468,12 @@ mod tests {
             user_id: format!("u{}", i % 7),
             platform_user_id: format!("p{}", i % 7),
             room_id: Some(format!("r{}", i % 3)),
-            host_id: (i % 2 == 0).then(|| "h1".to_owned()),
+            host_id: i.is_multiple_of(2).then(|| "h1".to_owned()),
             category: "beauty".into(),
             kind: EventKind::Leave,
             item_id: None,
             value: i as f64 * 0.5,
-            coupon: i % 3 == 0,
+            coupon: i.is_multiple_of(3),
         }
     }
 
@@ -526,11 +531,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.parquet");
         let schema = Arc::new(Schema::new(vec![Field::new("event_id", DataType::Utf8, false)]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(StringArray::from(vec!["a"])) as ArrayRef],
-        )
-        .unwrap();
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec!["a"])) as ArrayRef]).unwrap();
         let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();

@@ -24,8 +24,18 @@ pub const OUT_OF_ORDER_TOLERANCE_MS: i64 = 5 * MINUTE_MS;
 pub const RECENCY_CAP_HOURS: f64 = 720.0;
 
 const GLOBAL: [&str; 12] = [
-    "visits", "watch_min", "social", "follows", "gifts", "gift_yuan", "item_views", "favorites",
-    "carts", "orders", "spend_yuan", "coupon_orders",
+    "visits",
+    "watch_min",
+    "social",
+    "follows",
+    "gifts",
+    "gift_yuan",
+    "item_views",
+    "favorites",
+    "carts",
+    "orders",
+    "spend_yuan",
+    "coupon_orders",
 ];
 const G_VISITS: usize = 0;
 const G_WATCH: usize = 1;
@@ -259,7 +269,13 @@ pub fn user_features() -> &'static [UserFeature] {
             for (c, cat) in LIVE_CATEGORIES.iter().enumerate() {
                 for (i, s) in PER_CATEGORY.iter().enumerate() {
                     let slot = C0 + c * PER_CATEGORY.len() + i;
-                    sum(format!("{cat}_{s}_{wn}"), format!("{} in {cat} rooms in the last {wn}", describe(s)), w, slot, s);
+                    sum(
+                        format!("{cat}_{s}_{wn}"),
+                        format!("{} in {cat} rooms in the last {wn}", describe(s)),
+                        w,
+                        slot,
+                        s,
+                    );
                 }
             }
         }
@@ -269,18 +285,57 @@ pub fn user_features() -> &'static [UserFeature] {
         for (b, bucket) in HOUR_BUCKETS.iter().enumerate() {
             derived(
                 &format!("visit_share_hours_{bucket}_28d"),
-                &format!("share of the last 28d's visits that started {}:00-{}:00 China time (0 without visits)", &bucket[..2], &bucket[3..]),
+                &format!(
+                    "share of the last 28d's visits that started {}:00-{}:00 China time (0 without visits)",
+                    &bucket[..2],
+                    &bucket[3..]
+                ),
                 Some("28d"),
                 Source::HourShare { bucket: b },
             );
         }
-        derived("platforms_active_7d", "platforms with at least one visit in the last 7d", Some("7d"), Source::PlatformsActive { window: 2 });
-        derived("platforms_active_28d", "platforms with at least one visit in the last 28d", Some("28d"), Source::PlatformsActive { window: 3 });
-        derived("avg_order_yuan_28d", "mean order amount in the last 28d (0 without orders)", Some("28d"), Source::AvgOrderValue);
-        derived("coupon_order_share_28d", "share of the last 28d's orders with a coupon (0 without orders)", Some("28d"), Source::CouponOrderShare);
-        derived("watch_min_per_visit_28d", "minutes watched per visit in the last 28d (0 without visits)", Some("28d"), Source::WatchPerVisit);
-        derived("hours_since_last_event", "hours since the user's newest event, capped at 720 (720 when none)", None, Source::HoursSinceEvent);
-        derived("hours_since_last_order", "hours since the user's newest order, capped at 720 (720 when none)", None, Source::HoursSinceOrder);
+        derived(
+            "platforms_active_7d",
+            "platforms with at least one visit in the last 7d",
+            Some("7d"),
+            Source::PlatformsActive { window: 2 },
+        );
+        derived(
+            "platforms_active_28d",
+            "platforms with at least one visit in the last 28d",
+            Some("28d"),
+            Source::PlatformsActive { window: 3 },
+        );
+        derived(
+            "avg_order_yuan_28d",
+            "mean order amount in the last 28d (0 without orders)",
+            Some("28d"),
+            Source::AvgOrderValue,
+        );
+        derived(
+            "coupon_order_share_28d",
+            "share of the last 28d's orders with a coupon (0 without orders)",
+            Some("28d"),
+            Source::CouponOrderShare,
+        );
+        derived(
+            "watch_min_per_visit_28d",
+            "minutes watched per visit in the last 28d (0 without visits)",
+            Some("28d"),
+            Source::WatchPerVisit,
+        );
+        derived(
+            "hours_since_last_event",
+            "hours since the user's newest event, capped at 720 (720 when none)",
+            None,
+            Source::HoursSinceEvent,
+        );
+        derived(
+            "hours_since_last_order",
+            "hours since the user's newest order, capped at 720 (720 when none)",
+            None,
+            Source::HoursSinceOrder,
+        );
         defs
     })
 }
@@ -300,10 +355,9 @@ pub fn derive_user_features(sums: &WindowSums, recency: &Recency, as_of_ms: i64,
         let v = match def.source {
             Source::Sum { window, slot, scale } => sums[window][slot] as f64 * scale,
             Source::HourShare { bucket } => ratio(sums[last][H0 + bucket], sums[last][G_VISITS], 1.0),
-            Source::PlatformsActive { window } => Platform::ALL
-                .iter()
-                .filter(|p| sums[window][P0 + p.index() * PER_PLATFORM.len()] > 0)
-                .count() as f64,
+            Source::PlatformsActive { window } => {
+                Platform::ALL.iter().filter(|p| sums[window][P0 + p.index() * PER_PLATFORM.len()] > 0).count() as f64
+            }
             Source::AvgOrderValue => ratio(sums[last][G_SPEND], sums[last][G_ORDERS], 0.01),
             Source::CouponOrderShare => ratio(sums[last][G_COUPON_ORDERS], sums[last][G_ORDERS], 1.0),
             Source::WatchPerVisit => ratio(sums[last][G_WATCH], sums[last][G_VISITS], 1.0 / MINUTE_MS as f64),

@@ -3,9 +3,7 @@
 //! cores, written in chunks so memory holds one chunk of rows at a time.
 
 use crate::aggregates::{RECENCY_CAP_HOURS, user_features};
-use crate::conversion::{
-    DECISION_OFFSETS_MS, HostHistory, VISIT_FEATURES, VisitSoFar, derive_conversion_features,
-};
+use crate::conversion::{DECISION_OFFSETS_MS, HostHistory, VISIT_FEATURES, VisitSoFar, derive_conversion_features};
 use crate::dataset::{EventSet, NONE, UserEvents};
 use crate::labels::user_labels;
 use crate::offline::{PrefixSums, user_features_as_of};
@@ -22,6 +20,10 @@ const CHUNK_USERS: usize = 4_096;
 /// at most 28 days, recency is capped at 720 hours).
 const LOOKBACK_MS: i64 = (RECENCY_CAP_HOURS as i64 + 24) * HOUR_MS;
 
+/// The data must reach at least this close to the end of the label window (real data
+/// sets end a few seconds or minutes before a day boundary).
+pub const LABEL_COVERAGE_SLACK_MS: i64 = HOUR_MS;
+
 /// Options of a user feature table.
 #[derive(Debug, Clone, Copy)]
 pub struct UserTableOptions {
@@ -35,7 +37,9 @@ pub struct UserTableOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The labels need data the file does not have.
-    #[error("the label window ends at {window_end_ms} but the newest event is at {newest_ms}: labels would be wrong (choose an earlier cut-off or --no-labels)")]
+    #[error(
+        "the label window ends at {window_end_ms} but the newest event is at {newest_ms}: labels would be wrong (choose an earlier cut-off or --no-labels)"
+    )]
     LabelWindowBeyondData {
         /// End of the label window.
         window_end_ms: i64,
@@ -58,10 +62,8 @@ fn user_row(u: &UserEvents, opts: &UserTableOptions) -> Option<Row> {
     let start = u.events.partition_point(|e| e.ts_ms <= opts.cutoff_ms - LOOKBACK_MS);
     let mut features = Vec::with_capacity(user_features().len());
     user_features_as_of(&u.events[start..history_end], opts.cutoff_ms, &mut features);
-    let labels = opts
-        .label_window_ms
-        .map(|w| user_labels(&u.events, &u.hosts, opts.cutoff_ms, w).to_vec())
-        .unwrap_or_default();
+    let labels =
+        opts.label_window_ms.map(|w| user_labels(&u.events, &u.hosts, opts.cutoff_ms, w).to_vec()).unwrap_or_default();
     Some(Row { strings: vec![u.user_id.clone()], ints: vec![opts.cutoff_ms], features, labels })
 }
 
@@ -69,7 +71,7 @@ fn user_row(u: &UserEvents, opts: &UserTableOptions) -> Option<Row> {
 pub fn build_user_table(set: &EventSet, opts: UserTableOptions, out: &Path) -> Result<u64, BuildError> {
     if let Some(w) = opts.label_window_ms {
         let newest_ms = set.max_ts_ms.unwrap_or(i64::MIN);
-        if newest_ms < opts.cutoff_ms + w {
+        if newest_ms < opts.cutoff_ms + w - LABEL_COVERAGE_SLACK_MS {
             return Err(BuildError::LabelWindowBeyondData { window_end_ms: opts.cutoff_ms + w, newest_ms });
         }
     }
@@ -226,17 +228,11 @@ fn visit_examples(
 pub fn build_examples(set: &EventSet, opts: ExampleOptions, out: &Path) -> Result<(u64, u64), BuildError> {
     let hosts = host_histories(set);
     let schema = conversion_schema();
-    let mut writer = TableWriter::create(
-        out,
-        &["user_id", "room_id", "platform"],
-        &["enter_ms", "decision_ms"],
-        &schema,
-        true,
-    )?;
+    let mut writer =
+        TableWriter::create(out, &["user_id", "room_id", "platform"], &["enter_ms", "decision_ms"], &schema, true)?;
     let mut positives = 0;
     for chunk in set.users.chunks(CHUNK_USERS) {
-        let per_user: Vec<Vec<ConversionExample>> =
-            chunk.par_iter().map(|u| user_examples(u, &hosts, &opts)).collect();
+        let per_user: Vec<Vec<ConversionExample>> = chunk.par_iter().map(|u| user_examples(u, &hosts, &opts)).collect();
         for (u, examples) in chunk.iter().zip(per_user) {
             for ex in examples {
                 positives += u64::from(ex.label);

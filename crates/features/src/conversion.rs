@@ -40,8 +40,20 @@ const fn num(name: &'static str, meaning: &'static str) -> VisitFeature {
 
 /// The visit features, in schema order, before the user features.
 pub const VISIT_FEATURES: [VisitFeature; 16] = [
-    VisitFeature { name: "platform", dtype: Dtype::Category, meaning: "platform of the room", window: None, vocabulary: Some(&PLATFORM_VOCAB) },
-    VisitFeature { name: "category", dtype: Dtype::Category, meaning: "category of the room", window: None, vocabulary: Some(&CATEGORY_VOCAB) },
+    VisitFeature {
+        name: "platform",
+        dtype: Dtype::Category,
+        meaning: "platform of the room",
+        window: None,
+        vocabulary: Some(&PLATFORM_VOCAB),
+    },
+    VisitFeature {
+        name: "category",
+        dtype: Dtype::Category,
+        meaning: "category of the room",
+        window: None,
+        vocabulary: Some(&CATEGORY_VOCAB),
+    },
     num("hour_of_day", "China-time hour of the decision point (0-23)"),
     num("seconds_in_room", "seconds since entering the room"),
     num("social_so_far", "likes, comments and shares in this visit so far"),
@@ -53,9 +65,27 @@ pub const VISIT_FEATURES: [VisitFeature; 16] = [
     num("coupon_offers_so_far", "viewed items that came with a coupon in this visit so far"),
     num("max_price_seen", "highest item price (yuan) viewed or carted in this visit so far, 0 if none"),
     num("mean_price_seen", "mean item price (yuan) viewed or carted in this visit so far, 0 if none"),
-    VisitFeature { name: "host_visits_7d", dtype: Dtype::Float32, meaning: "visits to the host's rooms in the last 7 days, all users", window: Some("7d"), vocabulary: None },
-    VisitFeature { name: "host_orders_7d", dtype: Dtype::Float32, meaning: "orders in the host's rooms in the last 7 days, all users", window: Some("7d"), vocabulary: None },
-    VisitFeature { name: "host_order_rate_7d", dtype: Dtype::Float32, meaning: "smoothed orders per visit of the host's rooms in the last 7 days: (orders + 0.04*50) / (visits + 50)", window: Some("7d"), vocabulary: None },
+    VisitFeature {
+        name: "host_visits_7d",
+        dtype: Dtype::Float32,
+        meaning: "visits to the host's rooms in the last 7 days, all users",
+        window: Some("7d"),
+        vocabulary: None,
+    },
+    VisitFeature {
+        name: "host_orders_7d",
+        dtype: Dtype::Float32,
+        meaning: "orders in the host's rooms in the last 7 days, all users",
+        window: Some("7d"),
+        vocabulary: None,
+    },
+    VisitFeature {
+        name: "host_order_rate_7d",
+        dtype: Dtype::Float32,
+        meaning: "smoothed orders per visit of the host's rooms in the last 7 days: (orders + 0.04*50) / (visits + 50)",
+        window: Some("7d"),
+        vocabulary: None,
+    },
 ];
 
 /// Integer state of a visit so far (exact, order independent).

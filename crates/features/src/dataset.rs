@@ -3,7 +3,7 @@
 
 use crate::aggregates::FeatureEvent;
 use crate::offline::accept_in_arrival_order;
-use liveprofile_events::{Event, EventIoError, EventReader, RejectedRow};
+use liveprofile_events::{DecodedBatch, Event, EventIoError, EventReader, RejectedRow};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -121,30 +121,55 @@ impl EventSetBuilder {
 }
 
 impl EventSet {
-    /// Reads and checks an event file. Decoding runs on its own thread, overlapped with
-    /// grouping the decoded events by user.
+    /// Reads and checks an event file. Row groups are decoded on several threads while
+    /// the decoded events are grouped by user in file order; channels are bounded, so
+    /// memory holds a few batches beyond the grouped events.
     pub fn load(path: &Path) -> Result<Self, EventIoError> {
-        let mut reader = EventReader::open(path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let groups = EventReader::row_group_sizes(path)?.len();
+        let decoders = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4).min(groups.max(1));
         std::thread::scope(|scope| {
-            let decoder = scope.spawn(move || -> Result<(), EventIoError> {
-                while let Some(batch) = reader.next_batch()? {
-                    if tx.send(batch).is_err() {
-                        break;
+            let mut receivers = Vec::with_capacity(decoders);
+            let mut handles = Vec::with_capacity(decoders);
+            for d in 0..decoders {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Option<DecodedBatch>>(4);
+                receivers.push(rx);
+                handles.push(scope.spawn(move || -> Result<(), EventIoError> {
+                    for g in (d..groups).step_by(decoders) {
+                        let mut reader = EventReader::open_row_groups(path, Some(g))?;
+                        while let Some(batch) = reader.next_batch()? {
+                            if tx.send(Some(batch)).is_err() {
+                                return Ok(());
+                            }
+                        }
+                        if tx.send(None).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(())
+                }));
+            }
+            let mut builder = EventSetBuilder::default();
+            // Take row groups in file order: group g comes from decoder g % decoders.
+            'groups: for g in 0..groups {
+                loop {
+                    match receivers[g % decoders].recv() {
+                        Ok(Some(batch)) => {
+                            for row in batch.rejected {
+                                builder.reject(row);
+                            }
+                            for e in &batch.events {
+                                builder.push(e);
+                            }
+                        }
+                        Ok(None) => break,       // row group complete
+                        Err(_) => break 'groups, // the decoder failed; reported below
                     }
                 }
-                Ok(())
-            });
-            let mut builder = EventSetBuilder::default();
-            for batch in rx {
-                for row in batch.rejected {
-                    builder.reject(row);
-                }
-                for e in &batch.events {
-                    builder.push(e);
-                }
             }
-            decoder.join().expect("decoder thread does not panic")?;
+            drop(receivers);
+            for h in handles {
+                h.join().expect("decoder thread does not panic")?;
+            }
             Ok(builder.finish())
         })
     }

@@ -5,8 +5,7 @@
 //! reference; the property tests check that all three give identical vectors.
 
 use crate::aggregates::{
-    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, contributions, derive_user_features,
-    in_order,
+    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, contributions, derive_user_features, in_order,
 };
 
 /// Applies the arrival-order rule to one user's events in file order: returns the
@@ -70,10 +69,8 @@ impl<'a> PrefixSums<'a> {
                 *v = self.cum[hi][s] - self.cum[lo][s];
             }
         }
-        let recency = Recency {
-            last_event_ms: prefix[..hi].iter().map(|e| e.ts_ms).max(),
-            last_order_ms: self.last_order[hi],
-        };
+        let recency =
+            Recency { last_event_ms: prefix[..hi].iter().map(|e| e.ts_ms).max(), last_order_ms: self.last_order[hi] };
         derive_user_features(&sums, &recency, as_of_ms, out);
     }
 }

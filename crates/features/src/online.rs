@@ -6,8 +6,7 @@
 //! most once per window. Late events (within the tolerance) are inserted in order.
 
 use crate::aggregates::{
-    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, WindowSums, contributions,
-    derive_user_features, in_order,
+    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, WindowSums, contributions, derive_user_features, in_order,
 };
 use std::collections::VecDeque;
 
@@ -15,7 +14,9 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OnlineError {
     /// The event is older than the newest event by more than the tolerance.
-    #[error("event at {ts_ms} is out of order: newest event of the user is at {newest_ms} (tolerance {tolerance_ms} ms)")]
+    #[error(
+        "event at {ts_ms} is out of order: newest event of the user is at {newest_ms} (tolerance {tolerance_ms} ms)"
+    )]
     OutOfOrder {
         /// The event time.
         ts_ms: i64,
@@ -80,13 +81,12 @@ impl UserState {
             pos -= 1;
         }
         self.events.insert(pos, e);
-        for w in 0..N_WINDOWS {
-            let inside = self.horizon_ms == i64::MIN || e.ts_ms > self.horizon_ms - WINDOWS_MS[w];
+        for ((len, sums), start) in WINDOWS_MS.iter().zip(&mut self.sums).zip(&mut self.start) {
+            let inside = self.horizon_ms == i64::MIN || e.ts_ms > self.horizon_ms - len;
             if inside {
-                let sums = &mut self.sums[w];
                 contributions(&e, |s, a| sums[s] += a);
             } else {
-                self.start[w] += 1; // it sits before the window's start
+                *start += 1; // it sits before the window's start
             }
         }
         self.advance(e.ts_ms.max(self.horizon_ms));
@@ -98,13 +98,12 @@ impl UserState {
             return;
         }
         self.horizon_ms = to_ms;
-        for w in 0..N_WINDOWS {
-            let bound = to_ms - WINDOWS_MS[w];
-            while self.start[w] < self.events.len() && self.events[self.start[w]].ts_ms <= bound {
-                let e = self.events[self.start[w]];
-                let sums = &mut self.sums[w];
+        for ((len, sums), start) in WINDOWS_MS.iter().zip(&mut self.sums).zip(&mut self.start) {
+            let bound = to_ms - len;
+            while *start < self.events.len() && self.events[*start].ts_ms <= bound {
+                let e = self.events[*start];
                 contributions(&e, |s, a| sums[s] -= a);
-                self.start[w] += 1;
+                *start += 1;
             }
         }
         // The longest window starts first; everything before it is no longer needed.

@@ -127,10 +127,8 @@ pub const BUYS_ANY: &str = "buys_any";
 /// The user feature schema: activity per platform and category over several windows,
 /// recency, time-of-day mix, cross-platform activity. Labels: the user tags.
 pub fn user_schema() -> FeatureSchema {
-    let mut labels: Vec<LabelSpec> = Tag::ALL
-        .iter()
-        .map(|t| LabelSpec { name: t.name().into(), definition: t.definition().into() })
-        .collect();
+    let mut labels: Vec<LabelSpec> =
+        Tag::ALL.iter().map(|t| LabelSpec { name: t.name().into(), definition: t.definition().into() }).collect();
     labels.push(LabelSpec {
         name: BUYS_ANY.into(),
         definition: "The user places at least one order in the label window after the cut-off.".into(),
@@ -170,14 +168,24 @@ mod tests {
     #[test]
     fn hash_follows_the_documented_lines() {
         let features = vec![
-            FeatureSpec { name: "a".into(), dtype: Dtype::Float32, meaning: "x".into(), window: Some("7d".into()), vocabulary: None },
-            FeatureSpec { name: "b".into(), dtype: Dtype::Category, meaning: "y".into(), window: None, vocabulary: Some(vec!["p".into(), "q".into()]) },
+            FeatureSpec {
+                name: "a".into(),
+                dtype: Dtype::Float32,
+                meaning: "x".into(),
+                window: Some("7d".into()),
+                vocabulary: None,
+            },
+            FeatureSpec {
+                name: "b".into(),
+                dtype: Dtype::Category,
+                meaning: "y".into(),
+                window: None,
+                vocabulary: Some(vec!["p".into(), "q".into()]),
+            },
         ];
         // sha256 of "a\tfloat32\t7d\t\nb\tcategory\t\tp|q\n"
-        let expected: String = Sha256::digest(b"a\tfloat32\t7d\t\nb\tcategory\t\tp|q\n")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let expected: String =
+            Sha256::digest(b"a\tfloat32\t7d\t\nb\tcategory\t\tp|q\n").iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(schema_hash(&features), expected);
         let mut reworded = features.clone();
         reworded[0].meaning = "other words".into();

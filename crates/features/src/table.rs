@@ -2,7 +2,7 @@
 //! column per label, the schema JSON in the file metadata; published by rename.
 
 use crate::schema::FeatureSchema;
-use arrow::array::{ArrayRef, Float32Builder, Int64Builder, Int8Builder, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, Float32Builder, Int8Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -65,7 +65,13 @@ pub struct TableWriter {
 
 impl TableWriter {
     /// Creates `path` (as `path.partial` until finished).
-    pub fn create(path: &Path, string_ids: &[&str], int_ids: &[&str], schema: &FeatureSchema, with_labels: bool) -> Result<Self, TableError> {
+    pub fn create(
+        path: &Path,
+        string_ids: &[&str],
+        int_ids: &[&str],
+        schema: &FeatureSchema,
+        with_labels: bool,
+    ) -> Result<Self, TableError> {
         let mut fields: Vec<Field> = string_ids.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect();
         fields.extend(int_ids.iter().map(|n| Field::new(*n, DataType::Int64, false)));
         fields.extend(schema.features.iter().map(|f| Field::new(&f.name, DataType::Float32, false)));

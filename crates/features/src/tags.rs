@@ -95,8 +95,12 @@ impl Tag {
             Tag::PriceSensitive => "The user places at least one order with a coupon within 7 days after the cut-off.",
             Tag::HighValue => "The user places an order of 300 yuan or more within 7 days after the cut-off.",
             Tag::ChurnRisk => "The user enters no live room within 7 days after the cut-off.",
-            Tag::CrossPlatform => "The user enters live rooms on two or more platforms within 7 days after the cut-off.",
-            Tag::NightOwl => "The user enters live rooms at least 3 times between 22:00 and 01:59 China time within 7 days after the cut-off.",
+            Tag::CrossPlatform => {
+                "The user enters live rooms on two or more platforms within 7 days after the cut-off."
+            }
+            Tag::NightOwl => {
+                "The user enters live rooms at least 3 times between 22:00 and 01:59 China time within 7 days after the cut-off."
+            }
             Tag::Gifter => "The user sends at least one gift within 7 days after the cut-off.",
             Tag::LoyalFan => "The user enters the rooms of one host at least 3 times within 7 days after the cut-off.",
         }

@@ -90,10 +90,7 @@ fn parse_line(line: &str) -> Result<(String, Row), String> {
     };
     let secs: i64 = fields[4].parse().map_err(|_| format!("timestamp {:?} is not an integer", fields[4]))?;
     let ts_ms = secs.checked_mul(1000).filter(|t| *t >= 0).ok_or_else(|| format!("timestamp {secs} out of range"))?;
-    Ok((
-        fields[0].to_owned(),
-        Row { ts_ms, item: fields[1].to_owned(), category: fields[2].to_owned(), kind, line: 0 },
-    ))
+    Ok((fields[0].to_owned(), Row { ts_ms, item: fields[1].to_owned(), category: fields[2].to_owned(), kind, line: 0 }))
 }
 
 /// Imports `input` into the event file `output`.

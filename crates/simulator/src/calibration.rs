@@ -64,9 +64,7 @@ impl CalibrationStats {
             events: self.events,
             visits: self.visits,
             order_rate: std::array::from_fn(|p| ratio(self.orders[p] as f64, self.visits[p])),
-            beauty_watch_min: std::array::from_fn(|p| {
-                ratio(self.beauty_watch_s[p], self.beauty_visits[p]) / 60.0
-            }),
+            beauty_watch_min: std::array::from_fn(|p| ratio(self.beauty_watch_s[p], self.beauty_visits[p]) / 60.0),
             active_users: active,
             multi_platform_share: ratio(multi, active),
         }
@@ -88,11 +86,6 @@ impl std::fmt::Display for CalibrationReport {
                 self.beauty_watch_min[i]
             )?;
         }
-        write!(
-            f,
-            "users active on 2+ platforms: {:.2}% of {}",
-            100.0 * self.multi_platform_share,
-            self.active_users
-        )
+        write!(f, "users active on 2+ platforms: {:.2}% of {}", 100.0 * self.multi_platform_share, self.active_users)
     }
 }

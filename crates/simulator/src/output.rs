@@ -112,7 +112,8 @@ fn write_user(
     for (p, account) in ids.accounts.iter_mut().enumerate() {
         account.clear();
         let prefix = world.platforms[p].account_prefix;
-        write!(account, "{prefix}_{:012x}", platform_account(seed, user.index, p) & 0xffff_ffff_ffff).expect("string write");
+        write!(account, "{prefix}_{:012x}", platform_account(seed, user.index, p) & 0xffff_ffff_ffff)
+            .expect("string write");
     }
     for (seq, e) in user.events.iter().enumerate() {
         let SimEvent { ts_ms, kind, platform, category, host, room_day, item, value, coupon } = *e;
@@ -182,10 +183,8 @@ fn truth_number_columns() -> Vec<String> {
 
 impl TruthWriter {
     fn create(path: &Path) -> Result<Self, EventIoError> {
-        let mut fields = vec![
-            Field::new("user_id", DataType::Utf8, false),
-            Field::new("platforms", DataType::Utf8, false),
-        ];
+        let mut fields =
+            vec![Field::new("user_id", DataType::Utf8, false), Field::new("platforms", DataType::Utf8, false)];
         let numbers = truth_number_columns();
         fields.extend(numbers.iter().map(|n| Field::new(n, DataType::Float64, false)));
         let schema = Arc::new(Schema::new(fields));
@@ -209,11 +208,8 @@ impl TruthWriter {
     fn append(&mut self, world: &World, user: &SimUser) -> Result<(), EventIoError> {
         let t = &user.traits;
         self.user_id.append_value(Simulator::user_id(user.index));
-        let used: Vec<&str> = Platform::ALL
-            .iter()
-            .filter(|p| t.platform_weights[p.index()] > 0.0)
-            .map(|p| p.as_str())
-            .collect();
+        let used: Vec<&str> =
+            Platform::ALL.iter().filter(|p| t.platform_weights[p.index()] > 0.0).map(|p| p.as_str()).collect();
         self.platforms.append_value(used.join(","));
         let night: f64 = NIGHT_HOURS.iter().map(|h| t.hour_weights[*h as usize]).sum();
         let mut values = vec![
@@ -261,9 +257,7 @@ impl TruthWriter {
     fn finish(mut self) -> Result<(), EventIoError> {
         self.flush()?;
         let writer = self.writer.take().expect("open until finish");
-        writer
-            .close()
-            .map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })?;
+        writer.close().map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })?;
         std::fs::rename(&self.tmp, &self.path)
             .map_err(|source| EventIoError::Io { path: self.path.display().to_string(), source })
     }

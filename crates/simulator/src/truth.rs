@@ -10,10 +10,10 @@
 use crate::users::UserTraits;
 use crate::visits::{gift_probability, host_choice, order_probability};
 use crate::world::{N_CATEGORIES, N_PLATFORMS, PRICE_SIGMA, World};
+use liveprofile_events::DAY_MS;
 use liveprofile_features::tags::{
     HIGH_VALUE_YUAN, LABEL_WINDOW_MS, LOYAL_FAN_VISITS, NIGHT_HOURS, NIGHT_OWL_VISITS, Tag,
 };
-use liveprofile_events::DAY_MS;
 use std::collections::HashMap;
 
 /// P(Poisson(rate) >= k).
@@ -33,6 +33,7 @@ fn normal_sf(z: f64) -> f64 {
 }
 
 /// True probability of every tag in [`Tag::ALL`] order, for the label window.
+#[allow(clippy::needless_range_loop)] // p, c, h index several tables at once
 pub fn tag_probabilities(world: &World, user: &UserTraits) -> [f64; Tag::ALL.len()] {
     let window_days = LABEL_WINDOW_MS as f64 / DAY_MS as f64;
     let visits = user.visits_per_day * window_days;
@@ -69,9 +70,7 @@ pub fn tag_probabilities(world: &World, user: &UserTraits) -> [f64; Tag::ALL.len
     let not_on: Vec<f64> = user.platform_weights.iter().map(|w| (-visits * w).exp()).collect();
     let none_at_all: f64 = not_on.iter().product();
     let exactly_one: f64 = (0..N_PLATFORMS)
-        .map(|p| {
-            (1.0 - not_on[p]) * (0..N_PLATFORMS).filter(|q| *q != p).map(|q| not_on[q]).product::<f64>()
-        })
+        .map(|p| (1.0 - not_on[p]) * (0..N_PLATFORMS).filter(|q| *q != p).map(|q| not_on[q]).product::<f64>())
         .sum();
     let night_share: f64 = NIGHT_HOURS.iter().map(|h| user.hour_weights[*h as usize]).sum();
     let loyal_none: f64 = per_host.values().map(|r| 1.0 - poisson_at_least(*r, LOYAL_FAN_VISITS)).product();

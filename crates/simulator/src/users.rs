@@ -109,16 +109,12 @@ impl UserTraits {
         let price_sensitivity = Beta::new(2.0, 2.0).expect("valid").sample(rng);
         let impulsiveness = Beta::new(2.0, 3.0).expect("valid").sample(rng);
         let loyalty = Beta::new(1.2, 2.0).expect("valid").sample(rng);
-        let gift_propensity = if rng.random::<f64>() < 0.3 {
-            0.25 * Beta::new(1.0, 3.0).expect("valid").sample(rng)
-        } else {
-            0.0
-        };
+        let gift_propensity =
+            if rng.random::<f64>() < 0.3 { 0.25 * Beta::new(1.0, 3.0).expect("valid").sample(rng) } else { 0.0 };
         let spend_level = LogNormal::new(0.0, 0.35).expect("valid").sample(rng);
         let sociability = LogNormal::new(-0.125, 0.5).expect("valid").sample(rng);
         // Mean of exp(N(-s^2/2, s)) is 1; impulsiveness (mean 0.4) scales around 1.
-        let conversion_factor = LogNormal::new(-0.245, 0.7).expect("valid").sample(rng)
-            * (0.5 + 1.25 * impulsiveness);
+        let conversion_factor = LogNormal::new(-0.245, 0.7).expect("valid").sample(rng) * (0.5 + 1.25 * impulsiveness);
         let watch_factor = LogNormal::new(-0.08, 0.4).expect("valid").sample(rng);
 
         // Each user follows one host in their favourite category on each platform they use,

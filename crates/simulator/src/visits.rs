@@ -62,9 +62,7 @@ pub fn host_choice(world: &World, user: &UserTraits, p: usize, c: usize, h: u32)
     let followed_live = user.followed[p][c].filter(|f| live.contains(f));
     let loyal = if followed_live.is_some() { user.loyalty } else { 0.0 };
     let uniform = (1.0 - loyal) / live.len() as f64;
-    live.iter()
-        .map(|&j| (j, uniform + if Some(j) == followed_live { loyal } else { 0.0 }))
-        .collect()
+    live.iter().map(|&j| (j, uniform + if Some(j) == followed_live { loyal } else { 0.0 })).collect()
 }
 
 fn choose_host(rng: &mut Pcg64Mcg, world: &World, user: &UserTraits, p: usize, c: usize, h: u32) -> u16 {
@@ -110,10 +108,7 @@ pub fn simulate_user(
             let p = pick_index(rng, &user.platform_weights);
             let c = pick_index(rng, &user.category_affinity);
             let h = pick_index(rng, &user.hour_weights) as u32;
-            let t0 = start_ms
-                + i64::from(day) * DAY_MS
-                + i64::from(h) * HOUR_MS
-                + rng.random_range(0..HOUR_MS);
+            let t0 = start_ms + i64::from(day) * DAY_MS + i64::from(h) * HOUR_MS + rng.random_range(0..HOUR_MS);
             let host_idx = choose_host(rng, world, user, p, c, h);
             let room_day = if h < world.hosts[host_idx as usize].slot_start_hour { day - 1 } else { day };
             simulate_visit(rng, world, user, VisitPlace { p, c, host_idx, room_day, t0 }, out);
@@ -136,8 +131,8 @@ fn simulate_visit(rng: &mut Pcg64Mcg, world: &World, user: &UserTraits, at: Visi
     let ordered = rng.random::<f64>() < order_probability(world, user, host);
     let noise = LogNormal::new(-0.32, 0.8).expect("valid").sample(rng);
     let buyer = if ordered { BUYER_WATCH_FACTOR } else { 1.0 };
-    let watch_s = (profile.watch_mean_s[at.c] * user.watch_factor * host.watch_factor * noise * buyer)
-        .clamp(5.0, 4.0 * 3600.0);
+    let watch_s =
+        (profile.watch_mean_s[at.c] * user.watch_factor * host.watch_factor * noise * buyer).clamp(5.0, 4.0 * 3600.0);
     let watch_ms = (watch_s * 1000.0).round() as i64;
     let t0 = at.t0;
     let end = t0 + watch_ms;
@@ -200,14 +195,19 @@ fn simulate_visit(rng: &mut Pcg64Mcg, world: &World, user: &UserTraits, at: Visi
             out.push(view(rng, ts, item, item_price(at.c, item)));
         }
         let item = rng.random_range(0..CATALOGUE_SIZE);
-        let price = round_cents(
-            LogNormal::new(user.order_price_mu(at.c), PRICE_SIGMA).expect("valid").sample(rng).max(1.0),
-        );
+        let price =
+            round_cents(LogNormal::new(user.order_price_mu(at.c), PRICE_SIGMA).expect("valid").sample(rng).max(1.0));
         let ts_view = within(rng, last_view.min(t_order - 2), t_order - 1);
         out.push(view(rng, ts_view, item, price));
         if rng.random::<f64>() < 0.7 {
             let ts_cart = within(rng, ts_view, t_order);
-            out.push(SimEvent { ts_ms: ts_cart.min(t_order - 1).max(ts_view), kind: EventKind::AddToCart, item, value: price, ..base });
+            out.push(SimEvent {
+                ts_ms: ts_cart.min(t_order - 1).max(ts_view),
+                kind: EventKind::AddToCart,
+                item,
+                value: price,
+                ..base
+            });
         }
         out.push(SimEvent {
             ts_ms: t_order,
@@ -226,7 +226,13 @@ fn simulate_visit(rng: &mut Pcg64Mcg, world: &World, user: &UserTraits, at: Visi
             out.push(view(rng, ts, item, price));
             let r = rng.random::<f64>();
             if r < 0.08 {
-                out.push(SimEvent { ts_ms: within(rng, ts, end), kind: EventKind::AddToCart, item, value: price, ..base });
+                out.push(SimEvent {
+                    ts_ms: within(rng, ts, end),
+                    kind: EventKind::AddToCart,
+                    item,
+                    value: price,
+                    ..base
+                });
             } else if r < 0.16 {
                 out.push(SimEvent { ts_ms: within(rng, ts, end), kind: EventKind::Favorite, item, ..base });
             }

@@ -174,7 +174,7 @@ fn capability(rng: &mut Pcg64Mcg) -> f64 {
 impl World {
     /// Builds the world for a seed. Every (platform, category, hour) has a live room.
     pub fn new(seed: u64) -> Self {
-        let mut rng = Pcg64Mcg::new(u128::from(seed) ^ 0x5eed_0f_7e_0000_0001);
+        let mut rng = Pcg64Mcg::new(u128::from(seed) ^ 0x5eed_0f7e_0000_0001);
         let platforms = platform_profiles();
         let mut hosts = Vec::with_capacity(N_PLATFORMS * N_CATEGORIES * HOSTS_PER_POOL);
         for profile in &platforms {
@@ -183,11 +183,8 @@ impl World {
                 for j in 0..HOSTS_PER_POOL {
                     // The first eight slots tile the day (4 h every 3 h, so every hour has a live
                     // room); the rest are random.
-                    let (slot_start_hour, slot_hours) = if j < 8 {
-                        (j as u32 * 3, 4)
-                    } else {
-                        (rng.random_range(0..24), rng.random_range(2..=4))
-                    };
+                    let (slot_start_hour, slot_hours) =
+                        if j < 8 { (j as u32 * 3, 4) } else { (rng.random_range(0..24), rng.random_range(2..=4)) };
                     let foreign = rng.random::<f64>() < profile.foreign_playbook_share;
                     let playbook = if foreign {
                         if profile.platform == Platform::Douyin {
@@ -202,8 +199,7 @@ impl World {
                     let selling_ability = capability(&mut rng);
                     let fan_interaction = capability(&mut rng);
                     let brand_fit = capability(&mut rng);
-                    let mut conversion_factor =
-                        (0.4 + 0.1 * selling_ability) * (0.8 + 0.035 * brand_fit);
+                    let mut conversion_factor = (0.4 + 0.1 * selling_ability) * (0.8 + 0.035 * brand_fit);
                     if foreign {
                         conversion_factor *= FOREIGN_PLAYBOOK_FACTOR;
                     }

@@ -127,7 +127,12 @@ fn load(path: &Path, strict: bool) -> anyhow::Result<(EventSet, f64)> {
         set.out_of_order.len()
     );
     for r in set.rejected.iter().take(10) {
-        eprintln!("  row {}{}: {}", r.row, r.event_id.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(), r.error);
+        eprintln!(
+            "  row {}{}: {}",
+            r.row,
+            r.event_id.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
+            r.error
+        );
     }
     for (user, ts) in set.out_of_order.iter().take(10) {
         eprintln!("  out of order: user {user} event at {ts}");
@@ -147,11 +152,14 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 SchemaKind::Conversion => conversion_schema(),
             };
             match args.out {
-                Some(p) => std::fs::write(&p, schema.to_json()).with_context(|| format!("writing {}", p.display()))?,
+                Some(p) => super::ensure_parent(&p)
+                    .and_then(|()| Ok(std::fs::write(&p, schema.to_json())?))
+                    .with_context(|| format!("writing {}", p.display()))?,
                 None => println!("{}", schema.to_json()),
             }
         }
         FeaturesCommand::Build(args) => {
+            super::ensure_parent(&args.out)?;
             let cutoff_ms = parse_time(&args.cutoff)?;
             let label_window_ms = parse_window(&args.label_window)?;
             let started = Instant::now();
@@ -167,6 +175,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
             );
         }
         FeaturesCommand::Examples(args) => {
+            super::ensure_parent(&args.out)?;
             let opts = ExampleOptions {
                 from_ms: args.from.as_deref().map(parse_time).transpose()?,
                 to_ms: args.to.as_deref().map(parse_time).transpose()?,

@@ -29,6 +29,7 @@ pub struct TaobaoArgs {
 pub fn run(cmd: ImportCommand) -> anyhow::Result<()> {
     match cmd {
         ImportCommand::Taobao(args) => {
+            super::ensure_parent(&args.out)?;
             let report = liveprofile_import::import_taobao(&args.input, &args.out, args.strict)
                 .with_context(|| format!("importing {}", args.input.display()))?;
             println!(

@@ -17,3 +17,11 @@ pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
     );
     bar
 }
+
+/// Creates the parent folder of an output file if it does not exist.
+pub fn ensure_parent(path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    }
+    Ok(())
+}

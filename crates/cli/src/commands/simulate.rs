@@ -28,12 +28,9 @@ pub struct SimulateArgs {
 
 /// Runs the simulation and prints the calibration figures measured on the output.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let sim = Simulator::new(SimConfig {
-        users: args.users,
-        days: args.days,
-        seed: args.seed,
-        start_ms: args.start_ms,
-    })?;
+    let sim =
+        Simulator::new(SimConfig { users: args.users, days: args.days, seed: args.seed, start_ms: args.start_ms })?;
+    super::ensure_parent(&args.out)?;
     let bar = super::progress_bar(u64::from(args.users), "users");
     let started = Instant::now();
     let summary = sim

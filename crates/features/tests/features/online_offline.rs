@@ -2,8 +2,8 @@
 //! streams: user features at any moment, conversion features at every decision point.
 
 use liveprofile_events::{DAY_MS, Event, EventKind, HOUR_MS, MINUTE_MS, Platform};
-use liveprofile_features::build::{ExampleOptions, host_histories, user_examples};
 use liveprofile_features::aggregates::FeatureEvent;
+use liveprofile_features::build::{ExampleOptions, host_histories, user_examples};
 use liveprofile_features::offline::{accept_in_arrival_order, user_features_as_of, user_features_by_scan};
 use liveprofile_features::{EventSet, OnlineProfiles, UserState};
 use proptest::prelude::*;
@@ -133,7 +133,13 @@ fn visit_strategy() -> impl Strategy<Value = VisitPlan> {
         1_000i64..900_000,
         prop::collection::vec((inner_kind, 0i64..1_000_000, 1u32..50_000, any::<bool>()), 0..8),
     )
-        .prop_map(|(user, room, start_gap_ms, watch_ms, inner)| VisitPlan { user, room, start_gap_ms, watch_ms, inner })
+        .prop_map(|(user, room, start_gap_ms, watch_ms, inner)| VisitPlan {
+            user,
+            room,
+            start_gap_ms,
+            watch_ms,
+            inner,
+        })
 }
 
 fn event(id: usize, user: u8, room: u8, ts_ms: i64, kind: EventKind, cents: u32, coupon: bool) -> Event {

@@ -5,7 +5,18 @@ use liveprofile_events::{DAY_MS, Event, EventKind, EventWriter, Platform};
 use liveprofile_features::build::{BuildError, UserTableOptions, build_user_table};
 use liveprofile_features::{EventSet, user_schema};
 
-fn ev(id: u32, user: &str, ts_ms: i64, platform: Platform, kind: EventKind, category: &str, value: f64, coupon: bool, room: &str) -> Event {
+#[allow(clippy::too_many_arguments)] // one row of a hand-written event table
+fn ev(
+    id: u32,
+    user: &str,
+    ts_ms: i64,
+    platform: Platform,
+    kind: EventKind,
+    category: &str,
+    value: f64,
+    coupon: bool,
+    room: &str,
+) -> Event {
     Event {
         event_id: format!("e{id}"),
         ts_ms,
@@ -63,9 +74,8 @@ fn user_table_has_features_and_future_labels() {
     let label = |name: &str, row: usize| {
         col(&format!("label_{name}")).as_any().downcast_ref::<arrow::array::Int8Array>().unwrap().value(row)
     };
-    let feature = |name: &str, row: usize| {
-        col(name).as_any().downcast_ref::<arrow::array::Float32Array>().unwrap().value(row)
-    };
+    let feature =
+        |name: &str, row: usize| col(name).as_any().downcast_ref::<arrow::array::Float32Array>().unwrap().value(row);
     // row 0 = user a, row 1 = user b
     assert_eq!(feature("orders_7d", 0), 1.0);
     assert_eq!(feature("taobao_spend_yuan_7d", 0), 120.0);
@@ -84,7 +94,12 @@ fn user_table_has_features_and_future_labels() {
 
     // A label window past the newest event is refused, and nothing is written.
     let late = dir.path().join("late.parquet");
-    let err = build_user_table(&set, UserTableOptions { cutoff_ms: t + 5 * DAY_MS, label_window_ms: Some(7 * DAY_MS) }, &late).unwrap_err();
+    let err = build_user_table(
+        &set,
+        UserTableOptions { cutoff_ms: t + 5 * DAY_MS, label_window_ms: Some(7 * DAY_MS) },
+        &late,
+    )
+    .unwrap_err();
     assert!(matches!(err, BuildError::LabelWindowBeyondData { .. }), "{err}");
     assert!(!late.exists());
 }

@@ -23,6 +23,8 @@ fn true_tag_probabilities_match_label_rates() {
     let summary = sim.write(&events, &|_| {}).unwrap();
 
     let set = EventSet::load(&events).unwrap();
+    assert!(summary.events > 1 << 20, "several row groups, read in parallel");
+    assert_eq!((set.rows, set.accepted()), (summary.events, summary.events), "every row read back");
     let cutoff_ms = DEFAULT_START_MS + 7 * DAY_MS - 1;
     let table = dir.path().join("users.parquet");
     build_user_table(&set, UserTableOptions { cutoff_ms, label_window_ms: Some(7 * DAY_MS) }, &table).unwrap();
@@ -32,7 +34,9 @@ fn true_tag_probabilities_match_label_rates() {
         let ids = b.column_by_name("user_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
         let cols: Vec<&Float64Array> = Tag::ALL
             .iter()
-            .map(|t| b.column_by_name(&format!("p_{}", t.name())).unwrap().as_any().downcast_ref::<Float64Array>().unwrap())
+            .map(|t| {
+                b.column_by_name(&format!("p_{}", t.name())).unwrap().as_any().downcast_ref::<Float64Array>().unwrap()
+            })
             .collect();
         for i in 0..b.num_rows() {
             truth.insert(ids.value(i).to_owned(), cols.iter().map(|c| c.value(i)).collect());

@@ -1,0 +1,215 @@
+"""Keras -> ONNX export and package publication.
+
+:func:`export_package` converts with tf2onnx (symbolic batch dimension), checks the
+graph with ``onnx.checker``, compares onnxruntime with the Keras outputs on the golden
+inputs, and only then writes the package and publishes it atomically (see
+:mod:`liveprofile_training.package`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .golden import Golden
+from .package import (
+    DEFAULT_TOLERANCE,
+    GOLDEN_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SCHEMA_FILE,
+    PackageError,
+    PackageExistsError,
+    build_manifest,
+    dumps_json,
+    framework_versions,
+    package_dir,
+    publish_files,
+    run_onnx,
+    sha256_bytes,
+)
+from .schema import FeatureSchema
+
+DEFAULT_OPSET = 17
+BATCH_DIM = "batch"
+
+
+class ParityError(AssertionError):
+    """ONNX outputs differ from the Keras outputs by more than the tolerance."""
+
+
+def keras_to_onnx(
+    model,
+    n_features: int,
+    *,
+    opset: int = DEFAULT_OPSET,
+    input_name: str = "features",
+    output_name: str = "probability",
+    doc: str = "",
+):
+    """Convert a single-input, single-output Keras model; returns an ``onnx.ModelProto``.
+
+    The model is traced in inference mode over float32 [batch, n_features]. The graph
+    input is ``input_name``, the output is renamed to ``output_name`` and both carry
+    the symbolic batch dimension ``batch``.
+    """
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec([None, n_features], tf.float32, name=input_name)]
+
+    @tf.function(input_signature=spec)
+    def serve(features):
+        return model(features, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    graph = proto.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise PackageError(
+            f"expected one input and one output, got {[i.name for i in graph.input]} -> "
+            f"{[o.name for o in graph.output]}"
+        )
+    _rename_value(graph, graph.input[0].name, input_name)
+    _rename_value(graph, graph.output[0].name, output_name)
+    for vi in (graph.input[0], graph.output[0]):
+        dims = vi.type.tensor_type.shape.dim
+        dims[0].Clear()
+        dims[0].dim_param = BATCH_DIM
+    graph.name = model.name
+    if doc:
+        proto.doc_string = doc
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _rename_value(graph, old: str, new: str) -> None:
+    if old == new:
+        return
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if vi.name == old:
+            vi.name = new
+
+
+def op_types(proto) -> Counter:
+    """Count of each ONNX op type in the main graph."""
+    return Counter(node.op_type for node in proto.graph.node)
+
+
+def format_op_types(proto) -> str:
+    counts = op_types(proto)
+    return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(counts.items()))
+
+
+def check_parity(
+    model_bytes: bytes, golden: Golden, tolerance: float = DEFAULT_TOLERANCE
+) -> float:
+    """Max abs difference between onnxruntime and the golden outputs; raises above tolerance."""
+    got = run_onnx(model_bytes, {golden.input_name: golden.inputs})
+    if golden.output_name not in got:
+        raise ParityError(f"ONNX model has no output {golden.output_name!r} (has {list(got)})")
+    out = got[golden.output_name]
+    if out.shape != golden.outputs.shape:
+        raise ParityError(f"ONNX output shape {out.shape} != golden {golden.outputs.shape}")
+    diff = float(np.max(np.abs(out.astype(np.float64) - golden.outputs.astype(np.float64))))
+    if not diff <= tolerance:
+        worst = int(np.argmax(np.max(np.abs(out - golden.outputs), axis=1)))
+        raise ParityError(
+            f"ONNX vs Keras max abs diff {diff:.3g} > {tolerance:g} "
+            f"(worst: {golden.notes[worst]})"
+        )
+    return diff
+
+
+def export_package(
+    model,
+    *,
+    schema: FeatureSchema,
+    golden: Golden,
+    name: str,
+    version: int,
+    models_dir: str | Path,
+    task: str,
+    output_names: Sequence[str],
+    training_data: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    tolerance: float = DEFAULT_TOLERANCE,
+    opset: int = DEFAULT_OPSET,
+    output_name: str | None = None,
+) -> Path:
+    """Convert, check and publish ``model`` as ``<models_dir>/<name>/<version>/``.
+
+    Refuses an existing version before any work, and again at the atomic rename.
+    Nothing is written unless ONNX matches Keras on the golden inputs.
+    """
+    dest = package_dir(models_dir, name, version)
+    if dest.exists():
+        raise PackageExistsError(f"{dest} already exists; publish a new version instead")
+    output_name = output_name or golden.output_name
+    if golden.output_name != output_name or golden.input_name != "features":
+        raise PackageError("golden tensor names must be 'features' and the output name")
+    if golden.inputs.shape[1] != len(schema):
+        raise PackageError(f"golden inputs have {golden.inputs.shape[1]} columns, schema {len(schema)}")
+    if golden.outputs.shape[1] != len(output_names):
+        raise PackageError(
+            f"golden outputs have {golden.outputs.shape[1]} columns, {len(output_names)} names given"
+        )
+
+    # The golden outputs must be this model's Keras outputs.
+    keras_now = np.asarray(model(golden.inputs, training=False), dtype=np.float32)
+    stale = float(np.max(np.abs(keras_now - golden.outputs)))
+    if not stale <= tolerance:
+        raise ParityError(f"golden outputs are not this model's Keras outputs (diff {stale:.3g})")
+
+    proto = keras_to_onnx(
+        model,
+        len(schema),
+        opset=opset,
+        output_name=output_name,
+        doc=f"{name} v{version}; feature schema {schema.name} {schema.hash}",
+    )
+    meta = {"liveprofile.name": name, "liveprofile.version": str(int(version)),
+            "liveprofile.feature_schema_hash": schema.hash}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    model_bytes = proto.SerializeToString()
+    check_parity(model_bytes, golden, tolerance)
+
+    manifest = build_manifest(
+        name=name,
+        version=version,
+        task=task,
+        schema=schema,
+        output_name=output_name,
+        output_names=output_names,
+        training_data=training_data,
+        metrics=metrics,
+        framework=framework_versions(opset),
+        onnx_sha256=sha256_bytes(model_bytes),
+        golden_count=len(golden),
+        tolerance=tolerance,
+    )
+    files = {
+        MODEL_FILE: model_bytes,
+        MANIFEST_FILE: dumps_json(manifest).encode("utf-8"),
+        SCHEMA_FILE: schema.dumps().encode("utf-8"),
+        GOLDEN_FILE: golden.dumps().encode("utf-8"),
+    }
+    return publish_files(models_dir, name, version, files)
+
+
+def load_onnx(path: str | Path):
+    import onnx
+
+    return onnx.load(str(path))

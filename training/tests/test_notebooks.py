@@ -1,0 +1,166 @@
+"""Runs every notebook in smoke mode (see conftest.smoke_run) and checks what it published."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from datetime import datetime
+
+import nbformat
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import NOTEBOOKS, run_notebook
+from liveprofile_training.package import PackageExistsError, publish_files
+from liveprofile_training.schema import FeatureSchema, hash_lines
+
+pytestmark = pytest.mark.notebook
+
+MANIFEST_KEYS = {
+    "name", "version", "task", "created_at", "inputs", "outputs", "feature_schema",
+    "training_data", "metrics", "framework", "onnx_sha256", "golden",
+}
+FRAMEWORK_KEYS = {"python", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "opset"}
+# Ops the Rust engine is expected to run; Log serves Log(x + 1) transforms.
+ALLOWED_OPS = {
+    "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Concat", "Equal",
+    "Cast", "Gather", "Slice", "Reshape", "Log",
+}
+
+
+def _load(pkg, name):
+    return json.loads((pkg / name).read_text(encoding="utf-8"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "training/notebooks has no notebooks"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_parameters_cell(notebook):
+    import papermill
+
+    params = papermill.inspect_notebook(str(notebook))
+    assert {"mode", "models_dir", "seed"} <= set(params), params
+    assert params["mode"]["default"].strip("'\"") == "full"
+    nb = nbformat.read(notebook, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_kernel_runs_in_this_venv(tmp_path, venv_prefix):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("out = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import sys, pathlib\npathlib.Path(out).write_text(sys.prefix)"),
+    ]
+    src = tmp_path / "probe.ipynb"
+    nbformat.write(nb, src)
+    run_notebook(src, tmp_path / "probe.out.ipynb", {"out": str(tmp_path / "prefix.txt")})
+    assert os.path.realpath((tmp_path / "prefix.txt").read_text()) == os.path.realpath(venv_prefix)
+
+
+def test_smoke_run_published_a_package(smoke_run):
+    assert smoke_run.packages, f"{smoke_run.notebook.name} published nothing into {smoke_run.models_dir}"
+    leftovers = [p for p in smoke_run.models_dir.glob("*/.*")]
+    assert not leftovers, f"temporary folders left behind: {leftovers}"
+    for pkg in smoke_run.packages:
+        assert sorted(p.name for p in pkg.iterdir()) == [
+            "feature_schema.json", "golden.json", "manifest.json", "model.onnx",
+        ]
+
+
+def test_manifest_is_complete_and_consistent(smoke_run):
+    for pkg in smoke_run.packages:
+        m = _load(pkg, "manifest.json")
+        assert MANIFEST_KEYS <= set(m), MANIFEST_KEYS - set(m)
+        assert m["name"] == pkg.parent.name and str(m["version"]) == pkg.name
+        assert isinstance(m["version"], int)
+        assert m["task"] in ("binary_classification", "multi_label")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", m["created_at"])
+        datetime.fromisoformat(m["created_at"].replace("Z", "+00:00"))
+
+        digest = hashlib.sha256((pkg / "model.onnx").read_bytes()).hexdigest()
+        assert m["onnx_sha256"] == digest
+
+        raw_schema = _load(pkg, "feature_schema.json")
+        schema = FeatureSchema.from_json(raw_schema, verify_hash=False)
+        recomputed = hashlib.sha256(hash_lines(schema.features).encode("utf-8")).hexdigest()
+        assert raw_schema["hash"] == recomputed
+        assert m["feature_schema"] == {"file": "feature_schema.json", "name": raw_schema["name"], "hash": recomputed}
+
+        (inp,) = m["inputs"]
+        assert inp["name"] == "features" and inp["dtype"] == "float32"
+        assert inp["features"] == [f["name"] for f in raw_schema["features"]]
+        assert inp["shape"] == [-1, len(raw_schema["features"])]
+        (out,) = m["outputs"]
+        assert out["dtype"] == "float32" and out["shape"] == [-1, len(out["names"])]
+        if m["task"] == "binary_classification":
+            assert len(out["names"]) == 1
+
+        td = m["training_data"]
+        assert {"description", "source", "citation", "rows"} <= set(td)
+        assert td["rows"]["train"] > 0 and td["rows"]["test"] > 0
+        assert {"test", "baselines"} <= set(m["metrics"])
+        assert 0.0 <= m["metrics"]["test"]["roc_auc"] <= 1.0
+        assert FRAMEWORK_KEYS <= set(m["framework"])
+        assert m["golden"]["file"] == "golden.json" and m["golden"]["tolerance"] <= 1e-5
+
+
+def test_onnx_graph_is_lean_with_symbolic_batch(smoke_run):
+    for pkg in smoke_run.packages:
+        m = _load(pkg, "manifest.json")
+        model = onnx.load(str(pkg / "model.onnx"))
+        onnx.checker.check_model(model, full_check=True)
+        initializers = {t.name for t in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in initializers]
+        assert [i.name for i in inputs] == ["features"]
+        dims = inputs[0].type.tensor_type.shape.dim
+        assert inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert len(dims) == 2 and dims[0].dim_param and not dims[0].HasField("dim_value")
+        assert dims[1].dim_value == m["inputs"][0]["shape"][1]
+        (out,) = model.graph.output
+        assert out.name == m["outputs"][0]["name"]
+        assert out.type.tensor_type.shape.dim[0].dim_param
+        ops = {n.op_type for n in model.graph.node}
+        assert ops <= ALLOWED_OPS, f"unexpected ops {ops - ALLOWED_OPS}"
+        assert "OneHot" not in ops
+
+
+def test_golden_examples_reproduce(smoke_run):
+    for pkg in smoke_run.packages:
+        m = _load(pkg, "manifest.json")
+        g = _load(pkg, "golden.json")
+        in_name, out_name = m["inputs"][0]["name"], m["outputs"][0]["name"]
+        x = np.array(g["inputs"][in_name], dtype=np.float32)
+        want = np.array(g["outputs"][out_name], dtype=np.float32)
+        assert len(x) == len(want) == len(g["notes"]) == m["golden"]["count"] >= 64
+        assert {"all zeros", "max seen in training"} <= set(g["notes"])
+        assert any(n.startswith("test row") for n in g["notes"])
+        schema = _load(pkg, "feature_schema.json")
+        for f in schema["features"]:
+            if f["dtype"] == "category":
+                for v in f["vocabulary"]:
+                    assert f"{f['name']}={v}" in g["notes"]
+        sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run([out_name], {in_name: x})[0]
+        assert got.shape == want.shape == (len(x), len(m["outputs"][0]["names"]))
+        assert np.max(np.abs(got - want)) <= m["golden"]["tolerance"]
+        # batch of one and a different batch size also work (symbolic batch)
+        np.testing.assert_allclose(sess.run([out_name], {in_name: x[:1]})[0], want[:1], atol=1e-5)
+        np.testing.assert_allclose(sess.run([out_name], {in_name: x[:7]})[0], want[:7], atol=1e-5)
+
+
+def test_second_publish_of_a_version_is_refused(smoke_run):
+    for pkg in smoke_run.packages:
+        m = _load(pkg, "manifest.json")
+        before = {p.name: p.read_bytes() for p in pkg.iterdir()}
+        tampered = dict(before, **{"manifest.json": b"{}"})
+        with pytest.raises(PackageExistsError):
+            publish_files(smoke_run.models_dir, m["name"], m["version"], tampered)
+        assert {p.name: p.read_bytes() for p in pkg.iterdir()} == before
+        assert not list(pkg.parent.glob(".*")), "temporary folder left behind"
