@@ -225,3 +225,243 @@ def predict(model, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     if not chunks:
         return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
     return np.concatenate(chunks, axis=0)
+
+
+# ---------------------------------------------------------------------------
+# Lean models: few ONNX nodes for fast single-row inference.
+#
+# Training graph (Keras):
+#   features -> [Gather] -> [Add offsets] -> Relu -> Add 1 -> Log       (LeanInputs)
+#            -> Sub mean -> Mul 1/std                                   (Standardise)
+#            -> Dense/ReLU ... -> Dense (logit) [+ wide Dense on the standardised inputs]
+#            -> Sigmoid
+# Serving graph (exported): the standardisation folded into the first Dense, the wide
+# (linear) part carried through the hidden layers as ReLU pairs, Platt calibration folded
+# into the last Dense:
+#   features -> [Gather -> Add] -> Relu -> Add -> Log -> (MatMul+Add -> Relu) x L
+#            -> MatMul+Add -> Sigmoid
+# (each MatMul+Add pair becomes one Gemm with ``export_package(..., fuse_gemm=True)``).
+#
+# Every column goes through log(1 + relu(x + offset)): counts, minutes and money are heavy
+# tailed, and the log is monotone on shares and rates. A category column with K values is
+# repeated K times with offsets 1, 0, -1, ..., 2 - K: on the valid indices 0..K-1 the K
+# columns log(1 + relu(x - t + 1)) form a lower-triangular matrix with log 2 on its
+# diagonal, an invertible linear map of the one-hot encoding, so the first Dense can give
+# every value its own weights, as with a one-hot block, without Equal/Cast/Concat nodes.
+# Columns that are constant in the training data get zero weight (1/std taken as 0).
+
+
+def lean_plan(schema: FeatureSchema) -> tuple[list[int], list[float], list[str]]:
+    """Source column, offset and a description of every column after LeanInputs."""
+    idx: list[int] = []
+    offsets: list[float] = []
+    names: list[str] = []
+    for j, f in enumerate(schema.features):
+        if f.is_category:
+            for t, value in enumerate(f.vocabulary or ()):
+                idx.append(j)
+                offsets.append(float(1 - t))
+                names.append(f"{f.name}>={value}")
+        else:
+            idx.append(j)
+            offsets.append(0.0)
+            names.append(f.name)
+    return idx, offsets, names
+
+
+def lean_transform(X: np.ndarray, idx: Sequence[int], offsets: Sequence[float]) -> np.ndarray:
+    """NumPy version of LeanInputs (float64), for statistics and checks."""
+    v = np.asarray(X, dtype=np.float64)[:, list(idx)] + np.asarray(offsets, dtype=np.float64)
+    return np.log(np.maximum(v, 0.0) + 1.0)
+
+
+def _lean_layers():
+    import keras
+    from keras import ops
+
+    class LeanInputs(keras.layers.Layer):
+        """log(1 + relu(x[:, idx] + offsets)); Gather and Add only when needed."""
+
+        def __init__(self, idx: Sequence[int], offsets: Sequence[float], n_features: int, **kwargs):
+            super().__init__(**kwargs)
+            self.idx = [int(i) for i in idx]
+            self.offsets = [float(v) for v in offsets]
+            self.n_features = int(n_features)
+
+        def call(self, x):
+            v = x
+            if self.idx != list(range(self.n_features)):
+                v = ops.take(v, np.array(self.idx, dtype=np.int32), axis=1)
+            if any(self.offsets):
+                v = v + np.array(self.offsets, dtype=np.float32)
+            return ops.log(ops.relu(v) + np.float32(1.0))
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], len(self.idx))
+
+        def get_config(self):
+            cfg = super().get_config()
+            cfg.update(idx=self.idx, offsets=self.offsets, n_features=self.n_features)
+            return cfg
+
+    class Standardise(keras.layers.Layer):
+        """(x - mean) * scale with constant vectors (training statistics)."""
+
+        def __init__(self, mean: Sequence[float], scale: Sequence[float], **kwargs):
+            super().__init__(**kwargs)
+            self.mean = [float(v) for v in mean]
+            self.scale = [float(v) for v in scale]
+
+        def call(self, x):
+            return (x - np.array(self.mean, dtype=np.float32)) * np.array(self.scale, dtype=np.float32)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            cfg = super().get_config()
+            cfg.update(mean=self.mean, scale=self.scale)
+            return cfg
+
+    return LeanInputs, Standardise
+
+
+def build_lean_mlp(
+    schema: FeatureSchema,
+    X_train: np.ndarray,
+    *,
+    outputs: int = 1,
+    hidden: Sequence[int] = (64, 32),
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    wide: bool = False,
+    wide_l2: float = 0.0,
+    output_name: str = "probability",
+    name: str = "lean_mlp",
+):
+    """Training model of the lean family (see the comment above); fold it for export
+    with :func:`fold_for_serving`. ``wide`` adds a linear path from the standardised
+    inputs to the logits (wide and deep)."""
+    import keras
+
+    X_train = np.asarray(X_train, dtype=np.float32)
+    if X_train.ndim != 2 or X_train.shape[1] != len(schema):
+        raise ValueError(f"X_train has shape {X_train.shape}, schema has {len(schema)} features")
+    if not hidden:
+        raise ValueError("at least one hidden layer")
+    LeanInputs, Standardise = _lean_layers()
+    idx, offsets, _ = lean_plan(schema)
+    L = lean_transform(X_train, idx, offsets)
+    mean = L.mean(axis=0)
+    std = L.std(axis=0)
+    varies = std > 1e-9
+    scale = np.where(varies, 1.0 / np.where(varies, std, 1.0), 0.0)
+    mean = np.where(varies, mean, 0.0)
+
+    inputs = keras.Input(shape=(len(schema),), dtype="float32", name="features")
+    z = LeanInputs(idx, offsets, len(schema), name="lean_inputs")(inputs)
+    z = Standardise(mean, scale, name="standardise")(z)
+    reg = keras.regularizers.L2(l2) if l2 else None
+    h = z
+    for i, units in enumerate(hidden):
+        h = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"dense_{i}")(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name=f"dropout_{i}")(h)
+    logit = keras.layers.Dense(outputs, name="deep_logit" if wide else "logit")(h)
+    if wide:
+        wreg = keras.regularizers.L2(wide_l2) if wide_l2 else None
+        linear = keras.layers.Dense(outputs, kernel_regularizer=wreg, name="wide_logit")(z)
+        logit = keras.layers.Add(name="logit")([logit, linear])
+    out = keras.layers.Activation("sigmoid", name=output_name)(logit)
+    return keras.Model(inputs, out, name=name)
+
+
+def logit_model(model):
+    """The sub-model from ``features`` to the logits (before the sigmoid)."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer("logit").output, name=f"{model.name}_logit")
+
+
+def predict_logits(model, X: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    return predict(logit_model(model), X, batch_size)
+
+
+def fold_for_serving(
+    model,
+    calibration: tuple[Sequence[float], Sequence[float]] | None = None,
+    *,
+    output_name: str | None = None,
+    name: str | None = None,
+):
+    """The serving model of a :func:`build_lean_mlp` training model.
+
+    Same outputs as ``sigmoid(a * logit + b)`` of the training model (``calibration`` =
+    (a, b), one value per output, default (1, 0)), with fewer ops: the standardisation is
+    folded into the first Dense, a wide path rides through the hidden layers as ReLU
+    pairs (relu(w) - relu(-w) = w), and the calibration is folded into the last Dense.
+    """
+    import keras
+
+    LeanInputs, _ = _lean_layers()
+    lean = model.get_layer("lean_inputs")
+    std = model.get_layer("standardise")
+    mean = np.asarray(std.mean, dtype=np.float64)
+    scale = np.asarray(std.scale, dtype=np.float64)
+    hidden = []
+    i = 0
+    while True:
+        try:
+            layer = model.get_layer(f"dense_{i}")
+        except ValueError:
+            break
+        W, b = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+        hidden.append((W, b))
+        i += 1
+    names = {layer.name for layer in model.layers}
+    wide = "wide_logit" in names
+    Wo, bo = (np.asarray(w, dtype=np.float64) for w in model.get_layer("deep_logit" if wide else "logit").get_weights())
+    k = Wo.shape[1]
+
+    def fold(W, b):  # standardisation into a Dense that reads z
+        return scale[:, None] * W, b - (mean * scale) @ W
+
+    W0, b0 = fold(*hidden[0])
+    layers = [(W0, b0)] + hidden[1:]
+    if wide:
+        Wl, bl = fold(*(np.asarray(w, dtype=np.float64) for w in model.get_layer("wide_logit").get_weights()))
+        eye = np.eye(k)
+        W0, b0 = layers[0]
+        layers[0] = (np.hstack([W0, Wl, -Wl]), np.concatenate([b0, bl, -bl]))
+        for j in range(1, len(layers)):
+            W, b = layers[j]
+            n_in, n_out = W.shape
+            big = np.zeros((n_in + 2 * k, n_out + 2 * k))
+            big[:n_in, :n_out] = W
+            big[n_in:, n_out:] = np.eye(2 * k)
+            layers[j] = (big, np.concatenate([b, np.zeros(2 * k)]))
+        Wo = np.vstack([Wo, eye, -eye])
+    if calibration is not None:
+        a, c = (np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1), (k,)) for v in calibration)
+        Wo, bo = Wo * a[None, :], bo * a + c
+
+    out_name = output_name or model.layers[-1].name
+    inputs = keras.Input(shape=(lean.n_features,), dtype="float32", name="features")
+    h = LeanInputs(lean.idx, lean.offsets, lean.n_features, name="lean_inputs")(inputs)
+    dense = []
+    for j, (W, _) in enumerate(layers):
+        layer = keras.layers.Dense(W.shape[1], activation="relu", name=f"dense_{j}")
+        h = layer(h)
+        dense.append(layer)
+    final = keras.layers.Dense(k, activation="sigmoid", name=out_name)
+    out = final(h)
+    serving = keras.Model(inputs, out, name=name or model.name)
+    for layer, (W, b) in zip(dense, layers):
+        layer.set_weights([W.astype(np.float32), b.astype(np.float32)])
+    final.set_weights([Wo.astype(np.float32), bo.astype(np.float32)])
+    return serving
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))

@@ -323,41 +323,163 @@ def table_from_frame(
     return FeatureTable(X=X, y=y, feature_names=schema.feature_names, label_names=label_names, ids=ids)
 
 
+def schema_path_for(table_path: str | Path) -> Path:
+    """The schema file of a feature table: ``<table>.schema.json`` as the Rust pipeline
+    writes it (``users.parquet`` -> ``users.schema.json``), else ``feature_schema.json``
+    in the same folder."""
+    table_path = Path(table_path)
+    beside = table_path.with_name(table_path.stem + ".schema.json")
+    return beside if beside.is_file() else table_path.parent / "feature_schema.json"
+
+
+def _positions(names: Sequence[str]) -> dict[str, list[int]]:
+    where: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        where.setdefault(name, []).append(i)
+    return where
+
+
+def feature_positions(names: Sequence[str], schema: FeatureSchema) -> list[int]:
+    """Column positions of the schema's features in a table with columns ``names``.
+
+    The features are found as one contiguous block in schema order (so a feature may share
+    its name with a column outside the block, e.g. a ``platform`` text column beside the
+    ``platform`` category feature); otherwise each feature is looked up by its name, which
+    must then be unique.
+    """
+    names = list(names)
+    wanted = schema.feature_names
+    n = len(wanted)
+    where = _positions(names)
+    for start in where.get(wanted[0], []):
+        if names[start : start + n] == wanted:
+            return list(range(start, start + n))
+    missing = _missing(wanted, names)
+    if missing:
+        raise SchemaError(
+            f"feature table lacks {len(missing)} schema feature(s): {', '.join(missing)}"
+        )
+    dupes = [c for c in wanted if len(where[c]) > 1]
+    if dupes:
+        raise SchemaError(
+            f"feature columns {dupes} appear more than once and the schema's features are "
+            "not one contiguous block in schema order"
+        )
+    return [where[c][0] for c in wanted]
+
+
+def _outside(names: Sequence[str], name: str, block: set[int]) -> int | None:
+    """Position of column ``name`` outside the feature block (None if absent)."""
+    found = [i for i in _positions(names).get(name, []) if i not in block]
+    if len(found) > 1:
+        raise SchemaError(f"column {name!r} appears {len(found)} times outside the features")
+    return found[0] if found else None
+
+
 def load_feature_table(
     path: str | Path,
     schema: FeatureSchema | str | Path | None = None,
     *,
     labels: Sequence[str] | None = None,
     check_values: bool = True,
+    id_column: str | None = "user_id",
+    columns: Sequence[str] = (),
+    keep_ids: Iterable[Any] | None = None,
+    batch_rows: int = 1 << 18,
 ) -> tuple[FeatureTable, FeatureSchema]:
     """Read a Parquet feature table and return (table, schema).
 
-    ``schema`` may be a loaded schema, a path to one, or None for the
-    ``feature_schema.json`` beside the table. Only the needed columns are read.
+    ``schema`` may be a loaded schema, a path to one, or None for the schema beside the
+    table (:func:`schema_path_for`). Only the needed columns are read, in batches.
+
+    * ``columns``: other columns to return in ``table.extra`` (e.g. ``room_id``); a name
+      shared with a feature means the column outside the feature block.
+    * ``keep_ids``: read only the rows whose ``id_column`` value is in this collection.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     path = Path(path)
     if schema is None:
-        schema = path.parent / "feature_schema.json"
+        schema = schema_path_for(path)
     if not isinstance(schema, FeatureSchema):
         schema = load_schema(schema)
-    present = pq.read_schema(path).names
-    missing = _missing(schema.feature_names, present)
-    if missing:
-        raise SchemaError(
-            f"{path}: feature table lacks {len(missing)} schema feature(s): {', '.join(missing)}"
-        )
-    label_names = list(labels) if labels is not None else schema.label_names
-    wanted = list(schema.feature_names)
-    wanted += [LABEL_PREFIX + n if LABEL_PREFIX + n in present else n for n in label_names]
-    if "user_id" in present:
-        wanted.append("user_id")
-    frame = pq.read_table(path, columns=[c for c in dict.fromkeys(wanted) if c in present]).to_pandas()
+    pf = pq.ParquetFile(path)
+    names = list(pf.schema_arrow.names)
     try:
-        table = table_from_frame(frame, schema, labels=label_names, check_values=check_values)
+        feat = feature_positions(names, schema)
     except SchemaError as exc:
         raise SchemaError(f"{path}: {exc}") from None
+    block = set(feat)
+
+    label_names = list(labels) if labels is not None else schema.label_names
+    label_pos = []
+    for name in label_names:
+        pos = _outside(names, LABEL_PREFIX + name, block)
+        if pos is None:
+            pos = _outside(names, name, block)
+        if pos is None:
+            raise SchemaError(
+                f"{path}: feature table lacks label column {LABEL_PREFIX + name!r} for label {name!r}"
+            )
+        label_pos.append(pos)
+    id_pos = _outside(names, id_column, block) if id_column else None
+    if keep_ids is not None and id_pos is None:
+        raise SchemaError(f"{path}: keep_ids given but the table has no {id_column!r} column")
+    extra_pos = {}
+    for name in columns:
+        pos = _outside(names, name, block)
+        if pos is None:
+            raise SchemaError(f"{path}: feature table lacks column {name!r}")
+        extra_pos[name] = pos
+
+    needed = sorted(set(feat) | set(label_pos) | set(extra_pos.values()) | ({id_pos} - {None}))
+    needed_names = [names[i] for i in needed]
+    by_name = len(set(needed_names)) == len(needed_names)
+    keep = None
+    if keep_ids is not None:
+        keep = pa.array(list(keep_ids) if not isinstance(keep_ids, np.ndarray) else keep_ids)
+
+    xs, ys, ids, extras = [], [], [], {name: [] for name in extra_pos}
+    batches = pf.iter_batches(batch_size=batch_rows, columns=needed_names if by_name else None)
+    for batch in batches:
+        if keep is not None:
+            key = batch.column(names[id_pos]) if by_name else batch.column(id_pos)
+            batch = batch.filter(pc.is_in(key, value_set=keep))
+            if batch.num_rows == 0:
+                continue
+        col = (lambda i, b=batch: b.column(names[i])) if by_name else batch.column
+        xs.append(
+            np.column_stack([col(i).to_numpy(zero_copy_only=False) for i in feat]).astype(
+                np.float32, copy=False
+            )
+        )
+        ys.append(
+            np.column_stack([col(i).to_numpy(zero_copy_only=False) for i in label_pos]).astype(np.int8)
+            if label_pos
+            else np.zeros((batch.num_rows, 0), dtype=np.int8)
+        )
+        if id_pos is not None:
+            ids.append(col(id_pos).to_numpy(zero_copy_only=False))
+        for name, i in extra_pos.items():
+            extras[name].append(col(i).to_numpy(zero_copy_only=False))
+
+    X = np.ascontiguousarray(np.concatenate(xs)) if xs else np.zeros((0, len(schema)), np.float32)
+    y = np.concatenate(ys) if ys else np.zeros((0, len(label_pos)), np.int8)
+    if check_values:
+        try:
+            check_feature_values(X, schema)
+        except SchemaError as exc:
+            raise SchemaError(f"{path}: {exc}") from None
+    table = FeatureTable(
+        X=X,
+        y=y,
+        feature_names=schema.feature_names,
+        label_names=label_names,
+        ids=np.concatenate(ids) if id_pos is not None and ids else (np.zeros(0, object) if id_pos is not None else None),
+        extra={k: np.concatenate(v) if v else np.zeros(0) for k, v in extras.items()},
+    )
     return table, schema
 
 

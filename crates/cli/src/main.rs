@@ -23,13 +23,16 @@ enum Command {
     /// The feature pipeline: schema, user feature tables, conversion examples.
     #[command(subcommand)]
     Features(commands::features::FeaturesCommand),
+    /// Check or inspect a model package.
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract_linalg=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),
+        Command::Model(cmd) => return std::process::ExitCode::from(commands::model::run(cmd)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod features;
 pub mod import;
+pub mod model;
 pub mod simulate;
 
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,0 +1,68 @@
+//! `liveprofile model check|inspect`: for data scientists, with exit codes a script can
+//! use (0 = the package would be served, 1 = refused, 2 = usage error).
+
+use clap::{Args, Subcommand};
+use liveprofile_runtime::load_package;
+use std::path::PathBuf;
+
+/// Model package commands.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Load a package exactly as the server would (checksum, schema, graph contract, golden
+    /// parity, warm-up); exit 0 if it would be served, 1 with the reason if refused.
+    Check(PathArgs),
+    /// Print a package's inputs, outputs, tags, metrics and schema hash (after checking it).
+    Inspect(PathArgs),
+}
+
+/// A package folder.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    /// Package folder: models/<name>/<version>.
+    path: PathBuf,
+}
+
+/// Runs a model command; returns the process exit code.
+pub fn run(cmd: ModelCommand) -> u8 {
+    let (path, inspect) = match &cmd {
+        ModelCommand::Check(a) => (&a.path, false),
+        ModelCommand::Inspect(a) => (&a.path, true),
+    };
+    match load_package(path) {
+        Err(e) => {
+            eprintln!("refused: {}: {e}", path.display());
+            1
+        }
+        Ok(model) => {
+            let m = model.manifest();
+            if !inspect {
+                println!(
+                    "ok: {} version {} ({} features, {} plan nodes, loaded and checked in {:.1} ms)",
+                    m.name,
+                    m.version,
+                    model.width(),
+                    model.plan_nodes(),
+                    model.load_ms()
+                );
+                return 0;
+            }
+            let report = serde_json::json!({
+                "name": m.name,
+                "version": m.version,
+                "task": m.task,
+                "created_at": m.created_at,
+                "schema": {"name": model.schema().name, "hash": model.schema().hash, "features": model.width()},
+                "inputs": m.inputs,
+                "outputs": m.outputs,
+                "metrics": m.metrics,
+                "training_data": m.training_data,
+                "framework": m.framework,
+                "golden": {"count": m.golden.count, "tolerance": m.golden.tolerance, "parity": "ok"},
+                "plan_nodes": model.plan_nodes(),
+                "load_ms": model.load_ms(),
+            });
+            println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            0
+        }
+    }
+}

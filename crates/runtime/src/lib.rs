@@ -1,0 +1,18 @@
+//! The model runtime: the one crate that knows about tract. The server and the batch
+//! scorer run models through it and nothing else.
+//!
+//! - [`package`]: load a package, check it against its manifest, schema and golden
+//!   outputs, compile and warm its plans.
+//! - [`model`]: a loaded version; input validation and scoring.
+//! - [`repository`]: the watched `models/` folder, versions kept for rollback, hot swap
+//!   through `ArcSwap`, traffic policies (stable, canary, shadow) and bundles.
+
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod package;
+
+pub use error::{InputError, PackageError, ScoreError};
+pub use manifest::Manifest;
+pub use model::{LoadedModel, OutputScores, Scores};
+pub use package::load_package;

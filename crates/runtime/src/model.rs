@@ -1,0 +1,243 @@
+//! A loaded, checked model: compiled tract plans (one for a single row, one with a
+//! symbolic batch), a pool of reusable run states, and input validation against the
+//! feature schema.
+
+use crate::error::{InputError, ScoreError};
+use crate::manifest::Manifest;
+use liveprofile_features::schema::{Dtype, FeatureSchema};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tract_onnx::prelude::*;
+
+pub(crate) type Plan = Arc<TypedRunnableModel<TypedModel>>;
+type State = TypedSimpleState<TypedModel, Plan>;
+
+/// A compiled plan and its pool of run states (reused across calls so a call does not
+/// allocate the plan's buffers again).
+pub(crate) struct PlanPool {
+    plan: Plan,
+    states: Mutex<Vec<State>>,
+}
+
+impl PlanPool {
+    pub(crate) fn new(plan: Plan) -> Self {
+        PlanPool { plan, states: Mutex::new(Vec::new()) }
+    }
+
+    fn run(&self, input: Tensor) -> TractResult<TVec<TValue>> {
+        let state = self.states.lock().expect("state pool lock").pop();
+        let mut state = match state {
+            Some(s) => s,
+            None => SimpleState::new(self.plan.clone())?,
+        };
+        let out = state.run(tvec!(input.into()));
+        self.states.lock().expect("state pool lock").push(state);
+        out
+    }
+
+    pub(crate) fn nodes(&self) -> usize {
+        self.plan.model().nodes().len()
+    }
+}
+
+/// Scores of a batch: per output, `rows x width` values row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// Rows scored.
+    pub rows: usize,
+    /// One entry per model output, in manifest order.
+    pub outputs: Vec<OutputScores>,
+}
+
+/// One output's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputScores {
+    /// Output name.
+    pub name: String,
+    /// Column names (tags, classes).
+    pub names: Vec<String>,
+    /// Columns per row.
+    pub width: usize,
+    /// `rows * width` values.
+    pub values: Vec<f32>,
+}
+
+/// A model version ready to score.
+pub struct LoadedModel {
+    pub(crate) manifest: Manifest,
+    pub(crate) schema: FeatureSchema,
+    pub(crate) dir: PathBuf,
+    pub(crate) single: PlanPool,
+    pub(crate) batch: PlanPool,
+    pub(crate) feature_index: HashMap<String, usize>,
+    pub(crate) category_sizes: Vec<Option<usize>>,
+    pub(crate) load_ms: f64,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("name", &self.manifest.name)
+            .field("version", &self.manifest.version)
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    pub(crate) fn new(manifest: Manifest, schema: FeatureSchema, dir: PathBuf, single: Plan, batch: Plan) -> Self {
+        let feature_index = schema.features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let category_sizes = schema
+            .features
+            .iter()
+            .map(|f| (f.dtype == Dtype::Category).then(|| f.vocabulary.as_ref().map_or(0, Vec::len)))
+            .collect();
+        LoadedModel {
+            manifest,
+            schema,
+            dir,
+            single: PlanPool::new(single),
+            batch: PlanPool::new(batch),
+            feature_index,
+            category_sizes,
+            load_ms: 0.0,
+        }
+    }
+
+    /// Model name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Version.
+    pub fn version(&self) -> u32 {
+        self.manifest.version
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The feature schema.
+    pub fn schema(&self) -> &FeatureSchema {
+        &self.schema
+    }
+
+    /// Package folder.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Number of input features.
+    pub fn width(&self) -> usize {
+        self.schema.features.len()
+    }
+
+    /// Nodes of the single-row plan after optimisation.
+    pub fn plan_nodes(&self) -> usize {
+        self.single.nodes()
+    }
+
+    /// Milliseconds it took to load, check and warm this version.
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    /// Checks a caller's schema hash.
+    pub fn check_schema_hash(&self, given: &str) -> Result<(), InputError> {
+        if given == self.schema.hash {
+            Ok(())
+        } else {
+            Err(InputError::SchemaHash { given: given.to_owned(), expected: self.schema.hash.clone() })
+        }
+    }
+
+    /// Builds a dense row (schema order) from named values; every feature must be given
+    /// exactly once and no other name.
+    pub fn dense_from_named<'a>(
+        &self,
+        row: usize,
+        named: impl IntoIterator<Item = (&'a str, f32)>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), InputError> {
+        let start = out.len();
+        out.resize(start + self.width(), f32::NAN);
+        let mut seen = vec![false; self.width()];
+        for (name, value) in named {
+            let Some(&i) = self.feature_index.get(name) else {
+                out.truncate(start);
+                return Err(InputError::Unknown { row, feature: name.to_owned() });
+            };
+            seen[i] = true;
+            out[start + i] = value;
+        }
+        if let Some(i) = seen.iter().position(|s| !s) {
+            out.truncate(start);
+            return Err(InputError::Missing { row, feature: self.schema.features[i].name.clone() });
+        }
+        Ok(())
+    }
+
+    /// Checks dense rows: width, finiteness, category indices.
+    pub fn validate(&self, values: &[f32], rows: usize) -> Result<(), InputError> {
+        if rows == 0 {
+            return Err(InputError::EmptyBatch);
+        }
+        let w = self.width();
+        if values.len() != rows * w {
+            let row = values.len() / w.max(1);
+            return Err(InputError::WrongWidth {
+                row: row.min(rows - 1),
+                got: values.len() - (rows - 1).min(row) * w,
+                expected: w,
+            });
+        }
+        for (r, chunk) in values.chunks_exact(w).enumerate() {
+            for (i, v) in chunk.iter().enumerate() {
+                if !v.is_finite() {
+                    return Err(InputError::NotFinite {
+                        row: r,
+                        feature: self.schema.features[i].name.clone(),
+                        value: *v,
+                    });
+                }
+                if let Some(size) = self.category_sizes[i]
+                    && (v.fract() != 0.0 || *v < 0.0 || *v >= size as f32)
+                {
+                    return Err(InputError::BadCategory {
+                        row: r,
+                        feature: self.schema.features[i].name.clone(),
+                        value: *v,
+                        size,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and scores `rows` dense rows (row-major, schema order).
+    pub fn score(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+        self.validate(values, rows)?;
+        self.score_unchecked(values, rows)
+    }
+
+    /// Scores rows already validated.
+    pub(crate) fn score_unchecked(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+        let input = Tensor::from_shape(&[rows, self.width()], values).map_err(|e| ScoreError::Engine(e.to_string()))?;
+        let pool = if rows == 1 { &self.single } else { &self.batch };
+        let out = pool.run(input).map_err(|e| ScoreError::Engine(e.to_string()))?;
+        let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
+        for (spec, t) in self.manifest.outputs.iter().zip(out.iter()) {
+            let v = t.as_slice::<f32>().map_err(|e| ScoreError::Engine(e.to_string()))?;
+            outputs.push(OutputScores {
+                name: spec.name.clone(),
+                names: spec.names.clone(),
+                width: v.len() / rows,
+                values: v.to_vec(),
+            });
+        }
+        Ok(Scores { rows, outputs })
+    }
+}

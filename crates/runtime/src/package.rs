@@ -1,0 +1,229 @@
+//! Loading a model package: manifest, checksum, schema, graph contract, compiled plans,
+//! golden parity, warm-up. Any failure refuses the package with a message that names it.
+
+use crate::error::PackageError;
+use crate::manifest::{Golden, Manifest, read_json, read_manifest, read_schema};
+use crate::model::{LoadedModel, Plan};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// Warm-up runs per plan before a model is reported ready.
+const WARMUP_RUNS: usize = 16;
+
+fn elem_type_name(t: i32) -> &'static str {
+    match t {
+        1 => "float32",
+        6 => "int32",
+        7 => "int64",
+        9 => "bool",
+        10 => "float16",
+        11 => "float64",
+        8 => "string",
+        _ => "other",
+    }
+}
+
+/// (name, dtype, shape with -1 for symbolic dims) of graph inputs or outputs.
+fn graph_tensors(values: &[pb::ValueInfoProto]) -> Vec<(String, String, Vec<i64>)> {
+    values
+        .iter()
+        .map(|v| {
+            let (dtype, shape) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(pb::type_proto::Value::TensorType(t)) => {
+                    let shape = t
+                        .shape
+                        .as_ref()
+                        .map(|s| {
+                            s.dim
+                                .iter()
+                                .map(|d| match d.value {
+                                    Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) => n,
+                                    _ => -1,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (elem_type_name(t.elem_type).to_owned(), shape)
+                }
+                None => ("unknown".to_owned(), vec![]),
+            };
+            (v.name.clone(), dtype, shape)
+        })
+        .collect()
+}
+
+fn check_contract(manifest: &Manifest, graph: &pb::GraphProto, schema_names: &[&str]) -> Result<(), PackageError> {
+    let mismatch = |reason: String| PackageError::Mismatch { against: "the ONNX graph", reason };
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> =
+        graph_tensors(&graph.input).into_iter().filter(|(n, _, _)| !initializers.contains(n.as_str())).collect();
+    let outputs = graph_tensors(&graph.output);
+    for (kind, specs, actual) in [("input", &manifest.inputs, &inputs), ("output", &manifest.outputs, &outputs)] {
+        if specs.len() != actual.len() {
+            return Err(mismatch(format!("{} {kind}s in the manifest, {} in the graph", specs.len(), actual.len())));
+        }
+        for (spec, (name, dtype, shape)) in specs.iter().zip(actual) {
+            if &spec.name != name {
+                return Err(mismatch(format!("{kind} named {:?} in the manifest, {name:?} in the graph", spec.name)));
+            }
+            if &spec.dtype != dtype {
+                return Err(mismatch(format!(
+                    "{kind} {name}: dtype {} in the manifest, {dtype} in the graph",
+                    spec.dtype
+                )));
+            }
+            if &spec.shape != shape {
+                return Err(mismatch(format!(
+                    "{kind} {name}: shape {:?} in the manifest, {shape:?} in the graph",
+                    spec.shape
+                )));
+            }
+            if shape.first() != Some(&-1) {
+                return Err(mismatch(format!("{kind} {name}: the batch dimension is not symbolic ({shape:?})")));
+            }
+        }
+    }
+    if manifest.inputs.len() != 1 || manifest.inputs[0].dtype != "float32" || manifest.inputs[0].shape.len() != 2 {
+        return Err(mismatch("the runtime serves one float32 input of shape [batch, features]".into()));
+    }
+    let input = &manifest.inputs[0];
+    if input.features != schema_names {
+        return Err(PackageError::Mismatch {
+            against: "the feature schema",
+            reason: format!(
+                "input features ({}) are not the schema's features in order ({})",
+                input.features.len(),
+                schema_names.len()
+            ),
+        });
+    }
+    if input.shape[1] != schema_names.len() as i64 {
+        return Err(mismatch(format!(
+            "input width {} but the schema has {} features",
+            input.shape[1],
+            schema_names.len()
+        )));
+    }
+    for out in &manifest.outputs {
+        if out.shape.len() != 2 || out.dtype != "float32" {
+            return Err(mismatch(format!("output {} must be float32 [batch, k]", out.name)));
+        }
+        if !out.names.is_empty() && out.names.len() as i64 != out.shape[1] {
+            return Err(mismatch(format!(
+                "output {} has {} names for width {}",
+                out.name,
+                out.names.len(),
+                out.shape[1]
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn compile(proto: &pb::ModelProto, width: usize, single_row: bool) -> TractResult<Plan> {
+    let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
+    let batch = model.symbols.sym("batch");
+    let dims: TVec<TDim> = if single_row { tvec!(1.into(), width.into()) } else { tvec!(batch.to_dim(), width.into()) };
+    model.set_input_fact(0, f32::fact(dims).into())?;
+    let outputs = model.output_outlets()?.len();
+    for o in 0..outputs {
+        model.set_output_fact(o, InferenceFact::default())?;
+    }
+    Ok(Arc::new(model.into_optimized()?.into_runnable()?))
+}
+
+fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<(), PackageError> {
+    let format = |reason: String| PackageError::Format { file: model.manifest.golden.file.clone(), reason };
+    let input_name = &model.manifest.inputs[0].name;
+    let rows = golden.inputs.get(input_name).ok_or_else(|| format(format!("no inputs for {input_name:?}")))?;
+    if rows.is_empty() {
+        return Err(format("no golden examples".into()));
+    }
+    let width = model.width();
+    let mut flat = Vec::with_capacity(rows.len() * width);
+    for (i, r) in rows.iter().enumerate() {
+        if r.len() != width {
+            return Err(format(format!("example {i} has {} values for {width} features", r.len())));
+        }
+        flat.extend_from_slice(r);
+    }
+    let note = |i: usize| golden.notes.get(i).cloned().unwrap_or_default();
+    // The batch plan on every example at once, and the single-row plan on each one.
+    let batch = model.score_unchecked(&flat, rows.len()).map_err(|e| PackageError::Compile(e.to_string()))?;
+    for (o, out) in batch.outputs.iter().enumerate() {
+        let expected = golden.outputs.get(&out.name).ok_or_else(|| format(format!("no outputs for {:?}", out.name)))?;
+        if expected.len() != rows.len() {
+            return Err(format(format!("{} inputs but {} outputs for {:?}", rows.len(), expected.len(), out.name)));
+        }
+        for (i, want) in expected.iter().enumerate() {
+            let single = model
+                .score_unchecked(&flat[i * width..(i + 1) * width], 1)
+                .map_err(|e| PackageError::Compile(e.to_string()))?;
+            let got_rows = [&out.values[i * out.width..(i + 1) * out.width], &single.outputs[o].values[..]];
+            for got in got_rows {
+                if got.len() != want.len() {
+                    return Err(format(format!(
+                        "example {i}: output {} has {} values, expected {}",
+                        out.name,
+                        got.len(),
+                        want.len()
+                    )));
+                }
+                for (k, (a, b)) in got.iter().zip(want).enumerate() {
+                    let diff = (a - b).abs();
+                    if diff.is_nan() || diff > tolerance {
+                        return Err(PackageError::Golden {
+                            example: i,
+                            note: note(i),
+                            output: out.name.clone(),
+                            index: k,
+                            actual: *a,
+                            expected: *b,
+                            diff,
+                            tolerance,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads, checks and warms a package folder. Refuses it, with the reason, on any failure.
+pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
+    let started = Instant::now();
+    let manifest = read_manifest(dir)?;
+    let onnx_path = dir.join("model.onnx");
+    let bytes = std::fs::read(&onnx_path)
+        .map_err(|source| PackageError::Io { path: onnx_path.display().to_string(), source })?;
+    let actual: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if actual != manifest.onnx_sha256 {
+        return Err(PackageError::Checksum { expected: manifest.onnx_sha256.clone(), actual });
+    }
+    let schema = read_schema(dir, &manifest)?;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| PackageError::Compile(format!("{e:#}")))?;
+    let graph = proto.graph.as_ref().ok_or_else(|| PackageError::Compile("no graph".into()))?;
+    check_contract(&manifest, graph, &schema.names())?;
+    let width = schema.features.len();
+    let single = compile(&proto, width, true).map_err(|e| PackageError::Compile(format!("{e:#}")))?;
+    let batch = compile(&proto, width, false).map_err(|e| PackageError::Compile(format!("{e:#}")))?;
+    let golden: Golden = read_json(dir, &manifest.golden.file)?;
+    let tolerance = manifest.golden.tolerance as f32;
+    let mut model = LoadedModel::new(manifest, schema, dir.to_path_buf(), single, batch);
+    check_golden(&model, &golden, tolerance)?;
+    // Warm both plans (and fill the state pools) before the model is reported ready.
+    let zeros = vec![0.0f32; width * 8];
+    for _ in 0..WARMUP_RUNS {
+        model.score_unchecked(&zeros[..width], 1).map_err(|e| PackageError::Compile(e.to_string()))?;
+        model.score_unchecked(&zeros, 8).map_err(|e| PackageError::Compile(e.to_string()))?;
+    }
+    model.load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(model)
+}
