@@ -49,12 +49,15 @@ def keras_to_onnx(
     input_name: str = "features",
     output_name: str = "probability",
     doc: str = "",
+    fuse_gemm: bool = False,
 ):
     """Convert a single-input, single-output Keras model; returns an ``onnx.ModelProto``.
 
     The model is traced in inference mode over float32 [batch, n_features]. The graph
     input is ``input_name``, the output is renamed to ``output_name`` and both carry
-    the symbolic batch dimension ``batch``.
+    the symbolic batch dimension ``batch``. ``fuse_gemm`` turns each MatMul with a
+    constant matrix followed by an Add of a constant bias into one Gemm
+    (:func:`fuse_matmul_add`).
     """
     import onnx
     import tensorflow as tf
@@ -80,10 +83,84 @@ def keras_to_onnx(
         dims[0].Clear()
         dims[0].dim_param = BATCH_DIM
     graph.name = model.name
+    if fuse_gemm:
+        fuse_matmul_add(proto)
     if doc:
         proto.doc_string = doc
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def fuse_matmul_add(proto) -> int:
+    """Replace ``Add(MatMul(A, W), b)`` by ``Gemm(A, W, b)`` in place; returns the count.
+
+    Only where W is a constant [K, N] initializer, b a constant of shape [N] or [1, N],
+    A has rank 2 and the MatMul result feeds nothing else. Gemm computes the same
+    A @ W + b, as one node.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    ranks = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if vi.type.tensor_type.HasField("shape"):
+            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+    uses = Counter(name for node in graph.node for name in node.input)
+    uses.update(o.name for o in graph.output)
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+
+    fused: dict[int, object] = {}
+    dropped: set[int] = set()
+    for position, node in enumerate(nodes):
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        for m_name, b_name in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+            mm_pos = producer.get(m_name)
+            mm = None if mm_pos is None else nodes[mm_pos]
+            if mm is None or mm.op_type != "MatMul" or uses[m_name] != 1 or b_name not in inits:
+                continue
+            a_name, w_name = mm.input
+            if w_name not in inits or ranks.get(a_name) != 2:
+                continue
+            w = numpy_helper.to_array(inits[w_name])
+            b = numpy_helper.to_array(inits[b_name])
+            if w.ndim != 2 or b.dtype != w.dtype or b.shape not in ((w.shape[1],), (1, w.shape[1])):
+                continue
+            if b.ndim == 2:
+                flat = numpy_helper.from_array(b.reshape(-1), name=f"{b_name}__gemm")
+                graph.initializer.append(flat)
+                b_name = flat.name
+            fused[position] = helper.make_node(
+                "Gemm", [a_name, w_name, b_name], list(node.output), name=f"{mm.name or node.name}__gemm"
+            )
+            dropped.add(mm_pos)
+            break
+    if not fused:
+        return 0
+    kept = []
+    for position, node in enumerate(nodes):
+        if position in dropped:
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(fused.get(position, node))
+        kept.append(copy)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for t in unused:
+        graph.initializer.remove(t)
+    return len(fused)
+
+
+def graph_summary(proto) -> dict:
+    """Node count and op types of the main graph (what the serving engine executes)."""
+    counts = op_types(proto)
+    return {"nodes": int(sum(counts.values())), "op_types": dict(sorted(counts.items()))}
 
 
 def _rename_value(graph, old: str, new: str) -> None:
@@ -146,6 +223,7 @@ def export_package(
     tolerance: float = DEFAULT_TOLERANCE,
     opset: int = DEFAULT_OPSET,
     output_name: str | None = None,
+    fuse_gemm: bool = False,
 ) -> Path:
     """Convert, check and publish ``model`` as ``<models_dir>/<name>/<version>/``.
 
@@ -177,6 +255,7 @@ def export_package(
         opset=opset,
         output_name=output_name,
         doc=f"{name} v{version}; feature schema {schema.name} {schema.hash}",
+        fuse_gemm=fuse_gemm,
     )
     meta = {"liveprofile.name": name, "liveprofile.version": str(int(version)),
             "liveprofile.feature_schema_hash": schema.hash}

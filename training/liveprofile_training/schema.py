@@ -436,7 +436,9 @@ def load_feature_table(
 
     needed = sorted(set(feat) | set(label_pos) | set(extra_pos.values()) | ({id_pos} - {None}))
     needed_names = [names[i] for i in needed]
-    by_name = len(set(needed_names)) == len(needed_names)
+    # Select columns by name only when every needed name is unique in the file.
+    counts = _positions(names)
+    by_name = all(len(counts[n]) == 1 for n in needed_names)
     keep = None
     if keep_ids is not None:
         keep = pa.array(list(keep_ids) if not isinstance(keep_ids, np.ndarray) else keep_ids)

@@ -11,8 +11,12 @@ pub mod error;
 pub mod manifest;
 pub mod model;
 pub mod package;
+pub mod policy;
+pub mod repository;
 
 pub use error::{InputError, PackageError, ScoreError};
 pub use manifest::Manifest;
 pub use model::{LoadedModel, OutputScores, Scores};
 pub use package::load_package;
+pub use policy::{Arm, Canary, TrafficPolicy};
+pub use repository::{ModelRepository, RepoEvent, RepositoryConfig, Route, RouteError};

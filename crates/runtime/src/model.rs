@@ -5,35 +5,56 @@
 use crate::error::{InputError, ScoreError};
 use crate::manifest::Manifest;
 use liveprofile_features::schema::{Dtype, FeatureSchema};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use tract_onnx::prelude::*;
 
 pub(crate) type Plan = Arc<TypedRunnableModel<TypedModel>>;
 type State = TypedSimpleState<TypedModel, Plan>;
 
-/// A compiled plan and its pool of run states (reused across calls so a call does not
-/// allocate the plan's buffers again).
+/// A compiled plan. Run states (the plan's buffers) are not `Send`, so each thread keeps
+/// its own state per plan, reused across calls; a thread drops the states of plans that
+/// no longer exist on its next call.
 pub(crate) struct PlanPool {
     plan: Plan,
-    states: Mutex<Vec<State>>,
+    alive: Arc<()>,
+    id: u64,
 }
+
+struct CachedState {
+    alive: Weak<()>,
+    id: u64,
+    state: State,
+}
+
+thread_local! {
+    static STATES: RefCell<Vec<CachedState>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 impl PlanPool {
     pub(crate) fn new(plan: Plan) -> Self {
-        PlanPool { plan, states: Mutex::new(Vec::new()) }
+        PlanPool { plan, alive: Arc::new(()), id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     fn run(&self, input: Tensor) -> TractResult<TVec<TValue>> {
-        let state = self.states.lock().expect("state pool lock").pop();
-        let mut state = match state {
-            Some(s) => s,
-            None => SimpleState::new(self.plan.clone())?,
-        };
-        let out = state.run(tvec!(input.into()));
-        self.states.lock().expect("state pool lock").push(state);
-        out
+        STATES.with(|cell| {
+            let mut states = cell.borrow_mut();
+            states.retain(|s| s.alive.strong_count() > 0);
+            let i = match states.iter().position(|s| s.id == self.id) {
+                Some(i) => i,
+                None => {
+                    let state = SimpleState::new(self.plan.clone())?;
+                    states.push(CachedState { alive: Arc::downgrade(&self.alive), id: self.id, state });
+                    states.len() - 1
+                }
+            };
+            states[i].state.run(tvec!(input.into()))
+        })
     }
 
     pub(crate) fn nodes(&self) -> usize {

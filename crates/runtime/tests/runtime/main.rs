@@ -1,0 +1,5 @@
+//! Integration tests of the model runtime.
+
+mod fixtures;
+mod packages;
+mod repository;

@@ -1,0 +1,155 @@
+//! Loading packages: every bundled package passes golden parity; each way of breaking a
+//! package is refused with a message that names the fault; inputs are validated.
+
+use crate::fixtures::{bundled_models, edit_json, edit_manifest, fix_checksum, publish};
+use liveprofile_runtime::{InputError, PackageError, ScoreError, load_package};
+
+#[test]
+fn every_bundled_package_passes_golden_parity() {
+    let mut checked = 0;
+    for model in std::fs::read_dir(bundled_models()).unwrap().flatten() {
+        for version in std::fs::read_dir(model.path()).unwrap().flatten() {
+            if version.file_name().to_string_lossy().parse::<u32>().is_err() {
+                continue;
+            }
+            let m = load_package(&version.path()).unwrap_or_else(|e| panic!("{}: {e}", version.path().display()));
+            assert_eq!(m.version().to_string(), version.file_name().to_string_lossy());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn wrong_checksum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "m", 1, |d| edit_manifest(d, |m| m["onnx_sha256"] = "00".repeat(32).into()));
+    let err = load_package(&p).unwrap_err();
+    assert!(matches!(err, PackageError::Checksum { .. }), "{err}");
+    assert!(err.to_string().contains("the manifest says 0000"), "{err}");
+}
+
+#[test]
+fn corrupted_onnx_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "m", 1, |d| {
+        let mut bytes = std::fs::read(d.join("model.onnx")).unwrap();
+        let n = bytes.len();
+        bytes.truncate(n / 2);
+        std::fs::write(d.join("model.onnx"), bytes).unwrap();
+        fix_checksum(d);
+    });
+    let err = load_package(&p).unwrap_err();
+    assert!(matches!(err, PackageError::Compile(_)), "{err}");
+}
+
+#[test]
+fn manifest_that_disagrees_with_the_graph_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "m", 1, |d| edit_manifest(d, |m| m["outputs"][0]["name"] = "score".into()));
+    let err = load_package(&p).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "manifest disagrees with the ONNX graph: output named \"score\" in the manifest, \"probability\" in the graph"
+    );
+    let p = publish(dir.path(), "m", 2, |d| edit_manifest(d, |m| m["inputs"][0]["shape"][1] = 18.into()));
+    let err = load_package(&p).unwrap_err();
+    assert!(err.to_string().contains("shape [-1, 18] in the manifest, [-1, 17] in the graph"), "{err}");
+}
+
+#[test]
+fn schema_hash_mismatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "m", 1, |d| edit_manifest(d, |m| m["feature_schema"]["hash"] = "abc".into()));
+    let err = load_package(&p).unwrap_err();
+    assert!(
+        err.to_string().starts_with("manifest disagrees with the feature schema: manifest schema hash abc"),
+        "{err}"
+    );
+}
+
+#[test]
+fn golden_mismatch_names_the_example_the_output_and_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "m", 1, |d| {
+        edit_json(&d.join("golden.json"), |g| {
+            let v = g["outputs"]["probability"][3][0].as_f64().unwrap();
+            g["outputs"]["probability"][3][0] = (v + 0.001).into();
+        })
+    });
+    let err = load_package(&p).unwrap_err();
+    match &err {
+        PackageError::Golden { example, output, index, diff, tolerance, .. } => {
+            assert_eq!((*example, output.as_str(), *index), (3, "probability", 0));
+            assert!((diff - 0.001).abs() < 1e-5 && *tolerance == 1e-5, "{err}");
+        }
+        other => panic!("expected a golden mismatch, got {other}"),
+    }
+    assert!(err.to_string().starts_with("golden example 3 ("), "{err}");
+}
+
+#[test]
+fn inputs_are_validated_by_feature_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load_package(&publish(dir.path(), "m", 1, |_| {})).unwrap();
+    let names: Vec<String> = model.schema().names().iter().map(|s| s.to_string()).collect();
+    let mut row = Vec::new();
+
+    let all: Vec<(&str, f32)> = names.iter().map(|n| (n.as_str(), 1.0)).collect();
+    model.dense_from_named(0, all.iter().copied(), &mut row).unwrap();
+    assert_eq!(row.len(), model.width());
+    let scores = model.score(&row, 1).unwrap();
+    assert_eq!(scores.outputs[0].values.len(), 1);
+
+    let missing: Vec<(&str, f32)> = all[1..].to_vec();
+    let err = model.dense_from_named(0, missing, &mut Vec::new()).unwrap_err();
+    assert_eq!(err, InputError::Missing { row: 0, feature: names[0].clone() });
+
+    let mut extra = all.clone();
+    extra.push(("Revenue", 1.0));
+    let err = model.dense_from_named(2, extra, &mut Vec::new()).unwrap_err();
+    assert_eq!(err.to_string(), "row 2: unknown feature \"Revenue\"");
+
+    let mut bad = row.clone();
+    bad[2] = f32::NAN;
+    let err = model.score(&bad, 1).unwrap_err();
+    assert!(matches!(err, ScoreError::Input(InputError::NotFinite { row: 0, .. })), "{err}");
+    assert_eq!(err.to_string(), format!("row 0: feature {:?} is not finite (NaN)", names[2]));
+
+    let month = names.iter().position(|n| n == "Month").unwrap();
+    let mut bad = row.clone();
+    bad[month] = 99.0;
+    let err = model.score(&bad, 1).unwrap_err();
+    assert!(err.to_string().contains("feature \"Month\" is a category"), "{err}");
+
+    assert!(matches!(model.score(&[], 0), Err(ScoreError::Input(InputError::EmptyBatch))));
+    let err = model.score(&row[..5], 1).unwrap_err();
+    assert!(matches!(err, ScoreError::Input(InputError::WrongWidth { .. })), "{err}");
+}
+
+#[test]
+fn a_row_scores_the_same_whatever_batch_it_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load_package(&publish(dir.path(), "m", 1, |_| {})).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.dir().join("golden.json")).unwrap()).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(golden["inputs"]["features"].clone()).unwrap();
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let w = model.width();
+    let whole = model.score(&flat, rows.len()).unwrap().outputs[0].values.clone();
+    // Batches of other sizes and offsets give the same bits for every row.
+    for size in [2usize, 3, 7, 16, 64] {
+        for (c, chunk) in flat.chunks(size * w).enumerate() {
+            let n = chunk.len() / w;
+            let part = model.score(chunk, n).unwrap().outputs[0].values.clone();
+            for (i, v) in part.iter().enumerate() {
+                assert_eq!(v.to_bits(), whole[c * size + i].to_bits(), "row {} in batches of {size}", c * size + i);
+            }
+        }
+    }
+    // The single-row plan (compiled for batch 1) agrees within float rounding.
+    for (i, r) in rows.iter().enumerate() {
+        let one = model.score(r, 1).unwrap().outputs[0].values[0];
+        assert!((one - whole[i]).abs() <= 1e-6, "row {i}: {one} vs {}", whole[i]);
+    }
+}

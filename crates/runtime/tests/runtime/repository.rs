@@ -1,0 +1,203 @@
+//! The watched repository: refusals keep the previous version serving, hot swap, routing
+//! (canary, shadow), rollback, bundles, memory release, and a hundred swaps under load.
+
+use crate::fixtures::{edit_manifest, publish};
+use liveprofile_runtime::repository::RepoEvent;
+use liveprofile_runtime::{Arm, Canary, ModelRepository, RepositoryConfig, RouteError, TrafficPolicy};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn row(repo: &ModelRepository) -> Vec<f32> {
+    vec![0.0; repo.get("m", None).unwrap().width()]
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn broken_versions_are_refused_and_the_previous_one_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    assert_eq!(repo.route("m", "u1").unwrap().model.version(), 1);
+
+    // Wrong checksum, manifest/graph mismatch, golden mismatch, wrong folder identity.
+    publish(dir.path(), "m", 2, |d| edit_manifest(d, |m| m["onnx_sha256"] = "ff".repeat(32).into()));
+    publish(dir.path(), "m", 3, |d| edit_manifest(d, |m| m["inputs"][0]["name"] = "x".into()));
+    publish(dir.path(), "m", 4, |d| {
+        crate::fixtures::edit_json(&d.join("golden.json"), |g| g["outputs"]["probability"][0][0] = 2.0.into())
+    });
+    publish(dir.path(), "m", 5, |d| edit_manifest(d, |m| m["version"] = 7.into()));
+    // A half-written folder under a temporary name is never looked at.
+    std::fs::create_dir_all(dir.path().join("m/.6.tmp-abc")).unwrap();
+    let events = repo.scan();
+    let refused: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            RepoEvent::Refused { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![2, 3, 4, 5]);
+    let route = repo.route("m", "u1").unwrap();
+    assert_eq!(route.model.version(), 1, "the previous version keeps serving");
+    route.model.score(&row(&repo), 1).unwrap();
+    let status = &repo.models()[0];
+    assert!(status.refused.iter().any(|(v, r)| *v == 5 && r.contains("folder is m/5")), "{:?}", status.refused);
+    // A refused, unchanged folder is not retried on every scan.
+    assert!(repo.scan().is_empty());
+}
+
+#[test]
+fn a_new_version_serves_soon_after_its_folder_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    let mut config = RepositoryConfig::new(dir.path());
+    config.rescan_interval = Duration::from_secs(30); // the file watcher must do it
+    let repo = ModelRepository::open(config).unwrap();
+    let _watch = repo.watch().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    publish(dir.path(), "m", 2, |_| {});
+    wait_until("version 2", Duration::from_secs(10), || repo.route("m", "u").unwrap().model.version() == 2);
+    eprintln!("version 2 served {:?} after its folder appeared", start.elapsed());
+}
+
+#[test]
+fn canary_is_sticky_per_user_and_shadow_is_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    publish(dir.path(), "m", 2, |_| {});
+    publish(dir.path(), "m", 3, |_| {});
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    assert_eq!(repo.policy("m").unwrap().stable, 3, "highest version is stable by default");
+    repo.set_policy(
+        "m",
+        TrafficPolicy { stable: 1, canary: Some(Canary { version: 2, percent: 25.0 }), shadow: Some(3) },
+    )
+    .unwrap();
+    let mut canary = 0;
+    for i in 0..4000 {
+        let user = format!("user-{i}");
+        let a = repo.route("m", &user).unwrap();
+        let b = repo.route("m", &user).unwrap();
+        assert_eq!((a.arm, a.model.version()), (b.arm, b.model.version()), "sticky per user");
+        assert_eq!(a.shadow.as_ref().unwrap().version(), 3);
+        match a.arm {
+            Arm::Canary => {
+                canary += 1;
+                assert_eq!(a.model.version(), 2);
+            }
+            Arm::Stable => assert_eq!(a.model.version(), 1),
+        }
+    }
+    assert!((800..1200).contains(&canary), "{canary} of 4000 in a 25% canary");
+    // A pinned policy is not overridden by a newer version.
+    publish(dir.path(), "m", 4, |_| {});
+    repo.scan();
+    assert_eq!(repo.policy("m").unwrap().stable, 1);
+    assert!(repo.get("m", Some(4)).is_ok());
+    // Bad policies.
+    let err = repo.set_policy("m", TrafficPolicy { stable: 9, canary: None, shadow: None }).unwrap_err();
+    assert_eq!(err, RouteError::UnknownVersion { model: "m".into(), version: 9 });
+    let err = repo.set_policy(
+        "m",
+        TrafficPolicy { stable: 1, canary: Some(Canary { version: 2, percent: 120.0 }), shadow: None },
+    );
+    assert!(matches!(err, Err(RouteError::InvalidPolicy(_))));
+    assert!(matches!(repo.route("nope", "u"), Err(RouteError::UnknownModel(_))));
+}
+
+#[test]
+fn rollback_and_bundles_restore_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, v) in [("tags", 1), ("conv", 1), ("tags", 2), ("conv", 2)] {
+        publish(dir.path(), name, v, |_| {});
+    }
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    assert_eq!(repo.policy("tags").unwrap().stable, 2);
+    assert_eq!(repo.rollback("tags").unwrap(), 1);
+    assert_eq!(repo.route("tags", "u").unwrap().model.version(), 1);
+
+    repo.pin_bundle(&[("tags".into(), 2), ("conv".into(), 1)]).unwrap();
+    assert_eq!((repo.policy("tags").unwrap().stable, repo.policy("conv").unwrap().stable), (2, 1));
+    repo.rollback_bundle().unwrap();
+    assert_eq!((repo.policy("tags").unwrap().stable, repo.policy("conv").unwrap().stable), (1, 2));
+    // A bundle naming a missing version changes nothing.
+    assert!(repo.pin_bundle(&[("tags".into(), 2), ("conv".into(), 9)]).is_err());
+    assert_eq!((repo.policy("tags").unwrap().stable, repo.policy("conv").unwrap().stable), (1, 2));
+}
+
+#[test]
+fn an_old_version_is_released_when_its_last_request_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    let mut config = RepositoryConfig::new(dir.path());
+    config.keep_versions = 1;
+    let repo = ModelRepository::open(config).unwrap();
+    let in_flight = repo.route("m", "u").unwrap();
+    let weak = Arc::downgrade(&in_flight.model);
+    publish(dir.path(), "m", 2, |_| {});
+    repo.scan();
+    assert_eq!(repo.route("m", "u").unwrap().model.version(), 2);
+    // The request that started on version 1 finishes on it.
+    in_flight.model.score(&row(&repo), 1).unwrap();
+    assert!(weak.upgrade().is_some());
+    drop(in_flight);
+    assert!(weak.upgrade().is_none(), "version 1 is released");
+}
+
+#[test]
+fn a_hundred_swaps_under_load_fail_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    publish(dir.path(), "m", 2, |_| {});
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    // history[i] = stable version after swap i; `swaps` counts completed swaps.
+    let history = Arc::new(Mutex::new(vec![2u32]));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let width = repo.get("m", None).unwrap().width();
+    let calls = Arc::new(AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let (repo, history, swaps, stop, calls) = (&repo, &history, &swaps, &stop, &calls);
+            s.spawn(move || {
+                let x = vec![t as f32 * 0.0; width];
+                while !stop.load(Ordering::Relaxed) {
+                    let before = swaps.load(Ordering::SeqCst) as usize;
+                    let route = repo.route("m", "u").unwrap();
+                    let scores = route.model.score(&x, 1).expect("no failed call");
+                    assert!(scores.outputs[0].values[0].is_finite());
+                    let after = swaps.load(Ordering::SeqCst) as usize;
+                    let h = history.lock().unwrap();
+                    assert!(
+                        h[before..=after.min(h.len() - 1)].contains(&route.model.version()),
+                        "answer from version {} which was not current during the call",
+                        route.model.version()
+                    );
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for i in 0..100u32 {
+            let v = 1 + i % 2;
+            {
+                let mut h = history.lock().unwrap();
+                repo.set_policy("m", TrafficPolicy { stable: v, canary: None, shadow: None }).unwrap();
+                h.push(v);
+            }
+            swaps.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(calls.load(Ordering::Relaxed) > 100);
+}
