@@ -13,6 +13,7 @@ pub mod model;
 pub mod package;
 pub mod policy;
 pub mod repository;
+pub mod shadow;
 
 pub use error::{InputError, PackageError, ScoreError};
 pub use manifest::Manifest;
@@ -20,3 +21,4 @@ pub use model::{LoadedModel, OutputScores, Scores};
 pub use package::load_package;
 pub use policy::{Arm, Canary, TrafficPolicy};
 pub use repository::{ModelRepository, RepoEvent, RepositoryConfig, Route, RouteError};
+pub use shadow::{Divergence, ShadowScorer};

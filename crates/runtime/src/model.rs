@@ -60,6 +60,10 @@ impl PlanPool {
     pub(crate) fn nodes(&self) -> usize {
         self.plan.model().nodes().len()
     }
+
+    pub(crate) fn ops(&self) -> Vec<String> {
+        self.plan.model().nodes().iter().map(|n| format!("{} {}", n.op().name(), n.name)).collect()
+    }
 }
 
 /// Scores of a batch: per output, `rows x width` values row-major.
@@ -71,13 +75,9 @@ pub struct Scores {
     pub outputs: Vec<OutputScores>,
 }
 
-/// One output's values.
+/// One output's values (names are in the manifest's output of the same position).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputScores {
-    /// Output name.
-    pub name: String,
-    /// Column names (tags, classes).
-    pub names: Vec<String>,
     /// Columns per row.
     pub width: usize,
     /// `rows * width` values.
@@ -158,6 +158,11 @@ impl LoadedModel {
     /// Nodes of the single-row plan after optimisation.
     pub fn plan_nodes(&self) -> usize {
         self.single.nodes()
+    }
+
+    /// Operators of the single-row plan after optimisation (`op node-name`).
+    pub fn plan_ops(&self) -> Vec<String> {
+        self.single.ops()
     }
 
     /// Milliseconds it took to load, check and warm this version.
@@ -250,14 +255,9 @@ impl LoadedModel {
         let pool = if rows == 1 { &self.single } else { &self.batch };
         let out = pool.run(input).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
-        for (spec, t) in self.manifest.outputs.iter().zip(out.iter()) {
+        for t in out.iter() {
             let v = t.as_slice::<f32>().map_err(|e| ScoreError::Engine(e.to_string()))?;
-            outputs.push(OutputScores {
-                name: spec.name.clone(),
-                names: spec.names.clone(),
-                width: v.len() / rows,
-                values: v.to_vec(),
-            });
+            outputs.push(OutputScores { width: v.len() / rows, values: v.to_vec() });
         }
         Ok(Scores { rows, outputs })
     }

@@ -154,10 +154,11 @@ fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<
     let note = |i: usize| golden.notes.get(i).cloned().unwrap_or_default();
     // The batch plan on every example at once, and the single-row plan on each one.
     let batch = model.score_unchecked(&flat, rows.len()).map_err(|e| PackageError::Compile(e.to_string()))?;
-    for (o, out) in batch.outputs.iter().enumerate() {
-        let expected = golden.outputs.get(&out.name).ok_or_else(|| format(format!("no outputs for {:?}", out.name)))?;
+    for (o, (out, spec)) in batch.outputs.iter().zip(&model.manifest.outputs).enumerate() {
+        let expected =
+            golden.outputs.get(&spec.name).ok_or_else(|| format(format!("no outputs for {:?}", spec.name)))?;
         if expected.len() != rows.len() {
-            return Err(format(format!("{} inputs but {} outputs for {:?}", rows.len(), expected.len(), out.name)));
+            return Err(format(format!("{} inputs but {} outputs for {:?}", rows.len(), expected.len(), spec.name)));
         }
         for (i, want) in expected.iter().enumerate() {
             let single = model
@@ -168,7 +169,7 @@ fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<
                 if got.len() != want.len() {
                     return Err(format(format!(
                         "example {i}: output {} has {} values, expected {}",
-                        out.name,
+                        spec.name,
                         got.len(),
                         want.len()
                     )));
@@ -179,7 +180,7 @@ fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<
                         return Err(PackageError::Golden {
                             example: i,
                             note: note(i),
-                            output: out.name.clone(),
+                            output: spec.name.clone(),
                             index: k,
                             actual: *a,
                             expected: *b,

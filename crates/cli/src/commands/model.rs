@@ -59,6 +59,7 @@ pub fn run(cmd: ModelCommand) -> u8 {
                 "framework": m.framework,
                 "golden": {"count": m.golden.count, "tolerance": m.golden.tolerance, "parity": "ok"},
                 "plan_nodes": model.plan_nodes(),
+                "plan_ops": model.plan_ops(),
                 "load_ms": model.load_ms(),
             });
             println!("{}", serde_json::to_string_pretty(&report).expect("json"));

@@ -201,3 +201,27 @@ fn a_hundred_swaps_under_load_fail_no_call() {
     });
     assert!(calls.load(Ordering::Relaxed) > 100);
 }
+
+#[test]
+fn shadow_scoring_measures_divergence_off_the_request_path() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    // Version 2 is the same graph, so the shadow's outputs equal the true answer: half
+    // of the submitted answers are shifted by 0.5 to give a known divergence.
+    publish(dir.path(), "m", 2, |_| {});
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    repo.set_policy("m", TrafficPolicy { stable: 1, canary: None, shadow: Some(2) }).unwrap();
+    let scorer = liveprofile_runtime::ShadowScorer::start(64);
+    let x = row(&repo);
+    for i in 0..10 {
+        let route = repo.route("m", &format!("u{i}")).unwrap();
+        let answer = route.model.score(&x, 1).unwrap().outputs[0].values.clone();
+        let shifted: Vec<f32> = if i < 5 { answer.clone() } else { answer.iter().map(|v| v + 0.5).collect() };
+        assert!(scorer.submit(route.shadow.clone().unwrap(), route.model.version(), &x, 1, shifted));
+    }
+    let d = scorer.finish();
+    let d = d[&("m".to_owned(), 1, 2)];
+    assert_eq!((d.rows, d.dropped, d.failed), (10, 0, 0));
+    assert!((d.mean_abs_diff - 0.25).abs() < 1e-6, "{d:?}");
+    assert!((d.max_abs_diff - 0.5).abs() < 1e-6, "{d:?}");
+}
