@@ -230,20 +230,38 @@ pub fn build_examples(set: &EventSet, opts: ExampleOptions, out: &Path) -> Resul
     let schema = conversion_schema();
     let mut writer =
         TableWriter::create(out, &["user_id", "room_id", "platform"], &["enter_ms", "decision_ms"], &schema, true)?;
-    let mut positives = 0;
-    for chunk in set.users.chunks(CHUNK_USERS) {
-        let per_user: Vec<Vec<ConversionExample>> = chunk.par_iter().map(|u| user_examples(u, &hosts, &opts)).collect();
-        for (u, examples) in chunk.iter().zip(per_user) {
-            for ex in examples {
-                positives += u64::from(ex.label);
-                writer.append(&Row {
-                    strings: vec![u.user_id.clone(), set.rooms[ex.room as usize].clone(), ex.platform.as_str().into()],
-                    ints: vec![ex.enter_ms, ex.decision_ms],
-                    features: ex.features,
-                    labels: vec![ex.label],
-                })?;
+    // Computing chunk k+1 (all cores) overlaps with writing chunk k (one thread).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Vec<ConversionExample>>)>(1);
+    std::thread::scope(|scope| {
+        let write = scope.spawn(move || -> Result<(u64, u64), BuildError> {
+            let mut positives = 0;
+            for (first, per_user) in rx {
+                for (u, examples) in set.users[first..].iter().zip(per_user) {
+                    for ex in examples {
+                        positives += u64::from(ex.label);
+                        writer.append(&Row {
+                            strings: vec![
+                                u.user_id.clone(),
+                                set.rooms[ex.room as usize].clone(),
+                                ex.platform.as_str().into(),
+                            ],
+                            ints: vec![ex.enter_ms, ex.decision_ms],
+                            features: ex.features,
+                            labels: vec![ex.label],
+                        })?;
+                    }
+                }
+            }
+            Ok((writer.finish()?, positives))
+        });
+        for (i, chunk) in set.users.chunks(CHUNK_USERS).enumerate() {
+            let per_user: Vec<Vec<ConversionExample>> =
+                chunk.par_iter().map(|u| user_examples(u, &hosts, &opts)).collect();
+            if tx.send((i * CHUNK_USERS, per_user)).is_err() {
+                break; // the writer failed; its error is returned below
             }
         }
-    }
-    Ok((writer.finish()?, positives))
+        drop(tx);
+        write.join().expect("writer thread does not panic")
+    })
 }
