@@ -13,6 +13,7 @@ pub mod model;
 pub mod package;
 pub mod policy;
 pub mod repository;
+pub mod rewrite;
 pub mod shadow;
 
 pub use error::{InputError, PackageError, ScoreError};

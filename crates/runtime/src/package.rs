@@ -207,11 +207,13 @@ pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
         return Err(PackageError::Checksum { expected: manifest.onnx_sha256.clone(), actual });
     }
     let schema = read_schema(dir, &manifest)?;
-    let proto = tract_onnx::onnx()
+    let mut proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| PackageError::Compile(format!("{e:#}")))?;
     let graph = proto.graph.as_ref().ok_or_else(|| PackageError::Compile("no graph".into()))?;
     check_contract(&manifest, graph, &schema.names())?;
+    // Exact rewrites for speed; the golden examples below check the result.
+    crate::rewrite::gathers_to_matmul(&mut proto);
     let width = schema.features.len();
     let single = compile(&proto, width, true).map_err(|e| PackageError::Compile(format!("{e:#}")))?;
     let batch = compile(&proto, width, false).map_err(|e| PackageError::Compile(format!("{e:#}")))?;
