@@ -11,7 +11,9 @@ mod time;
 
 pub use error::{EventError, EventIoError};
 pub use kinds::{EventKind, Platform};
-pub use parquet_io::{COLUMNS, DecodedBatch, EventParts, EventReader, EventWriter, RejectedRow, event_schema};
+pub use parquet_io::{
+    COLUMNS, DecodedBatch, EventParts, EventReader, EventWriter, RawBatch, RejectedRow, decode_with, event_schema,
+};
 pub use time::{CHINA_OFFSET_MS, DAY_MS, HOUR_MS, MINUTE_MS, china_hour_of_day};
 
 /// Live-room categories the simulator schedules rooms in. Events may carry other
@@ -49,28 +51,27 @@ pub struct Event {
 }
 
 impl Event {
-    /// Checks the rules a single event must satisfy on its own: a non-empty event and
-    /// user id, a finite non-negative value, a value only where the kind carries one,
-    /// and a room on room events.
+    /// Checks the rules a single event must satisfy on its own (see
+    /// [`EventParts::validate`]).
     pub fn validate(&self) -> Result<(), EventError> {
-        if self.event_id.is_empty() {
-            return Err(EventError::Missing { column: "event_id" });
+        self.parts().validate()
+    }
+
+    /// The event as borrowed parts.
+    pub fn parts(&self) -> EventParts<'_> {
+        EventParts {
+            event_id: &self.event_id,
+            ts_ms: self.ts_ms,
+            platform: self.platform,
+            user_id: &self.user_id,
+            platform_user_id: &self.platform_user_id,
+            room_id: self.room_id.as_deref(),
+            host_id: self.host_id.as_deref(),
+            category: &self.category,
+            kind: self.kind,
+            item_id: self.item_id.as_deref(),
+            value: self.value,
+            coupon: self.coupon,
         }
-        if self.user_id.is_empty() {
-            return Err(EventError::Missing { column: "user_id" });
-        }
-        if !self.value.is_finite() {
-            return Err(EventError::BadValue { value: self.value, reason: "not finite" });
-        }
-        if self.value < 0.0 {
-            return Err(EventError::BadValue { value: self.value, reason: "negative" });
-        }
-        if !self.kind.carries_value() && self.value != 0.0 {
-            return Err(EventError::BadValue { value: self.value, reason: "this kind of event carries no value" });
-        }
-        if self.kind.needs_room() && self.room_id.is_none() {
-            return Err(EventError::Missing { column: "room_id" });
-        }
-        Ok(())
     }
 }

@@ -138,20 +138,7 @@ impl EventWriter {
 
     /// Appends one event.
     pub fn append(&mut self, e: &Event) -> Result<(), EventIoError> {
-        self.append_parts(EventParts {
-            event_id: &e.event_id,
-            ts_ms: e.ts_ms,
-            platform: e.platform,
-            user_id: &e.user_id,
-            platform_user_id: &e.platform_user_id,
-            room_id: e.room_id.as_deref(),
-            host_id: e.host_id.as_deref(),
-            category: &e.category,
-            kind: e.kind,
-            item_id: e.item_id.as_deref(),
-            value: e.value,
-            coupon: e.coupon,
-        })
+        self.append_parts(e.parts())
     }
 
     /// Appends one event given as borrowed parts (no allocation per event).
@@ -240,6 +227,51 @@ pub struct EventParts<'a> {
     pub value: f64,
     /// See [`Event::coupon`].
     pub coupon: bool,
+}
+
+impl EventParts<'_> {
+    /// Checks the rules a single event must satisfy on its own: a non-empty event and
+    /// user id, a finite non-negative value, a value only where the kind carries one,
+    /// and a room on room events.
+    pub fn validate(&self) -> Result<(), EventError> {
+        if self.event_id.is_empty() {
+            return Err(EventError::Missing { column: "event_id" });
+        }
+        if self.user_id.is_empty() {
+            return Err(EventError::Missing { column: "user_id" });
+        }
+        if !self.value.is_finite() {
+            return Err(EventError::BadValue { value: self.value, reason: "not finite" });
+        }
+        if self.value < 0.0 {
+            return Err(EventError::BadValue { value: self.value, reason: "negative" });
+        }
+        if !self.kind.carries_value() && self.value != 0.0 {
+            return Err(EventError::BadValue { value: self.value, reason: "this kind of event carries no value" });
+        }
+        if self.kind.needs_room() && self.room_id.is_none() {
+            return Err(EventError::Missing { column: "room_id" });
+        }
+        Ok(())
+    }
+
+    /// An owned copy.
+    pub fn to_event(&self) -> Event {
+        Event {
+            event_id: self.event_id.to_owned(),
+            ts_ms: self.ts_ms,
+            platform: self.platform,
+            user_id: self.user_id.to_owned(),
+            platform_user_id: self.platform_user_id.to_owned(),
+            room_id: self.room_id.map(str::to_owned),
+            host_id: self.host_id.map(str::to_owned),
+            category: self.category.to_owned(),
+            kind: self.kind,
+            item_id: self.item_id.map(str::to_owned),
+            value: self.value,
+            coupon: self.coupon,
+        }
+    }
 }
 
 /// A row of an event file that breaks the contract.
@@ -342,12 +374,17 @@ impl EventReader {
 
     /// Reads the next batch, or `None` at the end of the file.
     pub fn next_batch(&mut self) -> Result<Option<DecodedBatch>, EventIoError> {
+        Ok(self.next_raw()?.map(|raw| decode(&raw)))
+    }
+
+    /// Reads the next batch undecoded (see [`decode_with`]), or `None` at the end.
+    pub fn next_raw(&mut self) -> Result<Option<RawBatch>, EventIoError> {
         let Some(batch) = self.inner.next() else { return Ok(None) };
         let batch = batch.map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
         let batch = cast_strings(&batch).map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
-        let decoded = decode(&batch, self.next_row);
-        self.next_row += batch.num_rows() as u64;
-        Ok(Some(decoded))
+        let raw = RawBatch { first_row: self.next_row, batch };
+        self.next_row += raw.batch.num_rows() as u64;
+        Ok(Some(raw))
     }
 
     /// Reads the whole file: every valid event and every rejected row.
@@ -386,7 +423,24 @@ fn opt(a: &StringArray, i: usize) -> Option<&str> {
     if a.is_null(i) { None } else { Some(a.value(i)) }
 }
 
-fn decode(batch: &RecordBatch, first_row: u64) -> DecodedBatch {
+/// A record batch of an event file with the file row number of its first row, cast to
+/// the contract's types; decode it with [`decode_with`]. Cheap to send between threads.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// Row number of the first row in the file.
+    pub first_row: u64,
+    /// The columns.
+    pub batch: RecordBatch,
+}
+
+/// Decodes and checks every row of a raw batch without copying strings: `on_event` gets
+/// each valid event as borrowed parts (with its row number), `on_reject` each bad row.
+pub fn decode_with(
+    raw: &RawBatch,
+    mut on_event: impl FnMut(u64, EventParts<'_>),
+    mut on_reject: impl FnMut(RejectedRow),
+) {
+    let batch = &raw.batch;
     let event_id = strings(batch, "event_id");
     let platform = strings(batch, "platform");
     let user_id = strings(batch, "user_id");
@@ -399,11 +453,8 @@ fn decode(batch: &RecordBatch, first_row: u64) -> DecodedBatch {
     let ts_ms = batch.column(1).as_any().downcast_ref::<Int64Array>().expect("checked");
     let value = batch.column(10).as_any().downcast_ref::<Float64Array>().expect("checked");
     let coupon = batch.column(11).as_any().downcast_ref::<BooleanArray>().expect("checked");
-
-    let mut out = DecodedBatch { first_row, ..Default::default() };
-    out.events.reserve(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let row = first_row + i as u64;
+        let row = raw.first_row + i as u64;
         let reject = |error| RejectedRow { row, event_id: opt(event_id, i).map(str::to_owned), error };
         let required = [
             ("event_id", event_id.is_null(i)),
@@ -417,42 +468,44 @@ fn decode(batch: &RecordBatch, first_row: u64) -> DecodedBatch {
             ("coupon", coupon.is_null(i)),
         ];
         if let Some((column, _)) = required.iter().find(|(_, null)| *null) {
-            out.rejected.push(reject(EventError::Missing { column }));
+            on_reject(reject(EventError::Missing { column }));
             continue;
         }
-        let p = match Platform::parse(platform.value(i)) {
-            Ok(p) => p,
+        let parsed = Platform::parse(platform.value(i)).and_then(|p| EventKind::parse(kind.value(i)).map(|k| (p, k)));
+        let (p, k) = match parsed {
+            Ok(pk) => pk,
             Err(e) => {
-                out.rejected.push(reject(e));
+                on_reject(reject(e));
                 continue;
             }
         };
-        let k = match EventKind::parse(kind.value(i)) {
-            Ok(k) => k,
-            Err(e) => {
-                out.rejected.push(reject(e));
-                continue;
-            }
-        };
-        let event = Event {
-            event_id: event_id.value(i).to_owned(),
+        let parts = EventParts {
+            event_id: event_id.value(i),
             ts_ms: ts_ms.value(i),
             platform: p,
-            user_id: user_id.value(i).to_owned(),
-            platform_user_id: platform_user_id.value(i).to_owned(),
-            room_id: opt(room_id, i).map(str::to_owned),
-            host_id: opt(host_id, i).map(str::to_owned),
-            category: category.value(i).to_owned(),
+            user_id: user_id.value(i),
+            platform_user_id: platform_user_id.value(i),
+            room_id: opt(room_id, i),
+            host_id: opt(host_id, i),
+            category: category.value(i),
             kind: k,
-            item_id: opt(item_id, i).map(str::to_owned),
+            item_id: opt(item_id, i),
             value: value.value(i),
             coupon: coupon.value(i),
         };
-        match event.validate() {
-            Ok(()) => out.events.push(event),
-            Err(e) => out.rejected.push(reject(e)),
+        match parts.validate() {
+            Ok(()) => on_event(row, parts),
+            Err(e) => on_reject(reject(e)),
         }
     }
+}
+
+fn decode(raw: &RawBatch) -> DecodedBatch {
+    let mut out = DecodedBatch { first_row: raw.first_row, ..Default::default() };
+    out.events.reserve(raw.batch.num_rows());
+    let mut rejected = Vec::new();
+    decode_with(raw, |_, parts| out.events.push(parts.to_event()), |r| rejected.push(r));
+    out.rejected = rejected;
     out
 }
 

@@ -87,11 +87,16 @@ pub fn live_category(category: &str) -> Option<u8> {
 impl FeatureEvent {
     /// The feature view of a full event.
     pub fn from_event(e: &liveprofile_events::Event) -> Self {
+        Self::from_parts(&e.parts())
+    }
+
+    /// The feature view of an event given as borrowed parts.
+    pub fn from_parts(e: &liveprofile_events::EventParts<'_>) -> Self {
         FeatureEvent {
             ts_ms: e.ts_ms,
             platform: e.platform,
             kind: e.kind,
-            category: live_category(&e.category),
+            category: live_category(e.category),
             value: e.value,
             coupon: e.coupon,
         }

@@ -3,7 +3,7 @@
 
 use crate::aggregates::FeatureEvent;
 use crate::offline::accept_in_arrival_order;
-use liveprofile_events::{DecodedBatch, Event, EventIoError, EventReader, RejectedRow};
+use liveprofile_events::{Event, EventIoError, EventParts, EventReader, RawBatch, RejectedRow, decode_with};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -66,20 +66,25 @@ pub struct EventSetBuilder {
 impl EventSetBuilder {
     /// Takes in one valid event.
     pub fn push(&mut self, e: &Event) {
+        self.push_parts(e.parts());
+    }
+
+    /// Takes in one valid event given as borrowed parts.
+    pub fn push_parts(&mut self, e: EventParts<'_>) {
         self.set.rows += 1;
-        let u = match self.user_index.get(e.user_id.as_str()) {
+        let u = match self.user_index.get(e.user_id) {
             Some(u) => *u as usize,
             None => {
-                self.user_index.insert(e.user_id.clone(), self.raw.len() as u32);
-                self.set.users.push(UserEvents { user_id: e.user_id.clone(), ..Default::default() });
+                self.user_index.insert(e.user_id.to_owned(), self.raw.len() as u32);
+                self.set.users.push(UserEvents { user_id: e.user_id.to_owned(), ..Default::default() });
                 self.raw.push(Default::default());
                 self.raw.len() - 1
             }
         };
-        let room = intern(&mut self.room_index, &mut self.set.rooms, e.room_id.as_deref());
-        let host = intern(&mut self.host_index, &mut self.set.hosts, e.host_id.as_deref());
+        let room = intern(&mut self.room_index, &mut self.set.rooms, e.room_id);
+        let host = intern(&mut self.host_index, &mut self.set.hosts, e.host_id);
         let r = &mut self.raw[u];
-        r.0.push(FeatureEvent::from_event(e));
+        r.0.push(FeatureEvent::from_parts(&e));
         r.1.push(room);
         r.2.push(host);
     }
@@ -131,12 +136,12 @@ impl EventSet {
             let mut receivers = Vec::with_capacity(decoders);
             let mut handles = Vec::with_capacity(decoders);
             for d in 0..decoders {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Option<DecodedBatch>>(4);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Option<RawBatch>>(4);
                 receivers.push(rx);
                 handles.push(scope.spawn(move || -> Result<(), EventIoError> {
                     for g in (d..groups).step_by(decoders) {
                         let mut reader = EventReader::open_row_groups(path, Some(g))?;
-                        while let Some(batch) = reader.next_batch()? {
+                        while let Some(batch) = reader.next_raw()? {
                             if tx.send(Some(batch)).is_err() {
                                 return Ok(());
                             }
@@ -154,11 +159,10 @@ impl EventSet {
                 loop {
                     match receivers[g % decoders].recv() {
                         Ok(Some(batch)) => {
-                            for row in batch.rejected {
-                                builder.reject(row);
-                            }
-                            for e in &batch.events {
-                                builder.push(e);
+                            let mut rejected = Vec::new();
+                            decode_with(&batch, |_, e| builder.push_parts(e), |r| rejected.push(r));
+                            for r in rejected {
+                                builder.reject(r);
                             }
                         }
                         Ok(None) => break,       // row group complete
