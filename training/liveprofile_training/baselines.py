@@ -18,7 +18,9 @@ from . import metrics as M
 from .schema import FeatureSchema
 
 
-def logistic_regression(schema: FeatureSchema, log_features: Sequence[str] = (), seed: int = 0):
+def logistic_regression(
+    schema: FeatureSchema, log_features: Sequence[str] = (), seed: int = 0, C: float = 1.0, max_iter: int = 2000
+):
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -38,7 +40,7 @@ def logistic_regression(schema: FeatureSchema, log_features: Sequence[str] = (),
         parts.append(("scale", StandardScaler(), lin))
     return make_pipeline(
         ColumnTransformer(parts),
-        LogisticRegression(C=1.0, max_iter=2000, random_state=seed),
+        LogisticRegression(C=C, max_iter=max_iter, random_state=seed),
     )
 
 
@@ -61,14 +63,22 @@ def fit_and_score(
     seed: int = 0,
     gbm_estimators: int = 200,
     label_names: Sequence[str] | None = None,
+    models: Sequence[str] = ("logistic_regression", "gradient_boosting"),
+    C: float = 1.0,
+    max_iter: int = 2000,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-    """Fit both baselines; returns (metrics per baseline, test probabilities per baseline)."""
+    """Fit the baselines named in ``models``; returns (metrics per baseline, test
+    probabilities per baseline). ``C`` and ``max_iter`` go to the logistic regression."""
     Y_train = np.asarray(y_train).reshape(len(X_train), -1)
     Y_test = np.asarray(y_test).reshape(len(X_test), -1)
-    factories = {
-        "logistic_regression": lambda: logistic_regression(schema, log_features, seed),
+    known = {
+        "logistic_regression": lambda: logistic_regression(schema, log_features, seed, C, max_iter),
         "gradient_boosting": lambda: gradient_boosting(seed, gbm_estimators),
     }
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known: {sorted(known)}")
+    factories = {m: known[m] for m in models}
     reports: dict[str, dict[str, float]] = {}
     probs: dict[str, np.ndarray] = {}
     for name, make in factories.items():

@@ -224,12 +224,23 @@ def export_package(
     opset: int = DEFAULT_OPSET,
     output_name: str | None = None,
     fuse_gemm: bool = False,
+    schema_file: str | Path | None = None,
 ) -> Path:
     """Convert, check and publish ``model`` as ``<models_dir>/<name>/<version>/``.
 
     Refuses an existing version before any work, and again at the atomic rename.
     Nothing is written unless ONNX matches Keras on the golden inputs.
+    ``schema_file``: the schema file the data came with (e.g. the Rust pipeline's
+    ``users.schema.json``), copied byte for byte once it is checked to hold ``schema``;
+    without it the schema is written from ``schema``.
     """
+    schema_bytes = schema.dumps().encode("utf-8")
+    if schema_file is not None:
+        from .schema import load_schema
+
+        if load_schema(schema_file) != schema:
+            raise PackageError(f"{schema_file} does not hold the schema {schema.name!r} {schema.hash}")
+        schema_bytes = Path(schema_file).read_bytes()
     dest = package_dir(models_dir, name, version)
     if dest.exists():
         raise PackageExistsError(f"{dest} already exists; publish a new version instead")
@@ -282,7 +293,7 @@ def export_package(
     files = {
         MODEL_FILE: model_bytes,
         MANIFEST_FILE: dumps_json(manifest).encode("utf-8"),
-        SCHEMA_FILE: schema.dumps().encode("utf-8"),
+        SCHEMA_FILE: schema_bytes,
         GOLDEN_FILE: golden.dumps().encode("utf-8"),
     }
     return publish_files(models_dir, name, version, files)

@@ -118,12 +118,14 @@ def build_golden(
     id_name: str = "id",
     output_name: str = "probability",
     minimum: int = MIN_GOLDEN,
+    row_note: str = "test row",
 ) -> Golden:
     """Sample test rows (seeded), add the edge cases, and record ``predict`` outputs.
 
     ``predict`` maps float32 [n, n_features] to the model's outputs (Keras, inference
     mode). At least ``minimum`` examples are produced; more test rows are taken if the
-    edge cases are few.
+    edge cases are few. ``row_note`` starts the note of each sampled row (``"data row"``
+    when the model was trained on every row).
     """
     X_test = np.asarray(X_test, dtype=np.float32)
     edge_X, edge_notes = edge_cases(schema, X_train)
@@ -132,7 +134,7 @@ def build_golden(
     picked = np.sort(rng.choice(X_test.shape[0], size=n_test, replace=False))
     notes = []
     for i in picked:
-        note = f"test row {int(i)}"
+        note = f"{row_note} {int(i)}"
         if test_ids is not None:
             note += f" ({id_name} {test_ids[int(i)]})"
         notes.append(note)

@@ -187,8 +187,15 @@ def fit(
     learning_rate: float = 1e-3,
     patience: int = 8,
     verbose: int = 0,
+    restore_start: bool = False,
 ):
-    """Adam + binary cross-entropy, early stopping on validation loss (best weights kept)."""
+    """Adam + binary cross-entropy, early stopping on validation loss (best weights kept).
+
+    ``restore_start`` (for warm-started models): the validation loss of the starting
+    weights counts as epoch 0; if no epoch beats it, the starting weights are restored
+    and ``history.history["best_epoch"]`` is 0 (else the epoch whose weights are kept,
+    counted from 1).
+    """
     import keras
 
     model.compile(
@@ -196,6 +203,11 @@ def fit(
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
+    y_val = np.asarray(y_val, dtype=np.float32)
+    start_weights = start_loss = None
+    if restore_start:
+        start_weights = [np.array(w) for w in model.get_weights()]
+        start_loss = float(model.evaluate(X_val, y_val, batch_size=max(batch_size, 4096), verbose=0)[0])
     callbacks = []
     if patience and epochs > patience:
         callbacks.append(
@@ -203,16 +215,26 @@ def fit(
                 monitor="val_loss", patience=patience, restore_best_weights=True
             )
         )
-    return model.fit(
+    history = model.fit(
         X_train,
         np.asarray(y_train, dtype=np.float32),
-        validation_data=(X_val, np.asarray(y_val, dtype=np.float32)),
+        validation_data=(X_val, y_val),
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
         callbacks=callbacks,
         verbose=verbose,
     )
+    losses = history.history.get("val_loss", [])
+    # Weights kept: the best epoch's with early stopping, else the last epoch's.
+    best = (int(np.argmin(losses)) + 1 if callbacks else len(losses)) if losses else 0
+    if restore_start:
+        history.history["start_val_loss"] = start_loss
+        if not losses or losses[best - 1] >= start_loss:
+            model.set_weights(start_weights)
+            best = 0
+    history.history["best_epoch"] = best
+    return history
 
 
 def predict(model, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -231,42 +253,50 @@ def predict(model, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
 # Lean models: few ONNX nodes for fast single-row inference.
 #
 # Training graph (Keras):
-#   features -> [Gather] -> [Add offsets] -> Relu -> Add 1 -> Log       (LeanInputs)
-#            -> Sub mean -> Mul 1/std                                   (Standardise)
+#   features -> [MatMul+Add: repeat the category columns, shifted] -> [Concat]   (LeanInputs)
+#            -> Relu -> Add 1 -> Log
+#            -> Sub mean -> Mul 1/std                                         (Standardise)
 #            -> Dense/ReLU ... -> Dense (logit) [+ wide Dense on the standardised inputs]
 #            -> Sigmoid
 # Serving graph (exported): the standardisation folded into the first Dense, the wide
 # (linear) part carried through the hidden layers as ReLU pairs, Platt calibration folded
-# into the last Dense:
-#   features -> [Gather -> Add] -> Relu -> Add -> Log -> (MatMul+Add -> Relu) x L
-#            -> MatMul+Add -> Sigmoid
-# (each MatMul+Add pair becomes one Gemm with ``export_package(..., fuse_gemm=True)``).
+# into the last Dense, each MatMul + Add pair fused into one Gemm
+# (``export_package(..., fuse_gemm=True)``):
+#   features -> [Gemm -> Concat] -> Relu -> Add -> Log -> (Gemm -> Relu) x L -> Gemm -> Sigmoid
 #
-# Every column goes through log(1 + relu(x + offset)): counts, minutes and money are heavy
+# Every input column goes through log(1 + relu(x)): counts, minutes and money are heavy
 # tailed, and the log is monotone on shares and rates. A category column with K values is
-# repeated K times with offsets 1, 0, -1, ..., 2 - K: on the valid indices 0..K-1 the K
-# columns log(1 + relu(x - t + 1)) form a lower-triangular matrix with log 2 on its
+# also copied K times, shifted by 1, 0, -1, ..., 2 - K (a product with a constant 0/1
+# matrix plus a constant vector: one Gemm, cheap, and no Gather, which is slow in tract),
+# and those copies go through the same log(1 + relu(.)): on the valid indices 0..K-1 the K
+# columns log(1 + relu(i - t + 1)) form a lower-triangular matrix with log 2 on its
 # diagonal, an invertible linear map of the one-hot encoding, so the first Dense can give
-# every value its own weights, as with a one-hot block, without Equal/Cast/Concat nodes.
-# Columns that are constant in the training data get zero weight (1/std taken as 0).
+# every value its own weights as with a one-hot block, without Equal/Cast nodes. The
+# category column itself (log(1 + index)) gets zero weight, as does every column that is
+# constant in the training data (1/std taken as 0).
 
 
 def lean_plan(schema: FeatureSchema) -> tuple[list[int], list[float], list[str]]:
-    """Source column, offset and a description of every column after LeanInputs."""
-    idx: list[int] = []
-    offsets: list[float] = []
-    names: list[str] = []
+    """Source column, offset and name of every column after LeanInputs: the n input
+    columns in schema order (offset 0), then the shifted copies of the category columns."""
+    idx: list[int] = list(range(len(schema)))
+    offsets: list[float] = [0.0] * len(schema)
+    names: list[str] = list(schema.feature_names)
     for j, f in enumerate(schema.features):
         if f.is_category:
             for t, value in enumerate(f.vocabulary or ()):
                 idx.append(j)
                 offsets.append(float(1 - t))
                 names.append(f"{f.name}>={value}")
-        else:
-            idx.append(j)
-            offsets.append(0.0)
-            names.append(f.name)
     return idx, offsets, names
+
+
+def lean_ignored(schema: FeatureSchema) -> np.ndarray:
+    """Columns after LeanInputs that get no weight: the raw category indices."""
+    width = len(lean_plan(schema)[0])
+    mask = np.zeros(width, dtype=bool)
+    mask[[j for j, f in enumerate(schema.features) if f.is_category]] = True
+    return mask
 
 
 def lean_transform(X: np.ndarray, idx: Sequence[int], offsets: Sequence[float]) -> np.ndarray:
@@ -280,20 +310,26 @@ def _lean_layers():
     from keras import ops
 
     class LeanInputs(keras.layers.Layer):
-        """log(1 + relu(x[:, idx] + offsets)); Gather and Add only when needed."""
+        """log(1 + relu([x, x @ S + c])): S copies the category columns, c shifts them."""
 
         def __init__(self, idx: Sequence[int], offsets: Sequence[float], n_features: int, **kwargs):
             super().__init__(**kwargs)
             self.idx = [int(i) for i in idx]
             self.offsets = [float(v) for v in offsets]
             self.n_features = int(n_features)
+            n = self.n_features
+            if self.idx[:n] != list(range(n)) or any(self.offsets[:n]):
+                raise ValueError("the first n columns must be the inputs themselves, unshifted")
 
         def call(self, x):
+            n = self.n_features
+            extra = self.idx[n:]
             v = x
-            if self.idx != list(range(self.n_features)):
-                v = ops.take(v, np.array(self.idx, dtype=np.int32), axis=1)
-            if any(self.offsets):
-                v = v + np.array(self.offsets, dtype=np.float32)
+            if extra:
+                select = np.zeros((n, len(extra)), dtype=np.float32)
+                select[extra, np.arange(len(extra))] = 1.0
+                copies = ops.matmul(x, select) + np.array(self.offsets[n:], dtype=np.float32)
+                v = ops.concatenate([x, copies], axis=1)
             return ops.log(ops.relu(v) + np.float32(1.0))
 
         def compute_output_shape(self, input_shape):
@@ -354,7 +390,7 @@ def build_lean_mlp(
     L = lean_transform(X_train, idx, offsets)
     mean = L.mean(axis=0)
     std = L.std(axis=0)
-    varies = std > 1e-9
+    varies = (std > 1e-9) & ~lean_ignored(schema)
     scale = np.where(varies, 1.0 / np.where(varies, std, 1.0), 0.0)
     mean = np.where(varies, mean, 0.0)
 
@@ -465,3 +501,64 @@ def fold_for_serving(
 def sigmoid(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+
+
+def standardised_inputs(model, X: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """What the first layers of a :func:`build_lean_mlp` model see: the standardised
+    log-transformed inputs, float32 [rows, width]."""
+    import keras
+
+    sub = keras.Model(model.inputs, model.get_layer("standardise").output, name=f"{model.name}_inputs")
+    return predict(sub, X, batch_size)
+
+
+def warm_start_wide(
+    model,
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    C: float | None = 1.0,
+    Cs: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+    cv: int = 5,
+    seed: int = 0,
+    max_iter: int = 2000,
+) -> list[float]:
+    """Start a wide-and-deep model from logistic regression.
+
+    Fits one L2 logistic regression per output on the standardised inputs the wide path
+    sees, copies its coefficients and intercept into ``wide_logit`` and zeroes the deep
+    path's output layer, so that before training the model equals the logistic
+    regression and training fits what the linear model misses. ``C=None`` picks the
+    inverse regularisation strength from ``Cs`` by ``cv``-fold cross-validated log loss
+    on these rows (seeded). Returns the C used per output.
+    """
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    Z = standardised_inputs(model, X).astype(np.float64)
+    Y = np.asarray(Y).reshape(len(Z), -1)
+    wide = model.get_layer("wide_logit")
+    deep = model.get_layer("deep_logit")
+    if Y.shape[1] != wide.units:
+        raise ValueError(f"{Y.shape[1]} label columns for {wide.units} outputs")
+    coef = np.zeros((Z.shape[1], Y.shape[1]))
+    intercept = np.zeros(Y.shape[1])
+    chosen = []
+    for k in range(Y.shape[1]):
+        if C is None:
+            folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+            lr = LogisticRegressionCV(
+                Cs=list(Cs), cv=folds, scoring="neg_log_loss", max_iter=max_iter,
+                l1_ratios=(0.0,), use_legacy_attributes=False,
+            )
+            lr.fit(Z, Y[:, k])
+            chosen.append(float(np.ravel(lr.C_)[0]))
+        else:
+            lr = LogisticRegression(C=C, max_iter=max_iter).fit(Z, Y[:, k])
+            chosen.append(float(C))
+        coef[:, k] = lr.coef_[0]
+        intercept[k] = lr.intercept_[0]
+    wide.set_weights([coef.astype(np.float32), intercept.astype(np.float32)])
+    W, b = deep.get_weights()
+    deep.set_weights([np.zeros_like(W), np.zeros_like(b)])
+    return chosen

@@ -39,7 +39,7 @@ pub struct SimConfig {
 }
 
 /// 2026-11-02 00:00 China time (a Monday), in UTC milliseconds.
-pub const DEFAULT_START_MS: i64 = 1_762_012_800_000;
+pub const DEFAULT_START_MS: i64 = 1_793_548_800_000;
 
 /// Errors of a simulation run.
 #[derive(Debug, thiserror::Error)]
