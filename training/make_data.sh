@@ -60,7 +60,9 @@ taobao_cutoff="2017-12-02T00:00:00+08:00"
 taobao_window="2d"
 taobao_csv="${TAOBAO_CSV:-$repo/../shared/datasets/taobao-userbehavior/UserBehavior.csv}"
 
-bin="${LIVEPROFILE_BIN:-$repo/target/release/liveprofile}"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
+bin="${LIVEPROFILE_BIN:-$target_dir/release/liveprofile}"
 if [[ -z "${LIVEPROFILE_BIN:-}" ]] && { [[ "$build" == 1 ]] || [[ ! -x "$bin" ]]; }; then
     echo "building $bin"
     (cd "$repo" && cargo build --release -p liveprofile)
