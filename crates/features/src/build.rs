@@ -83,14 +83,10 @@ pub fn build_user_table(set: &EventSet, opts: UserTableOptions, out: &Path) -> R
             writer.append(row)?;
         }
     }
-    if writer_rows_zero(&writer) {
+    if writer.rows() == 0 {
         return Err(BuildError::NoUsers);
     }
     Ok(writer.finish()?)
-}
-
-fn writer_rows_zero(w: &TableWriter) -> bool {
-    w.rows() == 0
 }
 
 /// Options of conversion examples.

@@ -154,6 +154,10 @@ fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<
     let note = |i: usize| golden.notes.get(i).cloned().unwrap_or_default();
     // The batch plan on every example at once, and the single-row plan on each one.
     let batch = model.score_unchecked(&flat, rows.len()).map_err(|e| PackageError::Compile(e.to_string()))?;
+    let singles = flat
+        .chunks_exact(width)
+        .map(|r| model.score_unchecked(r, 1).map_err(|e| PackageError::Compile(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
     for (o, (out, spec)) in batch.outputs.iter().zip(&model.manifest.outputs).enumerate() {
         let expected =
             golden.outputs.get(&spec.name).ok_or_else(|| format(format!("no outputs for {:?}", spec.name)))?;
@@ -161,10 +165,7 @@ fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<
             return Err(format(format!("{} inputs but {} outputs for {:?}", rows.len(), expected.len(), spec.name)));
         }
         for (i, want) in expected.iter().enumerate() {
-            let single = model
-                .score_unchecked(&flat[i * width..(i + 1) * width], 1)
-                .map_err(|e| PackageError::Compile(e.to_string()))?;
-            let got_rows = [&out.values[i * out.width..(i + 1) * out.width], &single.outputs[o].values[..]];
+            let got_rows = [&out.values[i * out.width..(i + 1) * out.width], &singles[i].outputs[o].values[..]];
             for got in got_rows {
                 if got.len() != want.len() {
                     return Err(format(format!(
