@@ -9,12 +9,24 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "liveprofile", version, about)]
 struct Cli {
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(long, global = true, env = "LIVEPROFILE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the models of the repository over gRPC (scoring, admin, KServe v2, health,
+    /// reflection) with Prometheus metrics on a second port.
+    Serve(Box<liveprofile_server::ServeArgs>),
     /// Simulate multi-platform live-commerce traffic into an event Parquet file.
     Simulate(commands::simulate::SimulateArgs),
     /// Import real event data into the event contract.
@@ -29,15 +41,16 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract_linalg=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract_linalg=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(*args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),

@@ -249,10 +249,22 @@ impl LoadedModel {
         self.score_unchecked(values, rows)
     }
 
+    /// Validates and scores with the symbolic-batch plan whatever the number of rows, so
+    /// that a row's scores do not depend on the rows scored beside it: the server's dynamic
+    /// batches and the batch scorer give the same bits for the same row.
+    pub fn score_batched(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+        self.validate(values, rows)?;
+        self.run_plan(&self.batch, values, rows)
+    }
+
     /// Scores rows already validated.
     pub(crate) fn score_unchecked(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
-        let input = Tensor::from_shape(&[rows, self.width()], values).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let pool = if rows == 1 { &self.single } else { &self.batch };
+        self.run_plan(pool, values, rows)
+    }
+
+    fn run_plan(&self, pool: &PlanPool, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+        let input = Tensor::from_shape(&[rows, self.width()], values).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let out = pool.run(input).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
         for t in out.iter() {

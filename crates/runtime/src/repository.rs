@@ -89,6 +89,27 @@ pub enum RouteError {
     /// Nothing to roll back to.
     #[error("nothing to roll back to for {0}")]
     NoRollback(String),
+    /// A version that an arm of the policy uses cannot be unloaded.
+    #[error("model {model:?} version {version} is in use by its traffic policy")]
+    InUse {
+        /// Model.
+        model: String,
+        /// Version.
+        version: u32,
+    },
+    /// No such version folder.
+    #[error("no package folder {0}")]
+    NoFolder(String),
+    /// The version folder was refused.
+    #[error("model {model:?} version {version} refused: {reason}")]
+    Refused {
+        /// Model.
+        model: String,
+        /// Version.
+        version: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where a request goes.
@@ -143,6 +164,7 @@ struct Slot {
     routing: ArcSwapOption<Routing>,
     versions: Mutex<BTreeMap<u32, Arc<LoadedModel>>>,
     refused: Mutex<BTreeMap<u32, (String, Fingerprint)>>,
+    unloaded: Mutex<std::collections::BTreeSet<u32>>,
     history: Mutex<Vec<u32>>,
 }
 
@@ -165,6 +187,7 @@ pub struct ModelRepository {
     config: RepositoryConfig,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     events: Mutex<VecDeque<RepoEvent>>,
+    event_totals: Mutex<BTreeMap<(String, &'static str), u64>>,
     bundles: Mutex<Vec<Vec<(String, TrafficPolicy)>>>,
     scan_lock: Mutex<()>,
 }
@@ -184,6 +207,7 @@ impl ModelRepository {
             config,
             slots: RwLock::new(BTreeMap::new()),
             events: Mutex::new(VecDeque::new()),
+            event_totals: Mutex::new(BTreeMap::new()),
             bundles: Mutex::new(Vec::new()),
             scan_lock: Mutex::new(()),
         });
@@ -206,6 +230,12 @@ impl ModelRepository {
             }
             RepoEvent::Promoted { model, version } => tracing::info!(model, version, "stable version changed"),
         }
+        let (model, kind) = match &event {
+            RepoEvent::Loaded { model, .. } => (model, "loaded"),
+            RepoEvent::Refused { model, .. } => (model, "refused"),
+            RepoEvent::Promoted { model, .. } => (model, "promoted"),
+        };
+        *self.event_totals.lock().expect("event totals lock").entry((model.clone(), kind)).or_default() += 1;
         let mut log = self.events.lock().expect("event log lock");
         if log.len() == EVENT_LOG {
             log.pop_front();
@@ -216,6 +246,12 @@ impl ModelRepository {
     /// Recent events, oldest first.
     pub fn events(&self) -> Vec<RepoEvent> {
         self.events.lock().expect("event log lock").iter().cloned().collect()
+    }
+
+    /// Events since the repository opened, counted per model and kind (`loaded`,
+    /// `refused`, `promoted`).
+    pub fn event_totals(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.event_totals.lock().expect("event totals lock").clone()
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {
@@ -250,7 +286,9 @@ impl ModelRepository {
                 let mut slots = self.slots.write().expect("slots lock");
                 slots.entry(name.clone()).or_default().clone()
             };
-            if slot.versions.lock().expect("versions lock").contains_key(&version) {
+            if slot.versions.lock().expect("versions lock").contains_key(&version)
+                || slot.unloaded.lock().expect("unloaded lock").contains(&version)
+            {
                 continue;
             }
             let fp = fingerprint(&path);
@@ -259,22 +297,81 @@ impl ModelRepository {
             {
                 continue; // refused before and unchanged since
             }
-            match load_package(&path).and_then(|m| check_identity(m, &name, version)) {
-                Ok(model) => {
-                    slot.refused.lock().expect("refused lock").remove(&version);
-                    self.record(RepoEvent::Loaded { model: name.clone(), version, millis: model.load_ms() });
-                    self.install(&name, &slot, Arc::new(model));
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    slot.refused.lock().expect("refused lock").insert(version, (reason.clone(), fp));
-                    self.record(RepoEvent::Refused { model: name.clone(), version, reason });
-                }
-            }
+            let _ = self.load_into(&name, &slot, version, &path, fp);
         }
         let log = self.events.lock().expect("event log lock");
         let new = log.len().saturating_sub(before);
         log.iter().skip(log.len() - new).cloned().collect()
+    }
+
+    fn load_into(
+        &self,
+        name: &str,
+        slot: &Slot,
+        version: u32,
+        path: &Path,
+        fp: Fingerprint,
+    ) -> Result<Arc<LoadedModel>, String> {
+        match load_package(path).and_then(|m| check_identity(m, name, version)) {
+            Ok(model) => {
+                slot.refused.lock().expect("refused lock").remove(&version);
+                self.record(RepoEvent::Loaded { model: name.to_owned(), version, millis: model.load_ms() });
+                let model = Arc::new(model);
+                self.install(name, slot, model.clone());
+                Ok(model)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                slot.refused.lock().expect("refused lock").insert(version, (reason.clone(), fp));
+                self.record(RepoEvent::Refused { model: name.to_owned(), version, reason: reason.clone() });
+                Err(reason)
+            }
+        }
+    }
+
+    /// Loads one version folder now (checks, golden parity, warm-up), on the caller's
+    /// thread. Clears an earlier [`ModelRepository::unload`]. A version already loaded is
+    /// returned as it is.
+    pub fn load_version(&self, model: &str, version: u32) -> Result<Arc<LoadedModel>, RouteError> {
+        let _one_scan_at_a_time = self.scan_lock.lock().expect("scan lock");
+        let path = self.config.root.join(model).join(version.to_string());
+        if model.is_empty() || model.starts_with('.') || model.contains(['/', '\\']) || !path.is_dir() {
+            return Err(RouteError::NoFolder(path.display().to_string()));
+        }
+        let slot = self.slots.write().expect("slots lock").entry(model.to_owned()).or_default().clone();
+        slot.unloaded.lock().expect("unloaded lock").remove(&version);
+        if let Some(m) = slot.versions.lock().expect("versions lock").get(&version) {
+            return Ok(m.clone());
+        }
+        let fp = fingerprint(&path);
+        self.load_into(model, &slot, version, &path, fp).map_err(|reason| RouteError::Refused {
+            model: model.to_owned(),
+            version,
+            reason,
+        })
+    }
+
+    /// Unloads a version that neither the stable, canary nor shadow arm uses; it stays
+    /// unloaded (the watcher skips it) until [`ModelRepository::load_version`].
+    pub fn unload(&self, model: &str, version: u32) -> Result<(), RouteError> {
+        let slot = self.slot(model).ok_or_else(|| RouteError::UnknownModel(model.to_owned()))?;
+        let _one_scan_at_a_time = self.scan_lock.lock().expect("scan lock");
+        if let Some(r) = slot.routing.load().as_ref()
+            && [
+                Some(r.stable.version()),
+                r.canary.as_ref().map(|c| c.0.version()),
+                r.shadow.as_ref().map(|s| s.version()),
+            ]
+            .contains(&Some(version))
+        {
+            return Err(RouteError::InUse { model: model.to_owned(), version });
+        }
+        if slot.versions.lock().expect("versions lock").remove(&version).is_none() {
+            return Err(RouteError::UnknownVersion { model: model.to_owned(), version });
+        }
+        slot.unloaded.lock().expect("unloaded lock").insert(version);
+        tracing::info!(model, version, "model version unloaded");
+        Ok(())
     }
 
     fn install(&self, name: &str, slot: &Slot, model: Arc<LoadedModel>) {

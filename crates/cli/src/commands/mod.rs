@@ -3,6 +3,7 @@
 pub mod features;
 pub mod import;
 pub mod model;
+pub mod serve;
 pub mod simulate;
 
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,0 +1,14 @@
+//! `liveprofile serve`: the scoring service on the model repository.
+
+use liveprofile_server::ServeArgs;
+
+/// Resolves the configuration and serves until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("grpc")
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(liveprofile_server::run(config, liveprofile_server::termination()))
+}

@@ -1,0 +1,250 @@
+//! Server configuration: command-line flags, each with an environment variable, over an
+//! optional TOML file, over the defaults. `liveprofile serve --help` lists every knob.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `liveprofile serve`. Every flag is optional: a flag not given falls back to
+/// its environment variable, then to the `--config` file, then to the default named in
+/// its help.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys are the flag names with `_`).
+    #[arg(long, env = "LIVEPROFILE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model repository folder, `<name>/<version>/` packages [default: models].
+    #[arg(long, env = "LIVEPROFILE_MODELS")]
+    pub models: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "LIVEPROFILE_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Prometheus metrics listen address, served at /metrics [default: 127.0.0.1:9090].
+    #[arg(long, env = "LIVEPROFILE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Largest number of rows scored together by the dynamic batcher [default: 256].
+    #[arg(long, env = "LIVEPROFILE_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+    /// Longest time a request waits for others to join its batch, in microseconds
+    /// [default: 200].
+    #[arg(long, env = "LIVEPROFILE_MAX_QUEUE_DELAY_US")]
+    pub max_queue_delay_us: Option<u64>,
+    /// Rows waiting in the queue beyond which new requests get RESOURCE_EXHAUSTED at once
+    /// [default: 65536].
+    #[arg(long, env = "LIVEPROFILE_MAX_QUEUE_ROWS")]
+    pub max_queue_rows: Option<usize>,
+    /// Most rows (users, candidates) in one request; more is INVALID_ARGUMENT
+    /// [default: 4096].
+    #[arg(long, env = "LIVEPROFILE_MAX_REQUEST_ROWS")]
+    pub max_request_rows: Option<usize>,
+    /// Inference threads (off the async runtime) [default: the number of cores].
+    #[arg(long, env = "LIVEPROFILE_INFERENCE_THREADS")]
+    pub inference_threads: Option<usize>,
+    /// Largest gRPC message accepted or sent, in bytes [default: 67108864 (64 MiB)].
+    #[arg(long, env = "LIVEPROFILE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Bearer token of the model admin API; without one the admin API refuses every call
+    /// [default: none].
+    #[arg(long, env = "LIVEPROFILE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key) [default: plaintext].
+    #[arg(long, env = "LIVEPROFILE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVEPROFILE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Period of the model folder rescan that backs up the file watcher, in milliseconds
+    /// [default: 2000].
+    #[arg(long, env = "LIVEPROFILE_RESCAN_MS")]
+    pub rescan_ms: Option<u64>,
+    /// Good versions kept loaded per model for rollback [default: 3].
+    #[arg(long, env = "LIVEPROFILE_KEEP_VERSIONS")]
+    pub keep_versions: Option<usize>,
+    /// Queue of shadow and canary comparisons; when full, comparisons are dropped and
+    /// counted, never the request [default: 4096].
+    #[arg(long, env = "LIVEPROFILE_SHADOW_QUEUE")]
+    pub shadow_queue: Option<usize>,
+    /// Time to finish running requests after SIGTERM, in seconds [default: 10].
+    #[arg(long, env = "LIVEPROFILE_DRAIN_SECONDS")]
+    pub drain_seconds: Option<u64>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    models: Option<PathBuf>,
+    addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    max_batch_size: Option<usize>,
+    max_queue_delay_us: Option<u64>,
+    max_queue_rows: Option<usize>,
+    max_request_rows: Option<usize>,
+    inference_threads: Option<usize>,
+    max_message_bytes: Option<usize>,
+    admin_token: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    rescan_ms: Option<u64>,
+    keep_versions: Option<usize>,
+    shadow_queue: Option<usize>,
+    drain_seconds: Option<u64>,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Model repository folder.
+    pub models: PathBuf,
+    /// gRPC address (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Metrics address (port 0 picks a free port).
+    pub metrics_addr: SocketAddr,
+    /// Dynamic batching and admission.
+    pub batching: BatchingConfig,
+    /// Rows per request.
+    pub max_request_rows: usize,
+    /// gRPC message limit.
+    pub max_message_bytes: usize,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+    /// TLS, if enabled.
+    pub tls: Option<TlsFiles>,
+    /// Rescan period of the model folder.
+    pub rescan: Duration,
+    /// Versions kept per model.
+    pub keep_versions: usize,
+    /// Shadow comparison queue.
+    pub shadow_queue: usize,
+    /// Drain time on shutdown.
+    pub drain: Duration,
+}
+
+/// Dynamic batching settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchingConfig {
+    /// Rows per executed batch.
+    pub max_batch_size: usize,
+    /// Longest wait for a batch to fill.
+    pub max_queue_delay: Duration,
+    /// Rows queued before admission refuses.
+    pub max_queue_rows: usize,
+    /// Inference threads.
+    pub threads: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for a repository folder, with both addresses on loopback and free ports:
+    /// what tests and embedding programs start from.
+    pub fn for_tests(models: impl Into<PathBuf>) -> Self {
+        let mut c = ServeArgs::default().resolve().expect("defaults are valid");
+        c.models = models.into();
+        c.addr = "127.0.0.1:0".parse().expect("address");
+        c.metrics_addr = "127.0.0.1:0".parse().expect("address");
+        c.rescan = Duration::from_millis(200);
+        c
+    }
+}
+
+impl ServeArgs {
+    /// Flags (with their environment variables) over the `--config` file over defaults.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c = ServerConfig {
+            models: self.models.or(file.models).unwrap_or_else(|| PathBuf::from("models")),
+            addr: self.addr.or(file.addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            batching: BatchingConfig {
+                max_batch_size: self.max_batch_size.or(file.max_batch_size).unwrap_or(256),
+                max_queue_delay: Duration::from_micros(
+                    self.max_queue_delay_us.or(file.max_queue_delay_us).unwrap_or(200),
+                ),
+                max_queue_rows: self.max_queue_rows.or(file.max_queue_rows).unwrap_or(65_536),
+                threads: self.inference_threads.or(file.inference_threads).unwrap_or(threads),
+            },
+            max_request_rows: self.max_request_rows.or(file.max_request_rows).unwrap_or(4096),
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 << 20),
+            admin_token: self.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            tls: match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+            },
+            rescan: Duration::from_millis(self.rescan_ms.or(file.rescan_ms).unwrap_or(2000)),
+            keep_versions: self.keep_versions.or(file.keep_versions).unwrap_or(3),
+            shadow_queue: self.shadow_queue.or(file.shadow_queue).unwrap_or(4096),
+            drain: Duration::from_secs(self.drain_seconds.or(file.drain_seconds).unwrap_or(10)),
+        };
+        for (name, v) in [
+            ("max-batch-size", c.batching.max_batch_size),
+            ("max-queue-rows", c.batching.max_queue_rows),
+            ("max-request-rows", c.max_request_rows),
+            ("inference-threads", c.batching.threads),
+            ("max-message-bytes", c.max_message_bytes),
+            ("keep-versions", c.keep_versions),
+            ("shadow-queue", c.shadow_queue),
+            ("rescan-ms", c.rescan.as_millis() as usize),
+        ] {
+            anyhow::ensure!(v > 0, "{name} must be at least 1");
+        }
+        anyhow::ensure!(
+            c.max_request_rows <= c.batching.max_queue_rows,
+            "max-request-rows ({}) is over max-queue-rows ({}): such a request could never be admitted",
+            c.max_request_rows,
+            c.batching.max_queue_rows
+        );
+        Ok(c)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "max_batch_size = 64\nadmin_token = \"from-file\"\nmax_queue_delay_us = 50\n").unwrap();
+        let args = ServeArgs { config: Some(path), max_batch_size: Some(32), ..ServeArgs::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.batching.max_batch_size, 32);
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        assert_eq!(c.batching.max_queue_delay, Duration::from_micros(50));
+        assert_eq!(c.max_request_rows, 4096);
+        assert_eq!(c.addr, SocketAddr::from(([127, 0, 0, 1], 50051)));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "max_batch = 64\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_batch`"), "{err}");
+        let err = ServeArgs { max_batch_size: Some(0), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert_eq!(err, "max-batch-size must be at least 1");
+        let err = ServeArgs { tls_cert: Some("c.pem".into()), ..ServeArgs::default() }.resolve().unwrap_err();
+        assert_eq!(err.to_string(), "TLS needs both --tls-cert and --tls-key");
+    }
+}

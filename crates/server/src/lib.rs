@@ -1,0 +1,22 @@
+//! The scoring service: gRPC for recommendation engines (`liveprofile.v1`), data
+//! scientists (model admin) and existing inference clients (KServe v2), with health,
+//! reflection, dynamic batching, admission control and Prometheus metrics.
+//!
+//! - [`config`]: flags, environment and TOML file.
+//! - [`server`]: start, readiness, graceful shutdown.
+//! - [`scoring`], [`admin`], [`kserve`]: the gRPC services.
+//! - [`batcher`]: dynamic batching on inference threads, bounded admission, deadlines.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod admin;
+pub mod batcher;
+pub mod config;
+pub mod kserve;
+pub mod metrics;
+pub mod proto;
+pub mod scoring;
+pub mod server;
+pub mod state;
+
+pub use config::{ServeArgs, ServerConfig};
+pub use server::{RunningServer, run, start, termination};

@@ -1,0 +1,171 @@
+//! Prometheus metrics, served on their own port. Names follow Triton's where the meaning is
+//! the same (`nv_inference_*`); the rest are `liveprofile_*`.
+
+use liveprofile_runtime::{ModelRepository, ShadowScorer};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+const LATENCY_US: &[f64] =
+    &[10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 100_000.0, 1_000_000.0];
+const BATCH_ROWS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+const SCORE: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
+
+/// Every metric of the server.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, per model, version and arm.
+    pub request_success: IntCounterVec,
+    /// Requests failed, per model, version, arm and gRPC code.
+    pub request_failure: IntCounterVec,
+    /// Rows scored.
+    pub inference_count: IntCounterVec,
+    /// Batches executed.
+    pub exec_count: IntCounterVec,
+    /// Time a request waited for its batch, microseconds.
+    pub queue_us: HistogramVec,
+    /// Time its batch took to score, microseconds.
+    pub compute_us: HistogramVec,
+    /// Rows per executed batch.
+    pub batch_size: HistogramVec,
+    /// Scores given, per output column (drift).
+    pub output_score: HistogramVec,
+    /// Requests refused because the queue was full.
+    pub rejected: IntCounterVec,
+    model_events: IntGaugeVec,
+    stable_version: IntGaugeVec,
+    loaded_versions: IntGaugeVec,
+    divergence_mean: GaugeVec,
+    divergence_max: GaugeVec,
+    divergence_rows: IntGaugeVec,
+    divergence_dropped: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("metric registration");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h =
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("metric definition");
+    r.register(Box::new(h.clone())).expect("metric registration");
+    h
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registration");
+    g
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registration");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let mva = ["model", "version", "arm"];
+        let mv = ["model", "version"];
+        let div = ["model", "answered_version", "compared_version"];
+        Metrics {
+            request_success: counter(&r, "nv_inference_request_success", "Requests answered", &mva),
+            request_failure: counter(
+                &r,
+                "nv_inference_request_failure",
+                "Requests failed, by gRPC code",
+                &["model", "version", "arm", "code"],
+            ),
+            inference_count: counter(&r, "nv_inference_count", "Rows scored", &mv),
+            exec_count: counter(&r, "nv_inference_exec_count", "Batches executed", &mv),
+            queue_us: histogram(
+                &r,
+                "nv_inference_queue_duration_us",
+                "Time a request waited for its batch (us)",
+                &mv,
+                LATENCY_US,
+            ),
+            compute_us: histogram(
+                &r,
+                "nv_inference_compute_infer_duration_us",
+                "Time a batch took to score (us)",
+                &mv,
+                LATENCY_US,
+            ),
+            batch_size: histogram(&r, "liveprofile_batch_size", "Rows per executed batch", &mv, BATCH_ROWS),
+            output_score: histogram(
+                &r,
+                "liveprofile_output_score",
+                "Scores given, per output column (drift)",
+                &["model", "version", "output"],
+                SCORE,
+            ),
+            rejected: counter(&r, "liveprofile_queue_rejections", "Requests refused with a full queue", &["model"]),
+            model_events: int_gauge(
+                &r,
+                "liveprofile_model_events",
+                "Model repository events since start (loaded, refused, promoted)",
+                &["model", "event"],
+            ),
+            stable_version: int_gauge(&r, "liveprofile_model_stable_version", "Stable version per model", &["model"]),
+            loaded_versions: int_gauge(&r, "liveprofile_model_loaded_versions", "Versions loaded", &["model"]),
+            divergence_mean: gauge(
+                &r,
+                "liveprofile_divergence_mean_abs",
+                "Mean absolute difference of a canary or shadow version from the answering one",
+                &div,
+            ),
+            divergence_max: gauge(&r, "liveprofile_divergence_max_abs", "Largest absolute difference", &div),
+            divergence_rows: int_gauge(&r, "liveprofile_divergence_rows", "Rows compared", &div),
+            divergence_dropped: int_gauge(
+                &r,
+                "liveprofile_divergence_dropped",
+                "Comparisons dropped with a full queue",
+                &div,
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric, with the repository and divergence figures
+    /// read at this moment.
+    pub fn render(&self, repo: Option<&ModelRepository>, shadow: &ShadowScorer) -> String {
+        if let Some(repo) = repo {
+            for ((model, kind), n) in repo.event_totals() {
+                self.model_events.with_label_values(&[model.as_str(), kind]).set(n as i64);
+            }
+            for m in repo.models() {
+                if let Some(p) = m.policy {
+                    self.stable_version.with_label_values(&[m.name.as_str()]).set(i64::from(p.stable));
+                }
+                self.loaded_versions.with_label_values(&[m.name.as_str()]).set(m.versions.len() as i64);
+            }
+        }
+        for ((model, answered, compared), d) in shadow.divergence() {
+            let labels = [model, answered.to_string(), compared.to_string()];
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.divergence_mean.with_label_values(&labels).set(d.mean_abs_diff);
+            self.divergence_max.with_label_values(&labels).set(d.max_abs_diff);
+            self.divergence_rows.with_label_values(&labels).set(d.rows as i64);
+            self.divergence_dropped.with_label_values(&labels).set(d.dropped as i64);
+        }
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+}

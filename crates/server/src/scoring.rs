@@ -1,0 +1,373 @@
+//! `liveprofile.v1.Scoring`: tags and conversion likelihood for one or many users, and a
+//! bidirectional stream of both.
+
+use crate::batcher::Job;
+use crate::proto::v1::{self, scoring_server::Scoring};
+use crate::state::{AppState, input_status, output_names, route_status};
+use liveprofile_runtime::{Arm, InputError, LoadedModel};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Model answering tag calls when the request names none.
+pub const DEFAULT_TAGS_MODEL: &str = "user_tags";
+/// Model answering conversion calls when the request names none.
+pub const DEFAULT_CONVERSION_MODEL: &str = "conversion";
+
+/// The scoring service.
+#[derive(Debug, Clone)]
+pub struct ScoringService {
+    state: Arc<AppState>,
+}
+
+impl ScoringService {
+    /// Creates the service.
+    pub fn new(state: Arc<AppState>) -> Self {
+        ScoringService { state }
+    }
+}
+
+/// One scored row: the first output's values and who produced them.
+struct Scored {
+    values: Vec<f32>,
+    model: v1::ModelRef,
+}
+
+struct Group {
+    model: Arc<LoadedModel>,
+    arm: v1::Arm,
+    compare: Vec<Arc<LoadedModel>>,
+    rows: Vec<usize>,
+}
+
+/// Routes, validates and scores rows; answers in request order.
+async fn score_rows(
+    state: &AppState,
+    model_name: &str,
+    version: Option<u32>,
+    schema_hash: &str,
+    rows: &[(&str, Option<&v1::Features>)],
+    deadline: Option<Instant>,
+) -> Result<(Vec<Scored>, v1::Timing), Status> {
+    let repo = state.repo()?;
+    state.check_rows(rows.len())?;
+    // Group rows by the version that answers them.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut add = |model: Arc<LoadedModel>, arm: v1::Arm, compare: Vec<Arc<LoadedModel>>, row: usize| match groups
+        .iter_mut()
+        .find(|g| Arc::ptr_eq(&g.model, &model) && g.arm == arm)
+    {
+        Some(g) => g.rows.push(row),
+        None => groups.push(Group { model, arm, compare, rows: vec![row] }),
+    };
+    for (i, (user, _)) in rows.iter().enumerate() {
+        if user.is_empty() {
+            return Err(Status::invalid_argument(format!("row {i}: user_id is empty")));
+        }
+        match version {
+            Some(v) => add(repo.get(model_name, Some(v)).map_err(|e| route_status(&e))?, v1::Arm::Pinned, vec![], i),
+            None => {
+                let route = repo.route(model_name, user).map_err(|e| route_status(&e))?;
+                let mut compare: Vec<Arc<LoadedModel>> = route.shadow.into_iter().collect();
+                let arm = match route.arm {
+                    Arm::Stable => v1::Arm::Stable,
+                    Arm::Canary => {
+                        if let Ok(stable) = repo.get(model_name, None) {
+                            compare.push(stable);
+                        }
+                        v1::Arm::Canary
+                    }
+                };
+                add(route.model, arm, compare, i);
+            }
+        }
+    }
+    // Validate every group before queueing any, so a bad row fails the request at once.
+    let mut jobs = Vec::with_capacity(groups.len());
+    for g in &groups {
+        let mut values = Vec::with_capacity(g.rows.len() * g.model.width());
+        for &i in &g.rows {
+            dense_row(&g.model, schema_hash, i, rows[i].1, &mut values).map_err(|e| input_status(&e))?;
+        }
+        g.model.validate(&values, g.rows.len()).map_err(|e| {
+            // validate() numbers rows within the group; report the request's row.
+            input_status(&renumber(e, &g.rows))
+        })?;
+        jobs.push(Job { model: g.model.clone(), values, rows: g.rows.len(), compare: g.compare.clone(), deadline });
+    }
+    let mut results: Vec<Option<Scored>> = (0..rows.len()).map(|_| None).collect();
+    let mut timing = v1::Timing::default();
+    let outcomes = futures_join(state, jobs).await;
+    for (g, outcome) in groups.iter().zip(outcomes) {
+        let version = g.model.version();
+        let arm_name = arm_name(g.arm);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(status) => {
+                state.count(model_name, Some(version), arm_name, Err(status.code()));
+                return Err(status);
+            }
+        };
+        state.count(model_name, Some(version), arm_name, Ok(()));
+        timing.queue_us = timing.queue_us.max(outcome.queue.as_micros() as u64);
+        timing.compute_us = timing.compute_us.max(outcome.compute.as_micros() as u64);
+        let first = &outcome.scores.outputs[0];
+        for (k, &i) in g.rows.iter().enumerate() {
+            results[i] = Some(Scored {
+                values: first.values[k * first.width..(k + 1) * first.width].to_vec(),
+                model: v1::ModelRef { name: g.model.name().to_owned(), version, arm: g.arm as i32 },
+            });
+        }
+    }
+    Ok((results.into_iter().map(|r| r.expect("every row is in one group")).collect(), timing))
+}
+
+/// Submits every job, then waits for all of them (they run concurrently in the batcher).
+async fn futures_join(state: &AppState, jobs: Vec<Job>) -> Vec<Result<crate::batcher::Outcome, Status>> {
+    let pending: Vec<_> = jobs.into_iter().map(|j| state.submit(j)).collect();
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        out.push(match p {
+            Ok(p) => p.wait().await,
+            Err(s) => Err(s),
+        });
+    }
+    out
+}
+
+fn arm_name(arm: v1::Arm) -> &'static str {
+    match arm {
+        v1::Arm::Stable => "stable",
+        v1::Arm::Canary => "canary",
+        v1::Arm::Pinned => "pinned",
+        v1::Arm::Unspecified => "",
+    }
+}
+
+fn renumber(e: InputError, rows: &[usize]) -> InputError {
+    let map = |r: usize| rows.get(r).copied().unwrap_or(r);
+    match e {
+        InputError::WrongWidth { row, got, expected } => InputError::WrongWidth { row: map(row), got, expected },
+        InputError::Missing { row, feature } => InputError::Missing { row: map(row), feature },
+        InputError::Unknown { row, feature } => InputError::Unknown { row: map(row), feature },
+        InputError::NotFinite { row, feature, value } => InputError::NotFinite { row: map(row), feature, value },
+        InputError::BadCategory { row, feature, value, size } => {
+            InputError::BadCategory { row: map(row), feature, value, size }
+        }
+        other => other,
+    }
+}
+
+/// Appends one row in schema order from named or dense features.
+fn dense_row(
+    model: &LoadedModel,
+    schema_hash: &str,
+    row: usize,
+    features: Option<&v1::Features>,
+    out: &mut Vec<f32>,
+) -> Result<(), InputError> {
+    match features.and_then(|f| f.values.as_ref()) {
+        None => Err(InputError::Missing { row, feature: "features (named or dense)".to_owned() }),
+        Some(v1::features::Values::Named(named)) => {
+            model.dense_from_named(row, named.values.iter().map(|(k, v)| (k.as_str(), *v)), out)
+        }
+        Some(v1::features::Values::Dense(dense)) => {
+            if schema_hash.is_empty() {
+                return Err(InputError::SchemaHash {
+                    given: "(none; dense rows need the schema_hash)".to_owned(),
+                    expected: model.schema().hash.clone(),
+                });
+            }
+            model.check_schema_hash(schema_hash)?;
+            if dense.values.len() != model.width() {
+                return Err(InputError::WrongWidth { row, got: dense.values.len(), expected: model.width() });
+            }
+            out.extend_from_slice(&dense.values);
+            Ok(())
+        }
+    }
+}
+
+fn model_or<'a>(name: &'a str, default: &'a str) -> &'a str {
+    if name.is_empty() { default } else { name }
+}
+
+/// Answers a tags request.
+pub async fn score_tags(
+    state: &AppState,
+    r: &v1::ScoreTagsRequest,
+    deadline: Option<Instant>,
+) -> Result<v1::ScoreTagsResponse, Status> {
+    let name = model_or(&r.model, DEFAULT_TAGS_MODEL);
+    let rows: Vec<(&str, Option<&v1::Features>)> =
+        r.users.iter().map(|u| (u.user_id.as_str(), u.features.as_ref())).collect();
+    // Check the tag filter against the model before scoring.
+    let model = state.repo()?.get(name, r.version).map_err(|e| route_status(&e))?;
+    let tags = output_names(&model).to_vec();
+    let mut wanted = Vec::with_capacity(r.tags.len());
+    for t in &r.tags {
+        match tags.iter().position(|x| x == t) {
+            Some(i) => wanted.push(i),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown tag {t:?}; model {name} has {}",
+                    tags.join(", ")
+                )));
+            }
+        }
+    }
+    let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
+    let users = scored
+        .into_iter()
+        .zip(&r.users)
+        .map(|(s, u)| {
+            let mut picked: Vec<v1::TagScore> = if wanted.is_empty() {
+                s.values.iter().enumerate().map(|(i, p)| tag_score(&tags, i, *p)).collect()
+            } else {
+                wanted.iter().map(|&i| tag_score(&tags, i, s.values[i])).collect()
+            };
+            if r.top_k > 0 {
+                picked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+                picked.truncate(r.top_k as usize);
+            }
+            v1::UserTags { user_id: u.user_id.clone(), tags: picked, model: Some(s.model) }
+        })
+        .collect();
+    Ok(v1::ScoreTagsResponse { users, timing: Some(timing) })
+}
+
+fn tag_score(tags: &[String], i: usize, p: f32) -> v1::TagScore {
+    v1::TagScore { tag: tags.get(i).cloned().unwrap_or_else(|| format!("output_{i}")), probability: p }
+}
+
+/// Answers a conversion request.
+pub async fn score_conversion(
+    state: &AppState,
+    r: &v1::ScoreConversionRequest,
+    deadline: Option<Instant>,
+) -> Result<v1::ScoreConversionResponse, Status> {
+    let name = model_or(&r.model, DEFAULT_CONVERSION_MODEL);
+    let rows: Vec<(&str, Option<&v1::Features>)> =
+        r.candidates.iter().map(|c| (c.user_id.as_str(), c.features.as_ref())).collect();
+    let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
+    let scores = scored
+        .into_iter()
+        .zip(&r.candidates)
+        .map(|(s, c)| v1::ConversionScore {
+            user_id: c.user_id.clone(),
+            room_id: c.room_id.clone(),
+            probability: s.values[0],
+            model: Some(s.model),
+        })
+        .collect();
+    Ok(v1::ScoreConversionResponse { scores, timing: Some(timing) })
+}
+
+/// Failures not counted per version (unknown model, bad input before routing) are counted
+/// under the model name alone.
+fn counted<T>(state: &AppState, model: &str, r: Result<T, Status>) -> Result<T, Status> {
+    if let Err(s) = &r
+        && matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::Unavailable)
+    {
+        state.count(model, None, "", Err(s.code()));
+    }
+    r
+}
+
+type ScoreStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ScoreStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Scoring for ScoringService {
+    async fn score_tags(
+        &self,
+        request: Request<v1::ScoreTagsRequest>,
+    ) -> Result<Response<v1::ScoreTagsResponse>, Status> {
+        let deadline = crate::state::deadline_of(request.metadata())?;
+        let r = request.into_inner();
+        let result = score_tags(&self.state, &r, deadline).await;
+        counted(&self.state, model_or(&r.model, DEFAULT_TAGS_MODEL), result).map(Response::new)
+    }
+
+    async fn score_conversion(
+        &self,
+        request: Request<v1::ScoreConversionRequest>,
+    ) -> Result<Response<v1::ScoreConversionResponse>, Status> {
+        let deadline = crate::state::deadline_of(request.metadata())?;
+        let r = request.into_inner();
+        let result = score_conversion(&self.state, &r, deadline).await;
+        counted(&self.state, model_or(&r.model, DEFAULT_CONVERSION_MODEL), result).map(Response::new)
+    }
+
+    type ScoreStreamStream = ScoreStreamOut;
+
+    async fn score_stream(
+        &self,
+        request: Request<Streaming<v1::ScoreStreamRequest>>,
+    ) -> Result<Response<Self::ScoreStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        // Requests run concurrently (up to the pipeline depth) and are answered in order.
+        const PIPELINE: usize = 64;
+        let (pending_tx, mut pending_rx) = mpsc::channel::<tokio::task::JoinHandle<v1::ScoreStreamResponse>>(PIPELINE);
+        let (out_tx, out_rx) = mpsc::channel(PIPELINE);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "score stream closed by the caller");
+                        break;
+                    }
+                };
+                let state = state.clone();
+                let task = tokio::spawn(async move { answer_stream_request(&state, message).await });
+                if pending_tx.send(task).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(task) = pending_rx.recv().await {
+                let answer = match task.await {
+                    Ok(a) => a,
+                    Err(e) => v1::ScoreStreamResponse {
+                        request_id: String::new(),
+                        response: Some(v1::score_stream_response::Response::Error(v1::StreamError {
+                            code: tonic::Code::Internal as i32,
+                            message: format!("request task failed: {e}"),
+                        })),
+                    },
+                };
+                if out_tx.send(Ok(answer)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+async fn answer_stream_request(state: &AppState, m: v1::ScoreStreamRequest) -> v1::ScoreStreamResponse {
+    use v1::score_stream_response::Response as Out;
+    let result = match &m.request {
+        Some(v1::score_stream_request::Request::Tags(r)) => {
+            let res = score_tags(state, r, None).await;
+            counted(state, model_or(&r.model, DEFAULT_TAGS_MODEL), res).map(Out::Tags)
+        }
+        Some(v1::score_stream_request::Request::Conversion(r)) => {
+            let res = score_conversion(state, r, None).await;
+            counted(state, model_or(&r.model, DEFAULT_CONVERSION_MODEL), res).map(Out::Conversion)
+        }
+        None => Err(Status::invalid_argument("stream request has neither tags nor conversion")),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(s) => Out::Error(v1::StreamError { code: s.code() as i32, message: s.message().to_owned() }),
+    };
+    v1::ScoreStreamResponse { request_id: m.request_id, response: Some(response) }
+}

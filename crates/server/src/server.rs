@@ -1,0 +1,280 @@
+//! Starting and stopping the server: gRPC (scoring, admin, KServe v2, health, reflection)
+//! on one port, Prometheus metrics on another.
+//!
+//! The ports open at once with health NOT_SERVING; the models load, check and warm on a
+//! blocking thread, and only then is health SERVING. On shutdown health turns NOT_SERVING,
+//! new calls are refused, running calls finish (up to the drain time), then the process
+//! exits.
+
+use crate::admin::{AdminAuth, AdminService};
+use crate::config::ServerConfig;
+use crate::kserve::KServeService;
+use crate::proto::v1::{model_admin_server::ModelAdminServer, scoring_server::ScoringServer};
+use crate::proto::{self, inference::grpc_inference_service_server::GrpcInferenceServiceServer};
+use crate::scoring::ScoringService;
+use crate::state::AppState;
+use anyhow::Context;
+use liveprofile_runtime::{ModelRepository, RepositoryConfig};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+/// Names under which health is reported (besides the server-wide "").
+pub const HEALTH_SERVICES: &[&str] =
+    &["liveprofile.v1.Scoring", "liveprofile.v1.ModelAdmin", "inference.GRPCInferenceService"];
+
+/// A running server.
+pub struct RunningServer {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where metrics are served.
+    pub metrics_addr: SocketAddr,
+    state: Arc<AppState>,
+    health: tonic_health::server::HealthReporter,
+    stop_grpc: Option<oneshot::Sender<()>>,
+    stop_metrics: Option<oneshot::Sender<()>>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics: tokio::task::JoinHandle<std::io::Result<()>>,
+    loader: tokio::task::JoinHandle<()>,
+    watch: Arc<Mutex<Option<liveprofile_runtime::repository::WatchHandle>>>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer").field("grpc", &self.grpc_addr).field("metrics", &self.metrics_addr).finish()
+    }
+}
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for s in HEALTH_SERVICES {
+        health.set_service_status(*s, status).await;
+    }
+}
+
+/// Binds both ports, starts serving, and loads the models in the background.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    anyhow::ensure!(config.models.is_dir(), "model repository {} is not a folder", config.models.display());
+    let tls = match &config.tls {
+        Some(t) => {
+            let cert = std::fs::read(&t.cert).with_context(|| format!("reading {}", t.cert.display()))?;
+            let key = std::fs::read(&t.key).with_context(|| format!("reading {}", t.key.display()))?;
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+        }
+        None => None,
+    };
+    let grpc_listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.addr))?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let state = Arc::new(AppState::new(config.clone()));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection service")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("reflection service")?;
+
+    let limit = config.max_message_bytes;
+    let scoring = ScoringServer::new(ScoringService::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let kserve = GrpcInferenceServiceServer::new(KServeService::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let auth = AdminAuth::new(config.admin_token.as_deref());
+    let admin = InterceptedService::new(
+        ModelAdminServer::new(AdminService::new(state.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        move |r| auth.check(r),
+    );
+
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(scoring)
+        .add_service(kserve)
+        .add_service(admin);
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = grpc_stopped.await;
+    }));
+
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let metrics_state = state.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let s = metrics_state.clone();
+            async move {
+                let body = s.metrics.render(s.repository().map(|r| r.as_ref()), &s.shadow);
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+            }
+        }),
+    );
+    let metrics = tokio::spawn(async move {
+        axum::serve(metrics_listener, app)
+            .with_graceful_shutdown(async {
+                let _ = metrics_stopped.await;
+            })
+            .await
+    });
+
+    let watch = Arc::new(Mutex::new(None));
+    let loader = {
+        let state = state.clone();
+        let health = health.clone();
+        let watch = watch.clone();
+        tokio::spawn(async move {
+            let repo_config = RepositoryConfig {
+                root: state.config.models.clone(),
+                keep_versions: state.config.keep_versions,
+                rescan_interval: state.config.rescan,
+            };
+            let opened = tokio::task::spawn_blocking(move || ModelRepository::open(repo_config)).await;
+            let repo = match opened {
+                Ok(Ok(repo)) => repo,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "model repository cannot be opened");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "model loading failed");
+                    return;
+                }
+            };
+            match repo.watch() {
+                Ok(handle) => *watch.lock().expect("watch lock") = Some(handle),
+                Err(e) => tracing::error!(error = %e, "model folder cannot be watched; new versions need LoadModel"),
+            }
+            state.set_repository(repo.clone());
+            // Health follows readiness: a model whose every version is refused keeps the
+            // server NOT_SERVING until a good version appears.
+            let mut serving = false;
+            while !state.is_stopping() {
+                let ready = state.is_ready();
+                if ready != serving {
+                    serving = ready;
+                    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    set_health(&health, status).await;
+                    let models: Vec<String> = repo.models().into_iter().map(|m| m.name).collect();
+                    tracing::info!(ready, ?models, "serving status changed");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    tracing::info!(%grpc_addr, %metrics_addr, tls = config.tls.is_some(), "listening");
+    Ok(RunningServer {
+        grpc_addr,
+        metrics_addr,
+        state,
+        health,
+        stop_grpc: Some(stop_grpc),
+        stop_metrics: Some(stop_metrics),
+        grpc,
+        metrics,
+        loader,
+        watch,
+    })
+}
+
+impl RunningServer {
+    /// The shared state (for tests and embedding programs).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Waits until every model is ready, at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + timeout;
+        while !self.state.is_ready() {
+            anyhow::ensure!(tokio::time::Instant::now() < until, "models not ready after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// NOT_SERVING, refuse new calls, let running calls finish (up to the drain time),
+    /// stop the watcher and the metrics port.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: draining requests");
+        self.state.begin_shutdown();
+        set_health(&self.health, ServingStatus::NotServing).await;
+        if let Some(tx) = self.stop_grpc.take() {
+            let _ = tx.send(());
+        }
+        let drained = tokio::time::timeout(self.state.config.drain, &mut self.grpc).await;
+        match drained {
+            Ok(Ok(Ok(()))) => tracing::info!("drained"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "gRPC task failed"),
+            Err(_) => {
+                tracing::warn!(drain = ?self.state.config.drain, "requests still running after the drain time; stopping");
+                self.grpc.abort();
+            }
+        }
+        if let Some(tx) = self.stop_metrics.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.metrics).await;
+        let _ = (&mut self.loader).await;
+        let watch = self.watch.lock().expect("watch lock").take();
+        drop(watch);
+        Ok(())
+    }
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn run(config: ServerConfig, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    signal.await;
+    server.shutdown().await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn termination() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

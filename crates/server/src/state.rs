@@ -1,0 +1,237 @@
+//! What every service of the server shares: the model repository (set once it has
+//! loaded), the batcher, metrics, the comparison scorer and the configuration; and the
+//! mapping of runtime errors to gRPC status codes.
+
+use crate::batcher::{BatchError, Batcher, Job, Outcome};
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use liveprofile_runtime::{InputError, LoadedModel, ModelRepository, RouteError, ScoreError, ShadowScorer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tonic::{Code, Status};
+
+/// Shared server state.
+pub struct AppState {
+    /// Resolved configuration.
+    pub config: ServerConfig,
+    repo: OnceLock<Arc<ModelRepository>>,
+    /// The dynamic batcher.
+    pub batcher: Batcher,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Canary and shadow comparisons.
+    pub shadow: Arc<ShadowScorer>,
+    stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("ready", &self.is_ready()).finish()
+    }
+}
+
+impl AppState {
+    /// Starts the batcher and the comparison scorer; the repository comes later.
+    pub fn new(config: ServerConfig) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let shadow = Arc::new(ShadowScorer::start(config.shadow_queue));
+        let batcher = Batcher::start(config.batching.clone(), metrics.clone(), shadow.clone());
+        AppState { config, repo: OnceLock::new(), batcher, metrics, shadow, stopping: AtomicBool::new(false) }
+    }
+
+    /// Installs the repository once it has loaded.
+    pub fn set_repository(&self, repo: Arc<ModelRepository>) {
+        let _ = self.repo.set(repo);
+    }
+
+    /// The repository, if it has loaded.
+    pub fn repository(&self) -> Option<&Arc<ModelRepository>> {
+        self.repo.get()
+    }
+
+    /// The repository, or UNAVAILABLE while the models load.
+    pub fn repo(&self) -> Result<&Arc<ModelRepository>, Status> {
+        self.repo.get().ok_or_else(|| Status::unavailable("models are still loading"))
+    }
+
+    /// Marks the server as draining.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Models loaded, every model has a version, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.is_stopping() && self.repo.get().is_some_and(|r| r.all_ready())
+    }
+
+    /// Queues one validated job in the batcher (refused at once if the queue is full).
+    pub fn submit(&self, job: Job) -> Result<Pending, Status> {
+        let deadline = job.deadline;
+        let rx = self.batcher.submit(job).map_err(batch_status)?;
+        Ok(Pending { rx, deadline })
+    }
+
+    /// Scores one validated job through the batcher and waits for it (or its deadline).
+    pub async fn score(&self, job: Job) -> Result<Outcome, Status> {
+        self.submit(job)?.wait().await
+    }
+
+    /// Counts a request's outcome.
+    pub fn count(&self, model: &str, version: Option<u32>, arm: &str, result: Result<(), Code>) {
+        let v = version.map(|v| v.to_string()).unwrap_or_default();
+        match result {
+            Ok(()) => self.metrics.request_success.with_label_values(&[model, v.as_str(), arm]).inc(),
+            Err(code) => {
+                self.metrics.request_failure.with_label_values(&[model, v.as_str(), arm, code_name(code)]).inc()
+            }
+        }
+    }
+
+    /// Refuses requests over the row limit.
+    pub fn check_rows(&self, rows: usize) -> Result<(), Status> {
+        if rows == 0 {
+            return Err(input_status(&InputError::EmptyBatch));
+        }
+        let limit = self.config.max_request_rows;
+        if rows > limit {
+            return Err(input_status(&InputError::BatchTooLarge { rows, limit }));
+        }
+        Ok(())
+    }
+}
+
+/// A queued job.
+#[derive(Debug)]
+pub struct Pending {
+    rx: tokio::sync::oneshot::Receiver<Result<Outcome, BatchError>>,
+    deadline: Option<Instant>,
+}
+
+impl Pending {
+    /// Waits for the outcome, at most until the deadline.
+    pub async fn wait(self) -> Result<Outcome, Status> {
+        let outcome = match self.deadline {
+            Some(d) => {
+                let wait = d.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(wait, self.rx).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Status::deadline_exceeded("deadline exceeded while waiting to be scored")),
+                }
+            }
+            None => self.rx.await,
+        };
+        outcome.map_err(|_| Status::unavailable("the server is shutting down"))?.map_err(batch_status)
+    }
+}
+
+/// gRPC code names as Prometheus label values.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Bad input: INVALID_ARGUMENT with the runtime's message (it names the row and feature).
+pub fn input_status(e: &InputError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Routing and admin errors.
+pub fn route_status(e: &RouteError) -> Status {
+    let message = e.to_string();
+    match e {
+        RouteError::UnknownModel(_) | RouteError::UnknownVersion { .. } | RouteError::NoFolder(_) => {
+            Status::not_found(message)
+        }
+        RouteError::NotReady(_) => Status::unavailable(message),
+        RouteError::InvalidPolicy(_) => Status::invalid_argument(message),
+        RouteError::NoRollback(_) | RouteError::InUse { .. } | RouteError::Refused { .. } => {
+            Status::failed_precondition(message)
+        }
+    }
+}
+
+/// Batcher errors.
+pub fn batch_status(e: BatchError) -> Status {
+    match e {
+        BatchError::QueueFull { .. } => Status::resource_exhausted(e.to_string()),
+        BatchError::DeadlineExceeded { .. } => Status::deadline_exceeded(e.to_string()),
+        BatchError::ShuttingDown => Status::unavailable(e.to_string()),
+        BatchError::Score(ScoreError::Input(i)) => input_status(&i),
+        BatchError::Score(ScoreError::Engine(m)) => Status::internal(format!("inference failed: {m}")),
+    }
+}
+
+/// The deadline a caller set with the `grpc-timeout` header, if any.
+pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Instant>, Status> {
+    let Some(v) = metadata.get("grpc-timeout") else { return Ok(None) };
+    let text = v.to_str().map_err(|_| Status::invalid_argument("grpc-timeout is not ASCII"))?;
+    let timeout = parse_grpc_timeout(text)
+        .ok_or_else(|| Status::invalid_argument(format!("grpc-timeout {text:?} is not <digits><H|M|S|m|u|n>")))?;
+    Ok(Some(Instant::now() + timeout))
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit.
+pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The output column names of a model's first output (tags or classes).
+pub fn output_names(model: &LoadedModel) -> &[String] {
+    model.manifest().outputs.first().map_or(&[], |o| o.names.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("-1S"), None);
+    }
+}
