@@ -1,1 +1,8 @@
-//! placeholder
+//! Integration tests of the scoring service: real servers on loopback ports, real tonic
+//! clients, the bundled models.
+
+mod admin;
+mod common;
+mod kserve;
+mod load;
+mod scoring;
