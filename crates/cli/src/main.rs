@@ -27,6 +27,9 @@ enum Command {
     /// Serve the models of the repository over gRPC (scoring, admin, KServe v2, health,
     /// reflection) with Prometheus metrics on a second port.
     Serve(Box<liveprofile_server::ServeArgs>),
+    /// Drive a scoring server with concurrent callers; report throughput and latency
+    /// percentiles (the service benchmark's load generator).
+    Loadgen(liveprofile_server::loadgen::LoadArgs),
     /// Simulate multi-platform live-commerce traffic into an event Parquet file.
     Simulate(commands::simulate::SimulateArgs),
     /// Import real event data into the event contract.
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(*args),
+        Command::Loadgen(args) => commands::loadgen::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),

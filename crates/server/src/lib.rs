@@ -7,11 +7,13 @@
 //! - [`scoring`], [`admin`], [`kserve`]: the gRPC services.
 //! - [`batcher`]: dynamic batching on inference threads, bounded admission, deadlines.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`loadgen`]: the load generator of the service benchmarks.
 
 pub mod admin;
 pub mod batcher;
 pub mod config;
 pub mod kserve;
+pub mod loadgen;
 pub mod metrics;
 pub mod proto;
 pub mod scoring;

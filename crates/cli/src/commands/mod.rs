@@ -2,6 +2,7 @@
 
 pub mod features;
 pub mod import;
+pub mod loadgen;
 pub mod model;
 pub mod serve;
 pub mod simulate;

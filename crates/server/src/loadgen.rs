@@ -1,0 +1,264 @@
+//! A load generator for the scoring service and for any KServe v2 server: N concurrent
+//! callers over a few HTTP/2 connections, each sending its next request as soon as the
+//! previous one is answered, for a fixed time after a warm-up. Reports throughput and
+//! latency percentiles. Rows come from a model package's golden examples.
+
+use crate::proto::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
+use crate::proto::v1::{self, scoring_client::ScoringClient};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Which API the load goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `liveprofile.v1.Scoring/ScoreTags`.
+    Tags,
+    /// `liveprofile.v1.Scoring/ScoreConversion`.
+    Conversion,
+    /// `inference.GRPCInferenceService/ModelInfer` (raw tensor contents).
+    Kserve,
+}
+
+/// `liveprofile loadgen` settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub target: String,
+    /// API to call.
+    #[arg(long, value_enum, default_value = "tags")]
+    pub protocol: Protocol,
+    /// Model name (default: user_tags for tags, conversion for conversion; required for kserve).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Package folder whose golden rows are sent [default: models/<model>/1].
+    #[arg(long)]
+    pub package: Option<PathBuf>,
+    /// Rows (users or candidates) per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// HTTP/2 connections shared by the callers.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Measured time, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up before measuring, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// A label for the report (e.g. the server's name).
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Label given.
+    pub label: String,
+    /// API.
+    pub protocol: Protocol,
+    /// Model.
+    pub model: String,
+    /// Rows per request.
+    pub batch: usize,
+    /// Concurrent callers.
+    pub concurrency: usize,
+    /// Requests answered in the measured time.
+    pub requests: u64,
+    /// Requests failed in the measured time.
+    pub errors: u64,
+    /// First error message seen, if any.
+    pub first_error: Option<String>,
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Rows per second.
+    pub rows_per_s: f64,
+    /// Latency percentiles, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+enum Call {
+    Tags(v1::ScoreTagsRequest),
+    Conversion(v1::ScoreConversionRequest),
+    Kserve(pb::ModelInferRequest),
+}
+
+fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
+    let package = args.package.clone().unwrap_or_else(|| PathBuf::from("models").join(model).join("1"));
+    let read = |f: &str| -> anyhow::Result<serde_json::Value> {
+        let path = package.join(f);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    let manifest = read("manifest.json")?;
+    let golden = read("golden.json")?;
+    let input = manifest["inputs"][0]["name"].as_str().context("manifest has no input name")?;
+    let hash = manifest["feature_schema"]["hash"].as_str().unwrap_or_default().to_owned();
+    let examples: Vec<Vec<f32>> = golden["inputs"][input]
+        .as_array()
+        .context("golden file has no rows")?
+        .iter()
+        .map(|r| r.as_array().map(|v| v.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()))
+        .collect::<Option<_>>()
+        .context("golden rows are not arrays of numbers")?;
+    anyhow::ensure!(!examples.is_empty() && args.batch > 0, "no rows to send");
+    let rows: Vec<&Vec<f32>> = (0..args.batch).map(|i| &examples[i % examples.len()]).collect();
+    let dense = |r: &Vec<f32>| v1::Features {
+        values: Some(v1::features::Values::Dense(v1::DenseFeatures { values: r.clone() })),
+    };
+    Ok(match args.protocol {
+        Protocol::Tags => Call::Tags(v1::ScoreTagsRequest {
+            model: model.to_owned(),
+            schema_hash: hash,
+            users: rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| v1::UserFeatures { user_id: format!("load-{i}"), features: Some(dense(r)) })
+                .collect(),
+            ..Default::default()
+        }),
+        Protocol::Conversion => Call::Conversion(v1::ScoreConversionRequest {
+            model: model.to_owned(),
+            schema_hash: hash,
+            candidates: rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| v1::ConversionCandidate {
+                    user_id: format!("load-{i}"),
+                    room_id: "room".to_owned(),
+                    features: Some(dense(r)),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        Protocol::Kserve => {
+            let width = rows[0].len();
+            let raw: Vec<u8> = rows.iter().flat_map(|r| r.iter().flat_map(|v| v.to_le_bytes())).collect();
+            Call::Kserve(pb::ModelInferRequest {
+                model_name: model.to_owned(),
+                inputs: vec![pb::model_infer_request::InferInputTensor {
+                    name: input.to_owned(),
+                    datatype: "FP32".to_owned(),
+                    shape: vec![rows.len() as i64, width as i64],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![raw],
+                ..Default::default()
+            })
+        }
+    })
+}
+
+/// Runs the load and returns the report.
+pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
+    let model = match (&args.model, args.protocol) {
+        (Some(m), _) => m.clone(),
+        (None, Protocol::Tags) => "user_tags".to_owned(),
+        (None, Protocol::Conversion) => "conversion".to_owned(),
+        (None, Protocol::Kserve) => anyhow::bail!("--model is required with --protocol kserve"),
+    };
+    let call = Arc::new(build_call(&args, &model)?);
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let channel = Channel::from_shared(format!("http://{}", args.target))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", args.target))?;
+        channels.push(channel);
+    }
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..args.concurrency.max(1) {
+        let channel = channels[i % channels.len()].clone();
+        let call = call.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut scoring = ScoringClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+            let mut kserve = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let result = match call.as_ref() {
+                    Call::Tags(r) => scoring.score_tags(r.clone()).await.map(|_| ()),
+                    Call::Conversion(r) => scoring.score_conversion(r.clone()).await.map(|_| ()),
+                    Call::Kserve(r) => kserve.model_infer(r.clone()).await.map(|_| ()),
+                };
+                let t1 = Instant::now();
+                if t1 >= stop_at {
+                    break;
+                }
+                if t0 < measure_from {
+                    continue;
+                }
+                match result {
+                    Ok(()) => latencies.push((t1 - t0).as_micros().min(u128::from(u32::MAX)) as u32),
+                    Err(status) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        }));
+    }
+    tokio::time::sleep_until(stop_at.into()).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (l, e, f) = t.await?;
+        all.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * (all.len() - 1) as f64).round() as usize;
+        f64::from(all[i.min(all.len() - 1)])
+    };
+    let requests = all.len() as u64;
+    Ok(LoadReport {
+        label: args.label.clone(),
+        protocol: args.protocol,
+        model,
+        batch: args.batch,
+        concurrency: args.concurrency,
+        requests,
+        errors,
+        first_error,
+        requests_per_s: requests as f64 / args.seconds,
+        rows_per_s: (requests as f64 * args.batch as f64) / args.seconds,
+        p50_us: pct(50.0),
+        p99_us: pct(99.0),
+        p999_us: pct(99.9),
+        max_us: all.last().map_or(f64::NAN, |v| f64::from(*v)),
+    })
+}
