@@ -272,3 +272,35 @@ async fn shutdown_lets_running_requests_finish() {
     assert_eq!(answer.into_inner().users.len(), 2);
     assert!(tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_clients_that_trust_the_certificate_and_only_them() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let repo = repository(&["uci_session_conversion"]);
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    let mut cfg = config(repo.path());
+    cfg.tls = Some(liveprofile_server::config::TlsFiles { cert: cert_path, key: key_path });
+    let server = start(cfg).await;
+    let url = format!("https://localhost:{}", server.grpc_addr.port());
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(key.cert.pem())).domain_name("localhost");
+    let channel = Channel::from_shared(url.clone()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let mut k =
+        liveprofile_server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+    assert!(
+        k.server_ready(liveprofile_server::proto::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready
+    );
+    // A plaintext client gets no answer.
+    let plain = Channel::from_shared(format!("http://{}", server.grpc_addr)).unwrap().connect().await;
+    if let Ok(channel) = plain {
+        let mut k =
+            liveprofile_server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(
+                channel,
+            );
+        assert!(k.server_live(liveprofile_server::proto::inference::ServerLiveRequest {}).await.is_err());
+    }
+    server.shutdown().await.unwrap();
+}
