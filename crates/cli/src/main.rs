@@ -30,6 +30,8 @@ enum Command {
     /// Drive a scoring server with concurrent callers; report throughput and latency
     /// percentiles (the service benchmark's load generator).
     Loadgen(liveprofile_server::loadgen::LoadArgs),
+    /// Score Parquet, Arrow IPC or CSV files with a model, through the serving runtime.
+    Score(Box<commands::score::ScoreArgs>),
     /// Simulate multi-platform live-commerce traffic into an event Parquet file.
     Simulate(commands::simulate::SimulateArgs),
     /// Import real event data into the event contract.
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(*args),
         Command::Loadgen(args) => commands::loadgen::run(args),
+        Command::Score(args) => commands::score::run(*args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),

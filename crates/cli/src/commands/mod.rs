@@ -4,6 +4,7 @@ pub mod features;
 pub mod import;
 pub mod loadgen;
 pub mod model;
+pub mod score;
 pub mod serve;
 pub mod simulate;
 

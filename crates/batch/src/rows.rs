@@ -1,0 +1,170 @@
+//! From input columns to dense rows in the model's feature order, with every bad value
+//! found and named (row, column, reason) rather than dropped or clipped.
+
+use crate::error::BatchError;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, Schema};
+use liveprofile_runtime::{InputError, LoadedModel};
+use std::path::Path;
+
+/// Where the model's features and the kept columns are in the batches.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    /// Batch column of each model feature, in schema order.
+    pub features: Vec<usize>,
+    /// Batch column of each kept column, in the order asked.
+    pub keep: Vec<usize>,
+}
+
+impl ColumnPlan {
+    /// Finds every feature and kept column by name; lists all that are missing.
+    pub fn new(path: &Path, schema: &Schema, model: &LoadedModel, keep: &[String]) -> Result<Self, BatchError> {
+        let mut missing = Vec::new();
+        let mut find = |name: &str| match schema.index_of(name) {
+            Ok(i) => Some(i),
+            Err(_) => {
+                missing.push(name.to_owned());
+                None
+            }
+        };
+        let features: Vec<Option<usize>> = model.schema().features.iter().map(|f| find(&f.name)).collect();
+        let kept: Vec<Option<usize>> = keep.iter().map(|k| find(k)).collect();
+        if !missing.is_empty() {
+            return Err(BatchError::MissingColumns { path: path.to_path_buf(), missing });
+        }
+        let plan = ColumnPlan {
+            features: features.into_iter().flatten().collect(),
+            keep: kept.into_iter().flatten().collect(),
+        };
+        for &i in &plan.features {
+            let field = schema.field(i);
+            if !numeric_or_text(field.data_type()) {
+                return Err(BatchError::ColumnType {
+                    path: path.to_path_buf(),
+                    column: field.name().clone(),
+                    data_type: field.data_type().to_string(),
+                });
+            }
+        }
+        Ok(plan)
+    }
+}
+
+fn numeric_or_text(t: &DataType) -> bool {
+    t.is_numeric() || matches!(t, DataType::Boolean | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// A row that cannot be scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// Row within the batch given to [`convert`].
+    pub row: usize,
+    /// Column at fault.
+    pub column: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Rows of a batch ready to score.
+#[derive(Debug, Default)]
+pub struct Converted {
+    /// Good rows, row-major in feature order.
+    pub values: Vec<f32>,
+    /// Whether each batch row is good (all true when there are no rejects).
+    pub good: Vec<bool>,
+    /// One entry per bad row (its first fault), in row order.
+    pub rejects: Vec<Reject>,
+}
+
+/// Converts a batch: nulls are missing values, text must parse as a number, values must
+/// be finite and category values indices of their vocabulary.
+pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> Result<Converted, String> {
+    let n = batch.num_rows();
+    let w = model.width();
+    let mut values = vec![0f32; n * w];
+    let mut fault: Vec<Option<(usize, String)>> = vec![None; n];
+    for (j, &c) in plan.features.iter().enumerate() {
+        let column: &ArrayRef = batch.column(c);
+        match column.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let strings = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
+                let strings = strings.as_string::<i32>();
+                for r in 0..n {
+                    if strings.is_null(r) || strings.value(r).trim().is_empty() {
+                        fault[r].get_or_insert((j, "missing value".to_owned()));
+                        continue;
+                    }
+                    let text = strings.value(r).trim();
+                    match text.parse::<f32>() {
+                        Ok(v) => values[r * w + j] = v,
+                        Err(_) => {
+                            fault[r].get_or_insert((j, format!("not a number: {text:?}")));
+                        }
+                    }
+                }
+            }
+            _ => {
+                let floats = arrow::compute::cast(column, &DataType::Float32).map_err(|e| e.to_string())?;
+                let floats = floats.as_primitive::<Float32Type>();
+                let raw = floats.values();
+                if floats.null_count() == 0 {
+                    for (r, v) in raw.iter().enumerate() {
+                        values[r * w + j] = *v;
+                    }
+                } else {
+                    for (r, v) in raw.iter().enumerate() {
+                        if floats.is_null(r) {
+                            fault[r].get_or_insert((j, "missing value".to_owned()));
+                        } else {
+                            values[r * w + j] = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let names = &model.schema().features;
+    let mut rejects = Vec::new();
+    let mut good = vec![true; n];
+    let mut any_fault = false;
+    for (r, f) in fault.iter().enumerate() {
+        if let Some((j, reason)) = f {
+            any_fault = true;
+            good[r] = false;
+            rejects.push(Reject { row: r, column: names[*j].name.clone(), reason: reason.clone() });
+        }
+    }
+    // Fast path: one check over the whole batch; only if it fails, row by row.
+    let whole_ok = !any_fault && n > 0 && model.validate(&values, n).is_ok();
+    if !whole_ok {
+        for r in 0..n {
+            if !good[r] {
+                continue;
+            }
+            if let Err(e) = model.validate(&values[r * w..(r + 1) * w], 1) {
+                good[r] = false;
+                let (column, reason) = describe(&e);
+                rejects.push(Reject { row: r, column, reason });
+            }
+        }
+        rejects.sort_by_key(|x| x.row);
+        let mut kept = Vec::with_capacity(values.len());
+        for r in 0..n {
+            if good[r] {
+                kept.extend_from_slice(&values[r * w..(r + 1) * w]);
+            }
+        }
+        values = kept;
+    }
+    Ok(Converted { values, good, rejects })
+}
+
+fn describe(e: &InputError) -> (String, String) {
+    match e {
+        InputError::NotFinite { feature, value, .. } => (feature.clone(), format!("not finite ({value})")),
+        InputError::BadCategory { feature, value, size, .. } => {
+            (feature.clone(), format!("a category with {size} values; {value} is not one of their indices"))
+        }
+        other => (String::new(), other.to_string()),
+    }
+}
