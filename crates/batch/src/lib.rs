@@ -169,6 +169,8 @@ fn score_slice(
 enum Written {
     Scores(RecordBatch),
     Rejects(RecordBatch),
+    /// Every batch was sent: publish. Without it the writer discards its files.
+    Complete,
 }
 
 /// Scores one input file into `output`. `progress` is called with the rows of each batch
@@ -233,8 +235,10 @@ pub fn score_file(
                 let mut scores = Sink::create(&out_file, format, out_schema, &metadata)?;
                 let mut rejects: Option<Sink> = None;
                 let mut rejected = 0;
+                let mut complete = false;
                 for w in rx {
                     match w {
+                        Written::Complete => complete = true,
                         Written::Scores(b) => scores.write(&b)?,
                         Written::Rejects(b) => {
                             if rejects.is_none() {
@@ -244,6 +248,10 @@ pub fn score_file(
                             rejects.as_mut().expect("created").write(&b)?;
                         }
                     }
+                }
+                if !complete {
+                    // The job failed: dropping the sinks removes their temporary files.
+                    return Ok((0, 0, false));
                 }
                 let had_rejects = rejects.is_some();
                 if let Some(r) = rejects {
@@ -303,6 +311,9 @@ pub fn score_file(
         }
         Ok(rows_read)
     })();
+    if result.is_ok() {
+        let _ = tx.send(Written::Complete);
+    }
     drop(tx);
     let written = writer.join().map_err(|_| BatchError::Score("the writer thread panicked".into()))?;
     let rows_read = result?;
