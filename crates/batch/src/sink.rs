@@ -10,7 +10,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 enum Writer {
-    Parquet(parquet::arrow::ArrowWriter<File>),
+    Parquet(Box<parquet::arrow::ArrowWriter<File>>),
     ArrowFile(arrow::ipc::writer::FileWriter<BufWriter<File>>),
     ArrowStream(arrow::ipc::writer::StreamWriter<BufWriter<File>>),
     Csv(arrow::csv::Writer<BufWriter<File>>),
@@ -68,7 +68,9 @@ impl Sink {
                     .set_compression(parquet::basic::Compression::SNAPPY)
                     .set_key_value_metadata(Some(kv))
                     .build();
-                Writer::Parquet(parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| werr(&e))?)
+                Writer::Parquet(Box::new(
+                    parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| werr(&e))?,
+                ))
             }
             Format::ArrowFile => Writer::ArrowFile(
                 arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema).map_err(|e| werr(&e))?,
