@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 enum Writer {
     Parquet(Box<parquet::arrow::ArrowWriter<File>>),
-    ArrowFile(arrow::ipc::writer::FileWriter<BufWriter<File>>),
-    ArrowStream(arrow::ipc::writer::StreamWriter<BufWriter<File>>),
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    ArrowFile(Box<arrow::ipc::writer::FileWriter<BufWriter<File>>>),
+    ArrowStream(Box<arrow::ipc::writer::StreamWriter<BufWriter<File>>>),
+    Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
 }
 
 /// An output being written.
@@ -72,13 +72,15 @@ impl Sink {
                     parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| werr(&e))?,
                 ))
             }
-            Format::ArrowFile => Writer::ArrowFile(
+            Format::ArrowFile => Writer::ArrowFile(Box::new(
                 arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema).map_err(|e| werr(&e))?,
-            ),
-            Format::ArrowStream => Writer::ArrowStream(
+            )),
+            Format::ArrowStream => Writer::ArrowStream(Box::new(
                 arrow::ipc::writer::StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|e| werr(&e))?,
-            ),
-            Format::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::new(file))),
+            )),
+            Format::Csv => {
+                Writer::Csv(Box::new(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::new(file))))
+            }
         };
         Ok(Sink { writer: Some(writer), partial, path: path.to_path_buf(), rows: 0 })
     }
