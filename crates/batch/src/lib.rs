@@ -147,11 +147,31 @@ fn score_slice(
     slice: &RecordBatch,
     columns: usize,
 ) -> Result<SliceResult, BatchError> {
-    let converted = rows::convert(slice, plan, model).map_err(BatchError::Score)?;
-    let good_rows = converted.good.iter().filter(|g| **g).count();
+    let mut converted = rows::convert(slice, plan, model).map_err(BatchError::Score)?;
+    let engine = |e: liveprofile_runtime::ScoreError| BatchError::Score(e.to_string());
+    // The server's check and plan: rows the check refuses are found one by one, rejected
+    // with their reason, and the rest scored.
+    let mut scored: Option<liveprofile_runtime::Scores> = None;
+    if converted.good_rows() > 0 {
+        let first = model.check(&converted.values, converted.good_rows()).map(|c| c.score());
+        scored = match first {
+            Ok(s) => Some(s.map_err(engine)?),
+            Err(_) => {
+                converted.reject_invalid(model);
+                match converted.good_rows() {
+                    0 => None,
+                    n => {
+                        let checked =
+                            model.check(&converted.values, n).map_err(|e| BatchError::Score(e.to_string()))?;
+                        Some(checked.score().map_err(engine)?)
+                    }
+                }
+            }
+        };
+    }
+    let good_rows = converted.good_rows();
     let mut scores: Vec<Vec<f32>> = (0..columns).map(|_| Vec::with_capacity(good_rows)).collect();
-    if good_rows > 0 {
-        let s = model.score_batched(&converted.values, good_rows).map_err(|e| BatchError::Score(e.to_string()))?;
+    if let Some(s) = scored {
         let mut c = 0;
         for out in &s.outputs {
             for k in 0..out.width {
@@ -263,10 +283,22 @@ pub fn score_file(
             .map_err(|e| BatchError::io(output, e))?
     };
 
+    // The reader decodes the next batch while this thread's rayon pool scores one.
+    let (batches_tx, batches_rx) = sync_channel::<Result<RecordBatch, BatchError>>(1);
+    let reader = std::thread::Builder::new()
+        .name("score-reader".into())
+        .spawn(move || {
+            for batch in source {
+                if batches_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| BatchError::io(input, e))?;
     let result = (|| -> Result<u64, BatchError> {
         let plan = &plan;
         let mut rows_read = 0u64;
-        for batch in source {
+        for batch in batches_rx.iter() {
             let batch = batch?;
             let n = batch.num_rows();
             let slices: Vec<(usize, RecordBatch)> = (0..n)
@@ -315,6 +347,9 @@ pub fn score_file(
         let _ = tx.send(Written::Complete);
     }
     drop(tx);
+    // On an early stop, dropping the receiver ends the reader.
+    drop(batches_rx);
+    let _ = reader.join();
     let written = writer.join().map_err(|_| BatchError::Score("the writer thread panicked".into()))?;
     let rows_read = result?;
     let (rows_scored, rows_rejected, had_rejects) = written?;

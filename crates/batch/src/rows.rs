@@ -76,8 +76,8 @@ pub struct Converted {
     pub rejects: Vec<Reject>,
 }
 
-/// Converts a batch: nulls are missing values, text must parse as a number, values must
-/// be finite and category values indices of their vocabulary.
+/// Converts a batch: nulls are missing values, text must parse as a number. (Finite
+/// values and category indices are the model's check, see [`Converted::reject_invalid`].)
 pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> Result<Converted, String> {
     let n = batch.num_rows();
     let w = model.width();
@@ -126,37 +126,66 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
     let names = &model.schema().features;
     let mut rejects = Vec::new();
     let mut good = vec![true; n];
-    let mut any_fault = false;
     for (r, f) in fault.iter().enumerate() {
         if let Some((j, reason)) = f {
-            any_fault = true;
             good[r] = false;
             rejects.push(Reject { row: r, column: names[*j].name.clone(), reason: reason.clone() });
         }
     }
-    // Fast path: one check over the whole batch; only if it fails, row by row.
-    let whole_ok = !any_fault && n > 0 && model.validate(&values, n).is_ok();
-    if !whole_ok {
-        for r in 0..n {
-            if !good[r] {
-                continue;
-            }
-            if let Err(e) = model.validate(&values[r * w..(r + 1) * w], 1) {
-                good[r] = false;
-                let (column, reason) = describe(&e);
-                rejects.push(Reject { row: r, column, reason });
-            }
-        }
-        rejects.sort_by_key(|x| x.row);
-        let mut kept = Vec::with_capacity(values.len());
-        for r in 0..n {
-            if good[r] {
-                kept.extend_from_slice(&values[r * w..(r + 1) * w]);
-            }
-        }
-        values = kept;
+    let mut converted = Converted { values, good, rejects };
+    if !converted.rejects.is_empty() {
+        converted.compact(w, None);
     }
-    Ok(Converted { values, good, rejects })
+    Ok(converted)
+}
+
+impl Converted {
+    /// Rows still good.
+    pub fn good_rows(&self) -> usize {
+        self.good.iter().filter(|g| **g).count()
+    }
+
+    /// Keeps the values of good rows only. `values` holds either every row (`None`) or
+    /// the rows that were good before `newly_bad` were found.
+    fn compact(&mut self, w: usize, newly_bad: Option<&[bool]>) {
+        let mut kept = Vec::with_capacity(self.values.len());
+        match newly_bad {
+            None => {
+                for (r, g) in self.good.iter().enumerate() {
+                    if *g {
+                        kept.extend_from_slice(&self.values[r * w..(r + 1) * w]);
+                    }
+                }
+            }
+            Some(bad) => {
+                for (k, b) in bad.iter().enumerate() {
+                    if !b {
+                        kept.extend_from_slice(&self.values[k * w..(k + 1) * w]);
+                    }
+                }
+            }
+        }
+        self.values = kept;
+    }
+
+    /// After the model's check refused the batch: finds each refused row (non-finite
+    /// value, category outside its vocabulary), rejects it with its column and reason, and
+    /// drops its values.
+    pub fn reject_invalid(&mut self, model: &LoadedModel) {
+        let w = model.width();
+        let good_rows: Vec<usize> = (0..self.good.len()).filter(|&r| self.good[r]).collect();
+        let mut bad = vec![false; good_rows.len()];
+        for (k, &r) in good_rows.iter().enumerate() {
+            if let Err(e) = model.validate(&self.values[k * w..(k + 1) * w], 1) {
+                bad[k] = true;
+                self.good[r] = false;
+                let (column, reason) = describe(&e);
+                self.rejects.push(Reject { row: r, column, reason });
+            }
+        }
+        self.rejects.sort_by_key(|x| x.row);
+        self.compact(w, Some(&bad));
+    }
 }
 
 fn describe(e: &InputError) -> (String, String) {

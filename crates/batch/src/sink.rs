@@ -64,10 +64,24 @@ impl Sink {
                     .iter()
                     .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
                     .collect();
-                let props = parquet::file::properties::WriterProperties::builder()
+                // Scores are nearly all distinct: dictionary encoding would only cost a hash
+                // per value. Text and integer columns keep it.
+                let mut props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::SNAPPY)
-                    .set_key_value_metadata(Some(kv))
-                    .build();
+                    .set_dictionary_enabled(false)
+                    .set_key_value_metadata(Some(kv));
+                for f in schema.fields() {
+                    if !matches!(
+                        f.data_type(),
+                        arrow::datatypes::DataType::Float32 | arrow::datatypes::DataType::Float64
+                    ) {
+                        props = props.set_column_dictionary_enabled(
+                            parquet::schema::types::ColumnPath::from(f.name().as_str()),
+                            true,
+                        );
+                    }
+                }
+                let props = props.build();
                 Writer::Parquet(Box::new(
                     parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| werr(&e))?,
                 ))

@@ -66,6 +66,9 @@ impl PlanPool {
     }
 }
 
+/// Rows of the fixed-size plan that long batches are cut into.
+pub const CHUNK_ROWS: usize = 256;
+
 /// Scores of a batch: per output, `rows x width` values row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
@@ -84,6 +87,27 @@ pub struct OutputScores {
     pub values: Vec<f32>,
 }
 
+/// Rows that passed [`LoadedModel::check`] for that model.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'m, 'v> {
+    model: &'m LoadedModel,
+    values: &'v [f32],
+    rows: usize,
+}
+
+impl Checked<'_, '_> {
+    /// Scores the rows with the model they were checked for (symbolic-batch plan, or its
+    /// bit-identical fixed-size chunks).
+    pub fn score(self) -> Result<Scores, ScoreError> {
+        self.model.score_checked(self.values, self.rows)
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
 /// A model version ready to score.
 pub struct LoadedModel {
     pub(crate) manifest: Manifest,
@@ -91,6 +115,9 @@ pub struct LoadedModel {
     pub(crate) dir: PathBuf,
     pub(crate) single: PlanPool,
     pub(crate) batch: PlanPool,
+    /// A plan for exactly [`CHUNK_ROWS`] rows, kept only when it gives the batch plan's
+    /// bits (checked at load).
+    pub(crate) chunk: Option<PlanPool>,
     pub(crate) feature_index: HashMap<String, usize>,
     pub(crate) category_sizes: Vec<Option<usize>>,
     pub(crate) load_ms: f64,
@@ -119,6 +146,7 @@ impl LoadedModel {
             dir,
             single: PlanPool::new(single),
             batch: PlanPool::new(batch),
+            chunk: None,
             feature_index,
             category_sizes,
             load_ms: 0.0,
@@ -252,9 +280,50 @@ impl LoadedModel {
     /// Validates and scores with the symbolic-batch plan whatever the number of rows, so
     /// that a row's scores do not depend on the rows scored beside it: the server's dynamic
     /// batches and the batch scorer give the same bits for the same row.
+    ///
+    /// Batches of at least [`CHUNK_ROWS`] rows run in chunks on the fixed-size plan, which
+    /// was checked at load to give the same bits.
     pub fn score_batched(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+        self.check(values, rows)?.score()
+    }
+
+    /// Validates rows once and returns them ready to score with [`Checked::score`]: for
+    /// callers that validate (and report bad rows) before they score.
+    pub fn check<'m, 'v>(&'m self, values: &'v [f32], rows: usize) -> Result<Checked<'m, 'v>, InputError> {
         self.validate(values, rows)?;
-        self.run_plan(&self.batch, values, rows)
+        Ok(Checked { model: self, values, rows })
+    }
+
+    fn score_checked(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+        let Some(chunk) = self.chunk.as_ref().filter(|_| rows >= CHUNK_ROWS) else {
+            return self.run_plan(&self.batch, values, rows);
+        };
+        let w = self.width();
+        let mut out: Option<Scores> = None;
+        let mut start = 0;
+        while start < rows {
+            let n = if rows - start >= CHUNK_ROWS { CHUNK_ROWS } else { rows - start };
+            let part = &values[start * w..(start + n) * w];
+            let s = if n == CHUNK_ROWS { self.run_plan(chunk, part, n)? } else { self.run_plan(&self.batch, part, n)? };
+            match out.as_mut() {
+                None => {
+                    let mut first = s;
+                    for o in &mut first.outputs {
+                        o.values.reserve(rows * o.width - o.values.len());
+                    }
+                    out = Some(first);
+                }
+                Some(acc) => {
+                    for (a, b) in acc.outputs.iter_mut().zip(s.outputs) {
+                        a.values.extend_from_slice(&b.values);
+                    }
+                }
+            }
+            start += n;
+        }
+        let mut out = out.expect("at least one chunk");
+        out.rows = rows;
+        Ok(out)
     }
 
     /// Scores rows already validated.
@@ -263,7 +332,7 @@ impl LoadedModel {
         self.run_plan(pool, values, rows)
     }
 
-    fn run_plan(&self, pool: &PlanPool, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+    pub(crate) fn run_plan(&self, pool: &PlanPool, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
         let input = Tensor::from_shape(&[rows, self.width()], values).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let out = pool.run(input).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
