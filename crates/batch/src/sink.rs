@@ -9,6 +9,9 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+/// Rows per Parquet row group of an output.
+pub const ROW_GROUP_ROWS: usize = 131_072;
+
 enum Writer {
     Parquet(Box<parquet::arrow::ArrowWriter<File>>),
     ArrowFile(Box<arrow::ipc::writer::FileWriter<BufWriter<File>>>),
@@ -69,6 +72,9 @@ impl Sink {
                 let mut props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::SNAPPY)
                     .set_dictionary_enabled(false)
+                    // The writer holds a row group in memory until it is full: a fixed
+                    // size keeps memory independent of the input's length.
+                    .set_max_row_group_size(ROW_GROUP_ROWS)
                     .set_key_value_metadata(Some(kv));
                 for f in schema.fields() {
                     if !matches!(
