@@ -193,6 +193,12 @@ impl LoadedModel {
         self.single.ops()
     }
 
+    /// Whether long batches run on the fixed-size plan (it reproduced the symbolic plan's
+    /// bits at load).
+    pub fn has_chunk_plan(&self) -> bool {
+        self.chunk.is_some()
+    }
+
     /// Milliseconds it took to load, check and warm this version.
     pub fn load_ms(&self) -> f64 {
         self.load_ms

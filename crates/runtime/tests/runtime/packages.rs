@@ -153,3 +153,30 @@ fn a_row_scores_the_same_whatever_batch_it_is_in() {
         assert!((one - whole[i]).abs() <= 1e-6, "row {i}: {one} vs {}", whole[i]);
     }
 }
+
+#[test]
+fn long_batches_on_the_fixed_size_plan_give_the_symbolic_plans_bits() {
+    use liveprofile_runtime::CHUNK_ROWS;
+    for name in ["user_tags", "conversion", "taobao_purchase", "uci_session_conversion"] {
+        let model = load_package(&bundled_models().join(name).join("1")).unwrap();
+        assert!(model.has_chunk_plan(), "{name}");
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.dir().join("golden.json")).unwrap()).unwrap();
+        let rows: Vec<Vec<f32>> = serde_json::from_value(golden["inputs"]["features"].clone()).unwrap();
+        // Rows in a different order than at load, more than two chunks and a remainder.
+        let n = 2 * CHUNK_ROWS + 77;
+        let flat: Vec<f32> = (0..n).flat_map(|i| rows[(i * 7 + 3) % rows.len()].clone()).collect();
+        let batched = model.score_batched(&flat, n).unwrap();
+        let symbolic = model.score(&flat, n).unwrap();
+        assert_eq!(batched.rows, n);
+        for (a, b) in batched.outputs.iter().zip(&symbolic.outputs) {
+            assert_eq!(a.values.len(), b.values.len());
+            let differ = a.values.iter().zip(&b.values).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            assert_eq!(differ, 0, "{name}: {differ} values differ");
+        }
+        // Bad rows are refused by the same check.
+        let mut bad = flat.clone();
+        bad[CHUNK_ROWS * model.width() + 1] = f32::NAN;
+        assert!(model.score_batched(&bad, n).is_err());
+    }
+}
