@@ -2,12 +2,14 @@
 
 import json
 import os
-import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from servers import free_port, wait_ready  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[4]
 MODELS = REPO / "models"
@@ -19,29 +21,6 @@ def binary() -> Path:
     if not path.exists():
         raise RuntimeError(f"{path} is missing: run `cargo build --release -p liveprofile` first")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(addr: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(addr)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if client.is_server_ready():
-                return
-        except Exception:  # not listening yet
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("server not ready in time")
 
 
 @pytest.fixture(scope="session")
