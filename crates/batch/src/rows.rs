@@ -83,6 +83,9 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
     let w = model.width();
     let mut values = vec![0f32; n * w];
     let mut fault: Vec<Option<(usize, String)>> = vec![None; n];
+    // Numeric columns without nulls (the usual case) are copied below row by row, writing
+    // each row once in order; the rest are handled here value by value.
+    let mut plain: Vec<(usize, ArrayRef)> = Vec::with_capacity(plan.features.len());
     for (j, &c) in plan.features.iter().enumerate() {
         let column: &ArrayRef = batch.column(c);
         match column.data_type() {
@@ -104,14 +107,14 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
                 }
             }
             _ => {
-                let floats = arrow::compute::cast(column, &DataType::Float32).map_err(|e| e.to_string())?;
-                let floats = floats.as_primitive::<Float32Type>();
+                let cast = arrow::compute::cast(column, &DataType::Float32).map_err(|e| e.to_string())?;
+                if cast.null_count() == 0 {
+                    plain.push((j, cast));
+                    continue;
+                }
+                let floats = cast.as_primitive::<Float32Type>();
                 let raw = floats.values();
-                if floats.null_count() == 0 {
-                    for (r, v) in raw.iter().enumerate() {
-                        values[r * w + j] = *v;
-                    }
-                } else {
+                {
                     for (r, v) in raw.iter().enumerate() {
                         if floats.is_null(r) {
                             fault[r].get_or_insert((j, "missing value".to_owned()));
@@ -121,6 +124,13 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
                     }
                 }
             }
+        }
+    }
+    let columns: Vec<(usize, &[f32])> =
+        plain.iter().map(|(j, a)| (*j, &a.as_primitive::<Float32Type>().values()[..n])).collect();
+    for (r, row) in values.chunks_exact_mut(w.max(1)).enumerate() {
+        for &(j, src) in &columns {
+            row[j] = src[r];
         }
     }
     let names = &model.schema().features;
