@@ -1,7 +1,28 @@
 //! `liveprofile`: one binary, one subcommand per job. Argument parsing only; the work is
 //! done by the library crates.
 
+/// Writes a line on stdout. When the reader has gone (a closed pipe, as in
+/// `liveprofile model inspect ... | head`), the process exits with 141 as Unix tools do on
+/// SIGPIPE, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
+
+fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 use clap::{Parser, Subcommand};
 

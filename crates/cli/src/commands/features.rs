@@ -155,7 +155,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 Some(p) => super::ensure_parent(&p)
                     .and_then(|()| Ok(std::fs::write(&p, schema.to_json())?))
                     .with_context(|| format!("writing {}", p.display()))?,
-                None => println!("{}", schema.to_json()),
+                None => outln!("{}", schema.to_json()),
             }
         }
         FeaturesCommand::Build(args) => {
@@ -167,7 +167,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
             let n = build_user_table(&set, UserTableOptions { cutoff_ms, label_window_ms }, &args.out)?;
             std::fs::write(schema_path(&args.out), user_schema().to_json())?;
             let secs = started.elapsed().as_secs_f64();
-            println!(
+            outln!(
                 "wrote {n} users as of {cutoff_ms} to {} ({:.2} s end to end, {:.0} events/s)",
                 args.out.display(),
                 secs,
@@ -185,7 +185,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
             let (n, positives) = build_examples(&set, opts, &args.out)?;
             std::fs::write(schema_path(&args.out), conversion_schema().to_json())?;
             let secs = started.elapsed().as_secs_f64();
-            println!(
+            outln!(
                 "wrote {n} conversion examples ({positives} positive, {:.2}%) to {} ({:.2} s end to end, {:.0} events/s)",
                 100.0 * positives as f64 / n.max(1) as f64,
                 args.out.display(),

@@ -32,7 +32,7 @@ pub fn run(cmd: ImportCommand) -> anyhow::Result<()> {
             super::ensure_parent(&args.out)?;
             let report = liveprofile_import::import_taobao(&args.input, &args.out, args.strict)
                 .with_context(|| format!("importing {}", args.input.display()))?;
-            println!(
+            outln!(
                 "read {} lines: wrote {} events of {} users to {}; {} malformed lines",
                 report.lines,
                 report.events,
@@ -41,7 +41,7 @@ pub fn run(cmd: ImportCommand) -> anyhow::Result<()> {
                 report.malformed.len()
             );
             for m in &report.malformed {
-                println!("  line {}: {}", m.line, m.reason);
+                outln!("  line {}: {}", m.line, m.reason);
             }
             Ok(())
         }

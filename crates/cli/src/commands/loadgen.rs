@@ -10,7 +10,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(run_load(args))?;
-    println!(
+    outln!(
         "{} {:?} {} batch {} x{}: {:.0} req/s, {:.0} rows/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us, {} errors{}",
         report.label,
         report.protocol,
@@ -26,7 +26,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         report.errors,
         report.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
-    println!("{}", serde_json::to_string(&report)?);
+    outln!("{}", serde_json::to_string(&report)?);
     anyhow::ensure!(report.requests > 0, "no request was answered");
     Ok(())
 }

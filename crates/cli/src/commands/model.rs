@@ -36,7 +36,7 @@ pub fn run(cmd: ModelCommand) -> u8 {
         Ok(model) => {
             let m = model.manifest();
             if !inspect {
-                println!(
+                outln!(
                     "ok: {} version {} ({} features, {} plan nodes, loaded and checked in {:.1} ms)",
                     m.name,
                     m.version,
@@ -62,7 +62,7 @@ pub fn run(cmd: ModelCommand) -> u8 {
                 "plan_ops": model.plan_ops(),
                 "load_ms": model.load_ms(),
             });
-            println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
             0
         }
     }

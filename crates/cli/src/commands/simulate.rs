@@ -38,7 +38,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("simulating into {}", args.out.display()))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "wrote {} events for {} users to {} ({:.1} s, {:.0} events/s); ground truth: {}",
         summary.events,
         summary.users,
@@ -47,6 +47,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         summary.events as f64 / secs,
         summary.truth_path.display()
     );
-    println!("{}", summary.calibration);
+    outln!("{}", summary.calibration);
     Ok(())
 }
