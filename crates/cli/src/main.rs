@@ -51,6 +51,8 @@ enum Command {
     /// Drive a scoring server with concurrent callers; report throughput and latency
     /// percentiles (the service benchmark's load generator).
     Loadgen(liveprofile_server::loadgen::LoadArgs),
+    /// Cross-tag analysis of tag scores: prevalence per platform, tag pairs.
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Score Parquet, Arrow IPC or CSV files with a model, through the serving runtime.
     Score(Box<commands::score::ScoreArgs>),
     /// Simulate multi-platform live-commerce traffic into an event Parquet file.
@@ -79,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve::run(*args),
         Command::Loadgen(args) => commands::loadgen::run(args),
         Command::Score(args) => commands::score::run(*args),
+        Command::Analyze(args) => commands::analyze::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),

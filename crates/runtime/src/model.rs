@@ -118,6 +118,8 @@ pub struct LoadedModel {
     /// A plan for exactly [`CHUNK_ROWS`] rows, kept only when it gives the batch plan's
     /// bits (checked at load).
     pub(crate) chunk: Option<PlanPool>,
+    /// Outputs are probabilities (binary or multi-label tasks): kept within [0, 1].
+    pub(crate) probabilities: bool,
     pub(crate) feature_index: HashMap<String, usize>,
     pub(crate) category_sizes: Vec<Option<usize>>,
     pub(crate) load_ms: f64,
@@ -134,6 +136,7 @@ impl std::fmt::Debug for LoadedModel {
 
 impl LoadedModel {
     pub(crate) fn new(manifest: Manifest, schema: FeatureSchema, dir: PathBuf, single: Plan, batch: Plan) -> Self {
+        let probabilities = matches!(manifest.task.as_str(), "binary_classification" | "multi_label");
         let feature_index = schema.features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         let category_sizes = schema
             .features
@@ -147,6 +150,7 @@ impl LoadedModel {
             single: PlanPool::new(single),
             batch: PlanPool::new(batch),
             chunk: None,
+            probabilities,
             feature_index,
             category_sizes,
             load_ms: 0.0,
@@ -344,7 +348,15 @@ impl LoadedModel {
         let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
         for t in out.iter() {
             let v = t.as_slice::<f32>().map_err(|e| ScoreError::Engine(e.to_string()))?;
-            outputs.push(OutputScores { width: v.len() / rows, values: v.to_vec() });
+            let mut values = v.to_vec();
+            if self.probabilities {
+                // tract's sigmoid can step outside [0, 1] by a rounding error (-6e-8 was
+                // seen); a probability task answers probabilities.
+                for x in &mut values {
+                    *x = x.clamp(0.0, 1.0);
+                }
+            }
+            outputs.push(OutputScores { width: v.len() / rows, values });
         }
         Ok(Scores { rows, outputs })
     }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod analyze;
 pub mod features;
 pub mod import;
 pub mod loadgen;

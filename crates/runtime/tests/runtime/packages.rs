@@ -174,6 +174,9 @@ fn long_batches_on_the_fixed_size_plan_give_the_symbolic_plans_bits() {
             let differ = a.values.iter().zip(&b.values).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
             assert_eq!(differ, 0, "{name}: {differ} values differ");
         }
+        // Probability tasks answer probabilities (tract's sigmoid can otherwise step out
+        // of [0, 1] by a rounding error).
+        assert!(batched.outputs.iter().all(|o| o.values.iter().all(|v| (0.0..=1.0).contains(v))), "{name}");
         // Bad rows are refused by the same check.
         let mut bad = flat.clone();
         bad[CHUNK_ROWS * model.width() + 1] = f32::NAN;

@@ -1,0 +1,128 @@
+//! Cross-tag analysis over tag scores (the batch scorer's output): which tags go together
+//! and how the platforms differ.
+//!
+//! - [`table`]: reading and checking the input.
+//! - [`prevalence`]: tag prevalence per platform with intervals and over-representation.
+//! - [`cooccurrence`]: support, Jaccard, lift, phi and significance per pair of tags.
+//! - [`stats`]: the intervals and tests they use.
+
+pub mod cooccurrence;
+pub mod prevalence;
+pub mod stats;
+pub mod table;
+
+use serde::Serialize;
+use std::path::Path;
+use thiserror::Error;
+
+/// Why an analysis cannot run.
+#[derive(Debug, Error)]
+pub enum AnalysisError {
+    /// The input cannot be read.
+    #[error("{path}: cannot read: {reason}")]
+    Read {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A needed column is absent.
+    #[error("the input has no column {column:?}")]
+    MissingColumn {
+        /// Column.
+        column: String,
+    },
+    /// No tag columns.
+    #[error("the input has no tag columns (floating-point probability columns)")]
+    NoTagColumns,
+    /// A column of the wrong type.
+    #[error("column {column:?}: {reason}")]
+    ColumnType {
+        /// Column.
+        column: String,
+        /// Why.
+        reason: String,
+    },
+    /// A null, non-finite or out-of-range value.
+    #[error("column {column:?}, row {row}: {value} is not a probability in [0, 1]")]
+    BadValue {
+        /// Column.
+        column: String,
+        /// Row (0-based).
+        row: usize,
+        /// The value.
+        value: String,
+    },
+    /// Too few users for the analysis.
+    #[error("{users} users: the analysis needs at least {needed}")]
+    TooFewUsers {
+        /// Users given.
+        users: usize,
+        /// Needed.
+        needed: usize,
+    },
+    /// The report cannot be written.
+    #[error("{path}: cannot write: {reason}")]
+    Write {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Smallest number of users the analysis accepts.
+pub const MIN_USERS: usize = 50;
+
+/// Every figure of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Users analysed.
+    pub users: usize,
+    /// Tags, in input order.
+    pub tags: Vec<String>,
+    /// Probability from which a user carries a tag.
+    pub threshold: f64,
+    /// Pair reporting settings.
+    pub min_support: f64,
+    /// Smallest count of a reported pair.
+    pub min_count: u64,
+    /// Family-wise significance level (Bonferroni over all pairs).
+    pub alpha: f64,
+    /// Prevalence overall and per platform.
+    pub prevalence: Vec<prevalence::Prevalence>,
+    /// Every pair of tags, reported ones first.
+    pub pairs: Vec<cooccurrence::PairStats>,
+}
+
+/// Runs the analyses on a table.
+pub fn analyse(table: &table::TagTable, options: &cooccurrence::PairOptions) -> Result<Report, AnalysisError> {
+    if table.len() < MIN_USERS {
+        return Err(AnalysisError::TooFewUsers { users: table.len(), needed: MIN_USERS });
+    }
+    Ok(Report {
+        users: table.len(),
+        tags: table.tags.clone(),
+        threshold: options.threshold,
+        min_support: options.min_support,
+        min_count: options.min_count,
+        alpha: options.alpha,
+        prevalence: prevalence::prevalence(table, options.threshold),
+        pairs: cooccurrence::pairs(table, options),
+    })
+}
+
+/// Writes `report.json` into `dir` (under a temporary name, then renamed).
+pub fn write_report(report: &Report, dir: &Path) -> Result<std::path::PathBuf, AnalysisError> {
+    let err = |p: &Path, e: &dyn std::fmt::Display| AnalysisError::Write {
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
+    let path = dir.join("report.json");
+    let partial = dir.join(format!(".report.json.{}.partial", std::process::id()));
+    let text = serde_json::to_string_pretty(report).map_err(|e| err(&path, &e))?;
+    std::fs::write(&partial, text).map_err(|e| err(&partial, &e))?;
+    std::fs::rename(&partial, &path).map_err(|e| err(&path, &e))?;
+    Ok(path)
+}
