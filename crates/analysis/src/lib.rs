@@ -4,10 +4,12 @@
 //! - [`table`]: reading and checking the input.
 //! - [`prevalence`]: tag prevalence per platform with intervals and over-representation.
 //! - [`cooccurrence`]: support, Jaccard, lift, phi and significance per pair of tags.
+//! - [`segments`]: user segments with k-means (linfa), k by silhouette, PCA picture.
 //! - [`stats`]: the intervals and tests they use.
 
 pub mod cooccurrence;
 pub mod prevalence;
+pub mod segments;
 pub mod stats;
 pub mod table;
 
@@ -61,6 +63,9 @@ pub enum AnalysisError {
         /// Needed.
         needed: usize,
     },
+    /// Segmentation failed.
+    #[error("segmentation: {0}")]
+    Segments(String),
     /// The report cannot be written.
     #[error("{path}: cannot write: {reason}")]
     Write {
@@ -93,10 +98,16 @@ pub struct Report {
     pub prevalence: Vec<prevalence::Prevalence>,
     /// Every pair of tags, reported ones first.
     pub pairs: Vec<cooccurrence::PairStats>,
+    /// User segments.
+    pub segmentation: segments::Segmentation,
 }
 
 /// Runs the analyses on a table.
-pub fn analyse(table: &table::TagTable, options: &cooccurrence::PairOptions) -> Result<Report, AnalysisError> {
+pub fn analyse(
+    table: &table::TagTable,
+    options: &cooccurrence::PairOptions,
+    segment_options: &segments::SegmentOptions,
+) -> Result<Report, AnalysisError> {
     if table.len() < MIN_USERS {
         return Err(AnalysisError::TooFewUsers { users: table.len(), needed: MIN_USERS });
     }
@@ -109,11 +120,13 @@ pub fn analyse(table: &table::TagTable, options: &cooccurrence::PairOptions) -> 
         alpha: options.alpha,
         prevalence: prevalence::prevalence(table, options.threshold),
         pairs: cooccurrence::pairs(table, options),
+        segmentation: segments::segment(table, segment_options)?,
     })
 }
 
-/// Writes `report.json` into `dir` (under a temporary name, then renamed).
-pub fn write_report(report: &Report, dir: &Path) -> Result<std::path::PathBuf, AnalysisError> {
+/// Writes `report.json` and `segments.parquet` (user id, segment, PCA coordinates) into
+/// `dir`, each under a temporary name, then renamed.
+pub fn write_report(report: &Report, table: &table::TagTable, dir: &Path) -> Result<std::path::PathBuf, AnalysisError> {
     let err = |p: &Path, e: &dyn std::fmt::Display| AnalysisError::Write {
         path: p.display().to_string(),
         reason: e.to_string(),
@@ -124,5 +137,34 @@ pub fn write_report(report: &Report, dir: &Path) -> Result<std::path::PathBuf, A
     let text = serde_json::to_string_pretty(report).map_err(|e| err(&path, &e))?;
     std::fs::write(&partial, text).map_err(|e| err(&partial, &e))?;
     std::fs::rename(&partial, &path).map_err(|e| err(&path, &e))?;
+    write_segments(report, table, &dir.join("segments.parquet"))?;
     Ok(path)
+}
+
+fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Result<(), AnalysisError> {
+    use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let err =
+        |e: &dyn std::fmt::Display| AnalysisError::Write { path: path.display().to_string(), reason: e.to_string() };
+    let s = &report.segmentation;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("segment", DataType::UInt32, false),
+        Field::new("pc1", DataType::Float64, false),
+        Field::new("pc2", DataType::Float64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(table.users.iter())),
+        Arc::new(UInt32Array::from_iter_values(s.assignments.iter().map(|&a| a as u32))),
+        Arc::new(Float64Array::from_iter_values(s.projection.iter().map(|p| p[0]))),
+        Arc::new(Float64Array::from_iter_values(s.projection.iter().map(|p| p[1]))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(&e))?;
+    let partial = path.with_file_name(format!(".segments.parquet.{}.partial", std::process::id()));
+    let file = std::fs::File::create(&partial).map_err(|e| err(&e))?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| err(&e))?;
+    writer.write(&batch).map_err(|e| err(&e))?;
+    writer.close().map_err(|e| err(&e))?;
+    std::fs::rename(&partial, path).map_err(|e| err(&e))
 }

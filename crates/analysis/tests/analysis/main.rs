@@ -3,6 +3,7 @@
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use liveprofile_analysis::cooccurrence::{PairOptions, pair_from_counts, pairs};
+use liveprofile_analysis::segments::{SegmentOptions, segment};
 use liveprofile_analysis::table::{Columns, TagTable, read_parquet};
 use liveprofile_analysis::{AnalysisError, analyse, write_report};
 use std::sync::Arc;
@@ -80,7 +81,7 @@ fn pairs_count_users_and_report_only_supported_significant_ones() {
 #[test]
 fn prevalence_per_platform_with_intervals_and_over_representation() {
     let t = table(&batch(&["a", "b", "c"], &rows())).unwrap();
-    let report = analyse(&t, &PairOptions::default()).unwrap();
+    let report = analyse(&t, &PairOptions::default(), &SegmentOptions::default()).unwrap();
     let find = |p: &str, tag: &str| report.prevalence.iter().find(|x| x.platform == p && x.tag == tag).unwrap();
     let all = find("all", "a");
     assert_eq!((all.users, all.carriers), (100, 30));
@@ -99,7 +100,8 @@ fn prevalence_per_platform_with_intervals_and_over_representation() {
     // Mean probabilities are the expected shares.
     assert!((find("all", "c").mean_probability - (5.0 * 0.95 + 95.0 * 0.01) / 100.0).abs() < 1e-6);
     let dir = tempfile::tempdir().unwrap();
-    let path = write_report(&report, &dir.path().join("report")).unwrap();
+    let path = write_report(&report, &t, &dir.path().join("report")).unwrap();
+    assert!(dir.path().join("report/segments.parquet").exists());
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(json["users"], 100);
     assert_eq!(json["pairs"][0]["a"], "a");
@@ -127,11 +129,60 @@ fn bad_input_is_named_never_dropped_or_clipped() {
     }
     // Too few users.
     let few: Vec<_> = rows().into_iter().take(10).collect();
-    let e = analyse(&table(&batch(&["a", "b", "c"], &few)).unwrap(), &PairOptions::default()).unwrap_err();
+    let e =
+        analyse(&table(&batch(&["a", "b", "c"], &few)).unwrap(), &PairOptions::default(), &SegmentOptions::default())
+            .unwrap_err();
     assert_eq!(e.to_string(), "10 users: the analysis needs at least 50");
     // A Parquet file that is not one.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.parquet");
     std::fs::write(&path, b"nope").unwrap();
     assert!(read_parquet(&path, &Columns::default()).unwrap_err().to_string().contains("cannot read"));
+}
+
+#[test]
+fn segments_recover_planted_clusters_and_k_is_chosen_by_silhouette() {
+    // Three planted profiles, 200 users each, with deterministic noise of +-0.06.
+    let centres = [[0.85, 0.10, 0.10, 0.70], [0.10, 0.90, 0.15, 0.10], [0.15, 0.10, 0.85, 0.20]];
+    let mut state: u64 = 7;
+    let mut noise = || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.12
+    };
+    let mut rows = Vec::new();
+    for i in 0..600 {
+        let c = i % 3;
+        let p: Vec<f32> = centres[c].iter().map(|m| (m + noise()).clamp(0.0, 1.0) as f32).collect();
+        rows.push((format!("u{i}"), ["taobao", "douyin", "kuaishou"][c], p));
+    }
+    let t = table(&batch(&["a", "b", "c", "d"], &rows)).unwrap();
+    let options = SegmentOptions { k_min: 2, k_max: 6, n_runs: 5, sample: 600 };
+    let s = segment(&t, &options).unwrap();
+    assert_eq!(s.k, 3, "{:?}", s.scores);
+    assert_eq!(s.scores.len(), 5);
+    // Each planted cluster is exactly one segment.
+    for c in 0..3 {
+        let seg = s.assignments[c];
+        assert!((0..600).filter(|i| i % 3 == c).all(|i| s.assignments[i] == seg), "cluster {c} split");
+    }
+    assert_ne!(s.assignments[0], s.assignments[1]);
+    assert_ne!(s.assignments[1], s.assignments[2]);
+    assert_ne!(s.assignments[0], s.assignments[2]);
+    // Segment descriptions: sizes, the planted tag on top, platform mix, centroids.
+    for seg in &s.segments {
+        assert_eq!(seg.size, 200);
+        let member = s.assignments.iter().position(|&a| a == seg.id).unwrap();
+        let c = member % 3;
+        let top = ["a", "b", "c"][c];
+        assert_eq!(seg.tags[0].tag, top, "{seg:?}");
+        assert_eq!(seg.platforms.len(), 1);
+        assert!((seg.platforms[["taobao", "douyin", "kuaishou"][c]] - 1.0).abs() < 1e-12);
+        for (x, m) in seg.centroid.iter().zip(&centres[c]) {
+            assert!((x - m).abs() < 0.02, "{x} vs {m}");
+        }
+    }
+    assert!(s.pca_explained[0] + s.pca_explained[1] > 0.9 && s.pca_explained[0] + s.pca_explained[1] <= 1.0 + 1e-9, "{:?}", s.pca_explained);
+    // Too few users for the range asked.
+    let few = table(&batch(&["a", "b", "c", "d"], &rows[..40])).unwrap();
+    assert_eq!(segment(&few, &options).unwrap_err().to_string(), "40 users: the analysis needs at least 60");
 }

@@ -3,6 +3,7 @@
 
 use clap::Args;
 use liveprofile_analysis::cooccurrence::PairOptions;
+use liveprofile_analysis::segments::SegmentOptions;
 use liveprofile_analysis::table::{Columns, read_parquet};
 use std::path::PathBuf;
 
@@ -30,6 +31,15 @@ pub struct AnalyzeArgs {
     /// Family-wise significance level (Bonferroni over all pairs).
     #[arg(long, default_value_t = 0.05)]
     alpha: f64,
+    /// Segment counts tried, e.g. 2-8; the best mean silhouette on the sample wins.
+    #[arg(long, default_value = "2-8")]
+    k: String,
+    /// Users in the sample that k is chosen on.
+    #[arg(long, default_value_t = 3000)]
+    sample: usize,
+    /// k-means initialisations per fit.
+    #[arg(long, default_value_t = 10)]
+    n_init: usize,
 }
 
 /// Runs the analysis.
@@ -43,8 +53,17 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         min_count: args.min_count,
         alpha: args.alpha,
     };
-    let report = liveprofile_analysis::analyse(&table, &options)?;
-    let path = liveprofile_analysis::write_report(&report, &args.out)?;
+    let (k_min, k_max) = match args.k.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
+        None => {
+            let k = args.k.trim().parse::<usize>()?;
+            (k, k)
+        }
+    };
+    let segment_options =
+        SegmentOptions { k_min, k_max, n_runs: args.n_init.max(1), sample: args.sample.max(k_max * 10) };
+    let report = liveprofile_analysis::analyse(&table, &options, &segment_options)?;
+    let path = liveprofile_analysis::write_report(&report, &table, &args.out)?;
     let reported: Vec<String> = report
         .pairs
         .iter()
@@ -53,6 +72,13 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         .map(|p| format!("{} + {} (lift {:.2}, phi {:.2}, {} users)", p.a, p.b, p.lift, p.phi, p.both))
         .collect();
     outln!("{} users, {} tags; report in {}", report.users, report.tags.len(), path.display());
+    let s = &report.segmentation;
+    outln!(
+        "{} segments (silhouette {:.3}); sizes {}",
+        s.k,
+        s.scores.iter().find(|x| x.k == s.k).map_or(0.0, |x| x.silhouette),
+        s.segments.iter().map(|g| format!("{} ({})", g.size, g.tags[0].tag)).collect::<Vec<_>>().join(", ")
+    );
     outln!("strongest reported pairs: {}", if reported.is_empty() { "none".to_owned() } else { reported.join("; ") });
     Ok(())
 }
