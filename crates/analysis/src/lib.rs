@@ -5,9 +5,11 @@
 //! - [`prevalence`]: tag prevalence per platform with intervals and over-representation.
 //! - [`cooccurrence`]: support, Jaccard, lift, phi and significance per pair of tags.
 //! - [`segments`]: user segments with k-means (linfa), k by silhouette, PCA picture.
+//! - [`html`]: the report page with its SVG charts.
 //! - [`stats`]: the intervals and tests they use.
 
 pub mod cooccurrence;
+pub mod html;
 pub mod prevalence;
 pub mod segments;
 pub mod stats;
@@ -124,8 +126,8 @@ pub fn analyse(
     })
 }
 
-/// Writes `report.json` and `segments.parquet` (user id, segment, PCA coordinates) into
-/// `dir`, each under a temporary name, then renamed.
+/// Writes `report.json`, `report.html` and `segments.parquet` (user id, segment, PCA
+/// coordinates) into `dir`, each under a temporary name, then renamed.
 pub fn write_report(report: &Report, table: &table::TagTable, dir: &Path) -> Result<std::path::PathBuf, AnalysisError> {
     let err = |p: &Path, e: &dyn std::fmt::Display| AnalysisError::Write {
         path: p.display().to_string(),
@@ -137,6 +139,11 @@ pub fn write_report(report: &Report, table: &table::TagTable, dir: &Path) -> Res
     let text = serde_json::to_string_pretty(report).map_err(|e| err(&path, &e))?;
     std::fs::write(&partial, text).map_err(|e| err(&partial, &e))?;
     std::fs::rename(&partial, &path).map_err(|e| err(&path, &e))?;
+    let html = html::page(report, &report.segmentation.projection, &report.segmentation.assignments);
+    let html_path = dir.join("report.html");
+    let partial = dir.join(format!(".report.html.{}.partial", std::process::id()));
+    std::fs::write(&partial, html).map_err(|e| err(&partial, &e))?;
+    std::fs::rename(&partial, &html_path).map_err(|e| err(&html_path, &e))?;
     write_segments(report, table, &dir.join("segments.parquet"))?;
     Ok(path)
 }

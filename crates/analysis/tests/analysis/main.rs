@@ -102,6 +102,14 @@ fn prevalence_per_platform_with_intervals_and_over_representation() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_report(&report, &t, &dir.path().join("report")).unwrap();
     assert!(dir.path().join("report/segments.parquet").exists());
+    let html = std::fs::read_to_string(dir.path().join("report/report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+    assert!(html.contains("aria-label=\"lift heatmap\"") && html.contains("aria-label=\"segment scatter\""));
+    // The pair on 20 users is under the default minimum count of 30: shown, not reported.
+    assert!(html.contains("<title>a + b: lift 2.67, phi 0.630, 20 users"), "{html}");
+    assert!(html.contains("No pair passes the reporting bar."));
+    assert!(!html.contains("<script"));
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(json["users"], 100);
     assert_eq!(json["pairs"][0]["a"], "a");
@@ -181,7 +189,11 @@ fn segments_recover_planted_clusters_and_k_is_chosen_by_silhouette() {
             assert!((x - m).abs() < 0.02, "{x} vs {m}");
         }
     }
-    assert!(s.pca_explained[0] + s.pca_explained[1] > 0.9 && s.pca_explained[0] + s.pca_explained[1] <= 1.0 + 1e-9, "{:?}", s.pca_explained);
+    assert!(
+        s.pca_explained[0] + s.pca_explained[1] > 0.9 && s.pca_explained[0] + s.pca_explained[1] <= 1.0 + 1e-9,
+        "{:?}",
+        s.pca_explained
+    );
     // Too few users for the range asked.
     let few = table(&batch(&["a", "b", "c", "d"], &rows[..40])).unwrap();
     assert_eq!(segment(&few, &options).unwrap_err().to_string(), "40 users: the analysis needs at least 60");
