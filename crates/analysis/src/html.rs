@@ -57,7 +57,13 @@ fn heatmap(report: &Report) -> String {
         };
         for (r, c) in [(i, j), (j, i)] {
             let (x, y) = (margin + cell * c as f64, margin + cell * r as f64);
-            let stroke = if p.reported { r##"stroke="#222" stroke-width="2""## } else { r##"stroke="#ccc""## };
+            // Pairs under the reporting bar are faded: a large lift on a handful of users
+            // must not look like a finding.
+            let stroke = if p.reported {
+                r##"stroke="#222" stroke-width="2""##
+            } else {
+                r##"stroke="#ccc" fill-opacity="0.25""##
+            };
             let _ = write!(
                 svg,
                 r#"<rect x="{x:.0}" y="{y:.0}" width="{cell:.0}" height="{cell:.0}" fill="{}" {stroke}><title>{} + {}: lift {:.2}, phi {:.3}, {} users, p {:.2e}</title></rect>"#,
@@ -280,7 +286,7 @@ p.note {{ color: #555; font-size: 0.9em; }}
 <p>{users} users, {tags} tags. A user carries a tag when its probability is at least {threshold}.</p>
 <h2>Tags that go together</h2>
 <ul>{pairs}</ul>
-<p class="note">Cells show the lift of each pair (how many times more often the two tags occur together than if they were independent): red above 1, blue below. Outlined cells are reported: at least {min_count} users with both, support of at least {min_support}, and a chi-square p-value below {alpha} divided by the number of pairs.</p>
+<p class="note">Cells show the lift of each pair (how many times more often the two tags occur together than if they were independent): red above 1, blue below. Outlined cells are reported: at least {min_count} users with both, support of at least {min_support}, and a chi-square p-value below {alpha} divided by the number of pairs; the other cells are faded.</p>
 {heatmap}
 <h2>Prevalence per platform</h2>
 <p class="note">Share of users carrying each tag, with its 95% interval.</p>
