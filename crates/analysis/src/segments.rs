@@ -85,6 +85,8 @@ pub struct Segmentation {
     pub scores: Vec<KScore>,
     /// Sum of squared distances of every user to its centroid.
     pub inertia: f64,
+    /// Wall time of the final k-means fit on every user (all initialisations), seconds.
+    pub fit_seconds: f64,
     /// Segments, largest first (their `id` is the number users are assigned).
     pub segments: Vec<Segment>,
     /// Share of the variance the two PCA axes explain.
@@ -186,7 +188,9 @@ pub fn segment(table: &TagTable, options: &SegmentOptions) -> Result<Segmentatio
         });
     }
     let k = scores.iter().max_by(|a, b| a.silhouette.total_cmp(&b.silhouette)).map_or(options.k_min, |s| s.k);
+    let fit_started = std::time::Instant::now();
     let (centroids, labels) = kmeans(data.view(), k, options.n_runs)?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
     let total_inertia = inertia(data.view(), &centroids, &labels);
 
     // PCA of every user, for the picture.
@@ -260,6 +264,7 @@ pub fn segment(table: &TagTable, options: &SegmentOptions) -> Result<Segmentatio
         k,
         scores,
         inertia: total_inertia,
+        fit_seconds,
         segments,
         pca_explained: [ratio.first().copied().unwrap_or(0.0), ratio.get(1).copied().unwrap_or(0.0)],
         assignments: labels.iter().map(|&l| renumber[l]).collect(),
