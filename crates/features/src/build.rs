@@ -2,7 +2,7 @@
 //! after it) and conversion examples at decision points, over an [`EventSet`], on all
 //! cores, written in chunks so memory holds one chunk of rows at a time.
 
-use crate::aggregates::{RECENCY_CAP_HOURS, user_features};
+use crate::aggregates::{FeatureEvent, RECENCY_CAP_HOURS, user_features};
 use crate::conversion::{DECISION_OFFSETS_MS, HostHistory, VISIT_FEATURES, VisitSoFar, derive_conversion_features};
 use crate::dataset::{EventSet, NONE, UserEvents};
 use crate::labels::user_labels;
@@ -64,7 +64,25 @@ fn user_row(u: &UserEvents, opts: &UserTableOptions) -> Option<Row> {
     user_features_as_of(&u.events[start..history_end], opts.cutoff_ms, &mut features);
     let labels =
         opts.label_window_ms.map(|w| user_labels(&u.events, &u.hosts, opts.cutoff_ms, w).to_vec()).unwrap_or_default();
-    Some(Row { strings: vec![u.user_id.clone()], ints: vec![opts.cutoff_ms], features, labels })
+    let main_platform = main_platform(&u.events[start..history_end]);
+    Some(Row {
+        strings: vec![u.user_id.clone(), main_platform.as_str().to_owned()],
+        ints: vec![opts.cutoff_ms],
+        features,
+        labels,
+    })
+}
+
+/// The platform with most of a user's events in the look-back window (ties go to the
+/// platform listed first), kept beside the features so that analyses can compare
+/// platforms; it is not a model input.
+pub fn main_platform(events: &[FeatureEvent]) -> Platform {
+    let mut counts = [0usize; Platform::ALL.len()];
+    for e in events {
+        counts[e.platform as usize] += 1;
+    }
+    let best = (0..counts.len()).fold(0, |best, i| if counts[i] > counts[best] { i } else { best });
+    Platform::ALL[best]
 }
 
 /// Writes the user feature table; returns the number of users written.
@@ -76,7 +94,13 @@ pub fn build_user_table(set: &EventSet, opts: UserTableOptions, out: &Path) -> R
         }
     }
     let schema = user_schema();
-    let mut writer = TableWriter::create(out, &["user_id"], &["as_of_ms"], &schema, opts.label_window_ms.is_some())?;
+    let mut writer = TableWriter::create(
+        out,
+        &["user_id", "main_platform"],
+        &["as_of_ms"],
+        &schema,
+        opts.label_window_ms.is_some(),
+    )?;
     for chunk in set.users.chunks(CHUNK_USERS) {
         let rows: Vec<Option<Row>> = chunk.par_iter().map(|u| user_row(u, &opts)).collect();
         for row in rows.iter().flatten() {

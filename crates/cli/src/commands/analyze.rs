@@ -16,6 +16,9 @@ pub struct AnalyzeArgs {
     /// Report folder (gets report.json).
     #[arg(long)]
     out: PathBuf,
+    /// Column holding each user's platform (e.g. `main_platform` of the user feature table).
+    #[arg(long, default_value = "platform")]
+    platform_column: String,
     /// Tag columns, comma-separated [default: every floating-point column].
     #[arg(long, value_delimiter = ',')]
     tags: Vec<String>,
@@ -45,7 +48,7 @@ pub struct AnalyzeArgs {
 /// Runs the analysis.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&args.threshold), "--threshold must be within [0, 1]");
-    let columns = Columns { tags: args.tags, ..Columns::default() };
+    let columns = Columns { tags: args.tags, platform: args.platform_column, ..Columns::default() };
     let table = read_parquet(&args.input, &columns)?;
     let options = PairOptions {
         threshold: args.threshold,

@@ -76,7 +76,10 @@ fn user_table_has_features_and_future_labels() {
     };
     let feature =
         |name: &str, row: usize| col(name).as_any().downcast_ref::<arrow::array::Float32Array>().unwrap().value(row);
-    // row 0 = user a, row 1 = user b
+    // row 0 = user a, row 1 = user b; their main platforms in the look-back window.
+    let platforms = col("main_platform");
+    let platforms = platforms.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert_eq!((platforms.value(0), platforms.value(1)), ("taobao", "kuaishou"));
     assert_eq!(feature("orders_7d", 0), 1.0);
     assert_eq!(feature("taobao_spend_yuan_7d", 0), 120.0);
     assert_eq!(feature("beauty_watch_min_7d", 0), 1.5);
