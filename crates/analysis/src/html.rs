@@ -90,7 +90,6 @@ fn heatmap(report: &Report) -> String {
 
 fn prevalence_bars(report: &Report) -> String {
     let mut platforms: Vec<&str> = report.prevalence.iter().map(|p| p.platform.as_str()).collect();
-    platforms.dedup();
     platforms.sort_unstable();
     platforms.dedup();
     let bar = 12.0;
@@ -155,7 +154,8 @@ fn prevalence_bars(report: &Report) -> String {
     svg
 }
 
-fn scatter(report: &Report, projection: &[[f64; 2]], assignments: &[usize]) -> String {
+fn scatter(report: &Report) -> String {
+    let (projection, assignments) = (&report.segmentation.projection, &report.segmentation.assignments);
     let (w, h, pad) = (560.0, 420.0, 40.0);
     let n = projection.len();
     let step = n.div_ceil(3000).max(1);
@@ -254,7 +254,7 @@ fn profiles(report: &Report) -> String {
 }
 
 /// The page.
-pub fn page(report: &Report, projection: &[[f64; 2]], assignments: &[usize]) -> String {
+pub fn page(report: &Report) -> String {
     let s = &report.segmentation;
     let reported: Vec<String> = report
         .pairs
@@ -314,7 +314,7 @@ p.note {{ color: #555; font-size: 0.9em; }}
         prevalence = prevalence_bars(report),
         k = s.k,
         k_scores = k_scores.join(", "),
-        scatter = scatter(report, projection, assignments),
+        scatter = scatter(report),
         profiles = profiles(report),
     )
 }

@@ -129,31 +129,33 @@ pub fn analyse(
 /// Writes `report.json`, `report.html` and `segments.parquet` (user id, segment, PCA
 /// coordinates) into `dir`, each under a temporary name, then renamed.
 pub fn write_report(report: &Report, table: &table::TagTable, dir: &Path) -> Result<std::path::PathBuf, AnalysisError> {
-    let err = |p: &Path, e: &dyn std::fmt::Display| AnalysisError::Write {
-        path: p.display().to_string(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, &e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AnalysisError::Write { path: dir.display().to_string(), reason: e.to_string() })?;
     let path = dir.join("report.json");
-    let partial = dir.join(format!(".report.json.{}.partial", std::process::id()));
-    let text = serde_json::to_string_pretty(report).map_err(|e| err(&path, &e))?;
-    std::fs::write(&partial, text).map_err(|e| err(&partial, &e))?;
-    std::fs::rename(&partial, &path).map_err(|e| err(&path, &e))?;
-    let html = html::page(report, &report.segmentation.projection, &report.segmentation.assignments);
-    let html_path = dir.join("report.html");
-    let partial = dir.join(format!(".report.html.{}.partial", std::process::id()));
-    std::fs::write(&partial, html).map_err(|e| err(&partial, &e))?;
-    std::fs::rename(&partial, &html_path).map_err(|e| err(&html_path, &e))?;
-    write_segments(report, table, &dir.join("segments.parquet"))?;
+    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string());
+    publish(&path, |partial| std::fs::write(partial, text?).map_err(|e| e.to_string()))?;
+    let html = html::page(report);
+    publish(&dir.join("report.html"), |partial| std::fs::write(partial, html).map_err(|e| e.to_string()))?;
+    publish(&dir.join("segments.parquet"), |partial| write_segments(report, table, partial))?;
     Ok(path)
 }
 
-fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Result<(), AnalysisError> {
+/// Writes a file under a hidden temporary name beside `path`, then renames it into place;
+/// on failure the temporary file is removed and nothing appears under `path`.
+fn publish(path: &Path, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), AnalysisError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let result = write(&partial).and_then(|()| std::fs::rename(&partial, path).map_err(|e| e.to_string()));
+    result.map_err(|reason| {
+        let _ = std::fs::remove_file(&partial);
+        AnalysisError::Write { path: path.display().to_string(), reason }
+    })
+}
+
+fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Result<(), String> {
     use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
-    let err =
-        |e: &dyn std::fmt::Display| AnalysisError::Write { path: path.display().to_string(), reason: e.to_string() };
     let s = &report.segmentation;
     let schema = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
@@ -167,11 +169,9 @@ fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Resu
         Arc::new(Float64Array::from_iter_values(s.projection.iter().map(|p| p[0]))),
         Arc::new(Float64Array::from_iter_values(s.projection.iter().map(|p| p[1]))),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(&e))?;
-    let partial = path.with_file_name(format!(".segments.parquet.{}.partial", std::process::id()));
-    let file = std::fs::File::create(&partial).map_err(|e| err(&e))?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| err(&e))?;
-    writer.write(&batch).map_err(|e| err(&e))?;
-    writer.close().map_err(|e| err(&e))?;
-    std::fs::rename(&partial, path).map_err(|e| err(&e))
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.close().map(|_| ()).map_err(|e| e.to_string())
 }

@@ -99,8 +99,8 @@ pub struct Segmentation {
     pub projection: Vec<[f64; 2]>,
 }
 
-fn records(table: &TagTable) -> Array2<f64> {
-    Array2::from_shape_vec((table.len(), table.tags.len()), table.scores.clone()).expect("rows x tags")
+fn records(table: &TagTable) -> ArrayView2<'_, f64> {
+    ArrayView2::from_shape((table.len(), table.tags.len()), &table.scores).expect("rows x tags")
 }
 
 fn squared(a: &[f64], b: &[f64]) -> f64 {
@@ -109,14 +109,14 @@ fn squared(a: &[f64], b: &[f64]) -> f64 {
 
 /// Fits k-means with `n_runs` initialisations; returns centroids and assignments.
 pub fn kmeans(data: ArrayView2<'_, f64>, k: usize, n_runs: usize) -> Result<(Array2<f64>, Vec<usize>), AnalysisError> {
-    let dataset = DatasetBase::from(data.to_owned());
+    let dataset = DatasetBase::from(data);
     let model = KMeans::params(k)
         .n_runs(n_runs)
         .max_n_iterations(300)
         .tolerance(1e-4)
         .fit(&dataset)
         .map_err(|e| AnalysisError::Segments(e.to_string()))?;
-    let labels = model.predict(&data.to_owned());
+    let labels = model.predict(&data);
     Ok((model.centroids().clone(), labels.to_vec()))
 }
 
@@ -189,13 +189,13 @@ pub fn segment(table: &TagTable, options: &SegmentOptions) -> Result<Segmentatio
     }
     let k = scores.iter().max_by(|a, b| a.silhouette.total_cmp(&b.silhouette)).map_or(options.k_min, |s| s.k);
     let fit_started = std::time::Instant::now();
-    let (centroids, labels) = kmeans(data.view(), k, options.n_runs)?;
+    let (centroids, labels) = kmeans(data, k, options.n_runs)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
-    let total_inertia = inertia(data.view(), &centroids, &labels);
+    let total_inertia = inertia(data, &centroids, &labels);
 
     // PCA of every user, for the picture.
     let pca =
-        Pca::params(2).fit(&DatasetBase::from(data.clone())).map_err(|e| AnalysisError::Segments(e.to_string()))?;
+        Pca::params(2).fit(&DatasetBase::from(data)).map_err(|e| AnalysisError::Segments(e.to_string()))?;
     // Explained variance (singular value squared over n - 1) over the total variance of
     // the tag columns: the library's own figures are relative to the kept axes only.
     let explained: Vec<f64> = pca.singular_values().iter().map(|s| s * s / (n as f64 - 1.0)).collect();
