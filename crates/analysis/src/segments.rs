@@ -194,8 +194,7 @@ pub fn segment(table: &TagTable, options: &SegmentOptions) -> Result<Segmentatio
     let total_inertia = inertia(data, &centroids, &labels);
 
     // PCA of every user, for the picture.
-    let pca =
-        Pca::params(2).fit(&DatasetBase::from(data)).map_err(|e| AnalysisError::Segments(e.to_string()))?;
+    let pca = Pca::params(2).fit(&DatasetBase::from(data)).map_err(|e| AnalysisError::Segments(e.to_string()))?;
     // Explained variance (singular value squared over n - 1) over the total variance of
     // the tag columns: the library's own figures are relative to the kept axes only.
     let explained: Vec<f64> = pca.singular_values().iter().map(|s| s * s / (n as f64 - 1.0)).collect();

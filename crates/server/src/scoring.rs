@@ -64,12 +64,14 @@ async fn score_rows(
         Some(g) => g.rows.push(row),
         None => groups.push(Group { model, arm, compare, rows: vec![row] }),
     };
+    // A pinned version is looked up once per request, not once per row.
+    let pinned = version.map(|v| repo.get(model_name, Some(v)).map_err(|e| route_status(&e))).transpose()?;
     for (i, (user, _)) in rows.iter().enumerate() {
         if user.is_empty() {
             return Err(Status::invalid_argument(format!("row {i}: user_id is empty")));
         }
-        match version {
-            Some(v) => add(repo.get(model_name, Some(v)).map_err(|e| route_status(&e))?, v1::Arm::Pinned, vec![], i),
+        match &pinned {
+            Some(model) => add(model.clone(), v1::Arm::Pinned, vec![], i),
             None => {
                 let route = repo.route(model_name, user).map_err(|e| route_status(&e))?;
                 let mut compare: Vec<Arc<LoadedModel>> = route.shadow.into_iter().collect();
@@ -101,7 +103,7 @@ async fn score_rows(
     }
     let mut results: Vec<Option<Scored>> = (0..rows.len()).map(|_| None).collect();
     let mut timing = v1::Timing::default();
-    let outcomes = futures_join(state, jobs).await;
+    let outcomes = submit_all_then_wait(state, jobs).await;
     for (g, outcome) in groups.iter().zip(outcomes) {
         let version = g.model.version();
         let arm_name = arm_name(g.arm);
@@ -127,7 +129,7 @@ async fn score_rows(
 }
 
 /// Submits every job, then waits for all of them (they run concurrently in the batcher).
-async fn futures_join(state: &AppState, jobs: Vec<Job>) -> Vec<Result<crate::batcher::Outcome, Status>> {
+async fn submit_all_then_wait(state: &AppState, jobs: Vec<Job>) -> Vec<Result<crate::batcher::Outcome, Status>> {
     let pending: Vec<_> = jobs.into_iter().map(|j| state.submit(j)).collect();
     let mut out = Vec::with_capacity(pending.len());
     for p in pending {
