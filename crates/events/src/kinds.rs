@@ -4,7 +4,7 @@ use crate::EventError;
 use std::fmt;
 
 /// A live-commerce platform. The string forms are part of the event contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Platform {
     /// Taobao Live (淘宝).
     Taobao,
@@ -52,7 +52,7 @@ impl fmt::Display for Platform {
 }
 
 /// What a user did. The string forms are part of the event contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     /// Entered a live room.
     Enter,

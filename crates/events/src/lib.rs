@@ -21,7 +21,7 @@ pub use time::{CHINA_OFFSET_MS, DAY_MS, HOUR_MS, MINUTE_MS, china_hour_of_day};
 pub const LIVE_CATEGORIES: [&str; 6] = ["apparel", "beauty", "home", "food", "electronics", "maternal_baby"];
 
 /// One live-commerce event, owned.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// Unique id of the event.
     pub event_id: String,

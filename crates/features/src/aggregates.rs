@@ -63,7 +63,7 @@ pub const N_SLOTS: usize = H0 + HOUR_BUCKETS.len();
 pub type WindowSums = [[i64; N_SLOTS]; N_WINDOWS];
 
 /// The part of an event the user features need.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FeatureEvent {
     /// UTC milliseconds.
     pub ts_ms: i64,
@@ -172,7 +172,7 @@ pub fn contributions(e: &FeatureEvent, mut add: impl FnMut(usize, i64)) {
 }
 
 /// Scalars that are not window sums.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Recency {
     /// Newest event time.
     pub last_event_ms: Option<i64>,

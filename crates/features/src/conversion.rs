@@ -89,7 +89,7 @@ pub const VISIT_FEATURES: [VisitFeature; 16] = [
 ];
 
 /// Integer state of a visit so far (exact, order independent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VisitSoFar {
     /// Enter time.
     pub enter_ms: i64,
@@ -159,7 +159,7 @@ impl VisitSoFar {
 }
 
 /// Host record as of a time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostStats {
     /// Visits in the window.
     pub visits: u32,
@@ -201,7 +201,7 @@ pub fn derive_conversion_features(
 
 /// Online host record: visits and orders of the last [`HOST_WINDOW_MS`], sliding.
 /// Queries must come at non-decreasing times (the stream's "now").
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HostWindow {
     events: VecDeque<(i64, bool)>,
     totals: HostStats,

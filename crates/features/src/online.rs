@@ -36,11 +36,12 @@ pub enum OnlineError {
 }
 
 /// One user's online feature state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UserState {
     events: VecDeque<FeatureEvent>,
     /// `start[w]`: index in `events` of the first event inside window `w`.
     start: [usize; N_WINDOWS],
+    #[serde(with = "flat_sums")]
     sums: WindowSums,
     horizon_ms: i64,
     newest_ms: Option<i64>,
@@ -131,8 +132,47 @@ impl UserState {
         self.newest_ms
     }
 
+    /// Time the window sums are as of (the newest event or the latest query).
+    pub fn horizon_ms(&self) -> i64 {
+        self.horizon_ms
+    }
+
+    /// Whether an event at `ts_ms` would be taken in (not older than the newest event by
+    /// more than the tolerance).
+    pub fn accepts(&self, ts_ms: i64) -> bool {
+        in_order(self.newest_ms, ts_ms)
+    }
+
     /// Events held (those inside the longest window).
     pub fn held_events(&self) -> usize {
         self.events.len()
+    }
+}
+
+/// Window sums as one flat sequence (serde derives arrays only up to 32 elements).
+mod flat_sums {
+    use crate::aggregates::{N_SLOTS, N_WINDOWS, WindowSums};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(sums: &WindowSums, s: S) -> Result<S::Ok, S::Error> {
+        let flat: Vec<i64> = sums.iter().flatten().copied().collect();
+        flat.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<WindowSums, D::Error> {
+        let flat = Vec::<i64>::deserialize(d)?;
+        if flat.len() != N_SLOTS * N_WINDOWS {
+            return Err(D::Error::custom(format!(
+                "window sums hold {} values, expected {}",
+                flat.len(),
+                N_SLOTS * N_WINDOWS
+            )));
+        }
+        let mut sums = [[0; N_SLOTS]; N_WINDOWS];
+        for (row, chunk) in sums.iter_mut().zip(flat.chunks_exact(N_SLOTS)) {
+            row.copy_from_slice(chunk);
+        }
+        Ok(sums)
     }
 }

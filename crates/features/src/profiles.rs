@@ -1,13 +1,18 @@
 //! The online driver over whole events: every user's feature state, open room visits and
 //! host records, updated per event; user and conversion features at any moment.
+//!
+//! [`UserProfile`] is one user's part and [`HostBook`] the part shared by every user (the
+//! hosts' recent visits and orders), so that a store can shard users and keep one host
+//! book. [`OnlineProfiles`] holds both for a single-threaded caller.
 
 use crate::aggregates::{FeatureEvent, user_features};
-use crate::conversion::{HostWindow, VisitSoFar, derive_conversion_features};
+use crate::conversion::{HostStats, HostWindow, VisitSoFar, derive_conversion_features};
 use crate::online::{OnlineError, UserState};
 use liveprofile_events::{Event, EventKind};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenVisit {
     so_far: VisitSoFar,
     host: Option<String>,
@@ -15,39 +20,26 @@ struct OpenVisit {
     ordered: bool,
 }
 
-#[derive(Debug, Clone, Default)]
-struct UserProfile {
+/// One user's online state: window sums and the open room visits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserProfile {
     state: UserState,
     visits: HashMap<String, OpenVisit>,
 }
 
-/// Online profiles of every user seen.
-#[derive(Debug, Clone, Default)]
-pub struct OnlineProfiles {
-    users: HashMap<String, UserProfile>,
-    hosts: HashMap<String, HostWindow>,
-}
-
-impl OnlineProfiles {
-    /// Takes in one event (arrival order).
+impl UserProfile {
+    /// Takes in one of the user's events (arrival order). Host records are kept apart:
+    /// pass the event to [`HostBook::observe`] once this has accepted it.
     pub fn observe(&mut self, e: &Event) -> Result<(), OnlineError> {
         let fe = FeatureEvent::from_event(e);
-        let profile = self.users.entry(e.user_id.clone()).or_default();
-        profile.state.observe(fe)?;
+        self.state.observe(fe)?;
         let Some(room) = &e.room_id else { return Ok(()) };
-        if let Some(host) = &e.host_id {
-            match e.kind {
-                EventKind::Enter => self.hosts.entry(host.clone()).or_default().observe(e.ts_ms, false),
-                EventKind::Order => self.hosts.entry(host.clone()).or_default().observe(e.ts_ms, true),
-                _ => {}
-            }
-        }
         match e.kind {
             EventKind::Enter => {
                 let mut user_at_enter = Vec::with_capacity(user_features().len());
-                let as_of = profile.state.newest_ms().unwrap_or(e.ts_ms).max(e.ts_ms);
-                profile.state.features(as_of, &mut user_at_enter)?;
-                profile.visits.insert(
+                let as_of = self.state.newest_ms().unwrap_or(e.ts_ms).max(e.ts_ms).max(self.state.horizon_ms());
+                self.state.features(as_of, &mut user_at_enter)?;
+                self.visits.insert(
                     room.clone(),
                     OpenVisit {
                         so_far: VisitSoFar::new(e.ts_ms, e.platform, fe.category),
@@ -58,15 +50,15 @@ impl OnlineProfiles {
                 );
             }
             EventKind::Leave => {
-                profile.visits.remove(room);
+                self.visits.remove(room);
             }
             EventKind::Order => {
-                if let Some(v) = profile.visits.get_mut(room) {
+                if let Some(v) = self.visits.get_mut(room) {
                     v.ordered = true;
                 }
             }
             _ => {
-                if let Some(v) = profile.visits.get_mut(room) {
+                if let Some(v) = self.visits.get_mut(room) {
                     v.so_far.observe(&fe);
                 }
             }
@@ -74,28 +66,110 @@ impl OnlineProfiles {
         Ok(())
     }
 
+    /// Whether an event at `ts_ms` would be taken in (see [`UserState::accepts`]).
+    pub fn accepts(&self, ts_ms: i64) -> bool {
+        self.state.accepts(ts_ms)
+    }
+
+    /// Newest event time taken in.
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.state.newest_ms()
+    }
+
+    /// Time the window sums are as of.
+    pub fn horizon_ms(&self) -> i64 {
+        self.state.horizon_ms()
+    }
+
+    /// The user's features as of `as_of_ms` (not before [`UserProfile::horizon_ms`]).
+    pub fn features(&mut self, as_of_ms: i64, out: &mut Vec<f32>) -> Result<(), OnlineError> {
+        self.state.features(as_of_ms, out)
+    }
+
+    /// Host of the user's open visit to `room_id`, if the visit is open and not converted.
+    /// `Some(None)` is an open visit to a room whose host is unknown.
+    pub fn open_visit_host(&self, room_id: &str) -> Option<Option<&str>> {
+        self.visits.get(room_id).filter(|v| !v.ordered).map(|v| v.host.as_deref())
+    }
+
+    /// Conversion features of the open, not yet converted visit to `room_id` at
+    /// `decision_ms`, given the host's record; `None` without such a visit.
+    pub fn conversion_features(&self, room_id: &str, decision_ms: i64, host: HostStats) -> Option<Vec<f32>> {
+        let visit = self.visits.get(room_id).filter(|v| !v.ordered)?;
+        let mut out = Vec::new();
+        derive_conversion_features(&visit.so_far, decision_ms, host, &visit.user_at_enter, &mut out);
+        Some(out)
+    }
+
+    /// Events held in the window state and open visits (for memory accounting).
+    pub fn held(&self) -> (usize, usize) {
+        (self.state.held_events(), self.visits.len())
+    }
+}
+
+/// Recent visits and orders of every host's rooms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostBook {
+    hosts: HashMap<String, HostWindow>,
+}
+
+impl HostBook {
+    /// Takes in an event that a [`UserProfile`] accepted.
+    pub fn observe(&mut self, e: &Event) {
+        let (Some(_), Some(host)) = (&e.room_id, &e.host_id) else { return };
+        match e.kind {
+            EventKind::Enter => self.hosts.entry(host.clone()).or_default().observe(e.ts_ms, false),
+            EventKind::Order => self.hosts.entry(host.clone()).or_default().observe(e.ts_ms, true),
+            _ => {}
+        }
+    }
+
+    /// A host's record as of `as_of_ms` (empty for a host never seen).
+    pub fn stats(&mut self, host: &str, as_of_ms: i64) -> HostStats {
+        self.hosts.get_mut(host).map(|w| w.stats(as_of_ms)).unwrap_or_default()
+    }
+
+    /// Hosts held.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether no host was seen.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+}
+
+/// Online profiles of every user seen, with the host book, for one thread.
+#[derive(Debug, Clone, Default)]
+pub struct OnlineProfiles {
+    users: HashMap<String, UserProfile>,
+    hosts: HostBook,
+}
+
+impl OnlineProfiles {
+    /// Takes in one event (arrival order).
+    pub fn observe(&mut self, e: &Event) -> Result<(), OnlineError> {
+        self.users.entry(e.user_id.clone()).or_default().observe(e)?;
+        self.hosts.observe(e);
+        Ok(())
+    }
+
     /// A user's features as of `as_of_ms`, or `None` for a user never seen.
     pub fn user_features(&mut self, user_id: &str, as_of_ms: i64) -> Result<Option<Vec<f32>>, OnlineError> {
         let Some(p) = self.users.get_mut(user_id) else { return Ok(None) };
         let mut out = Vec::with_capacity(user_features().len());
-        p.state.features(as_of_ms, &mut out)?;
+        p.features(as_of_ms, &mut out)?;
         Ok(Some(out))
     }
 
     /// Conversion features of the user's open, not yet converted visit to `room_id` at
     /// `decision_ms`, or `None` when there is no such visit.
     pub fn conversion_features(&mut self, user_id: &str, room_id: &str, decision_ms: i64) -> Option<Vec<f32>> {
-        let visit = self.users.get(user_id)?.visits.get(room_id)?;
-        if visit.ordered {
-            return None;
-        }
-        let stats = match &visit.host {
-            Some(h) => self.hosts.get_mut(h).map(|w| w.stats(decision_ms)).unwrap_or_default(),
-            None => Default::default(),
-        };
-        let mut out = Vec::new();
-        derive_conversion_features(&visit.so_far, decision_ms, stats, &visit.user_at_enter, &mut out);
-        Some(out)
+        let profile = self.users.get(user_id)?;
+        let host = profile.open_visit_host(room_id)?;
+        let stats = host.map(|h| self.hosts.stats(h, decision_ms)).unwrap_or_default();
+        profile.conversion_features(room_id, decision_ms, stats)
     }
 
     /// Users held.

@@ -1,0 +1,71 @@
+//! Errors of the profile store.
+
+use std::path::Path;
+use thiserror::Error;
+
+/// The store could not open, recover or persist.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A log segment or snapshot is damaged where damage cannot be a torn last write.
+    #[error("{path} is damaged: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An earlier write to the log failed, so the state in memory may be ahead of the log;
+    /// the store takes no more events until it is restarted (and recovers from the log).
+    #[error("the store stopped taking events after a failed log write: {0}")]
+    Failed(String),
+    /// The identity file could not be read.
+    #[error("identity file {path}, line {line}: {reason}")]
+    IdentityFile {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io { path: path.display().to_string(), source }
+    }
+}
+
+/// A profile could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LookupError {
+    /// No event of the user was ever taken in.
+    #[error("no profile for user {0:?}: none of its events has been ingested")]
+    UnknownUser(String),
+    /// Conversion features need an open, not yet converted visit.
+    #[error("user {user_id:?} has no open visit to room {room_id:?} (never entered, left, or already ordered)")]
+    NoOpenVisit {
+        /// The user.
+        user_id: String,
+        /// The room.
+        room_id: String,
+    },
+    /// Features were asked as of a time before the profile's state.
+    #[error("features of user {user_id:?} asked as of {as_of_ms}, before the profile's state at {horizon_ms}")]
+    InPast {
+        /// The user.
+        user_id: String,
+        /// Time asked for.
+        as_of_ms: i64,
+        /// The profile's time.
+        horizon_ms: i64,
+    },
+}

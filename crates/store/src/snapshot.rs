@@ -1,0 +1,160 @@
+//! Snapshots: the whole state at a log sequence number, in one file written to a
+//! temporary name, synced and renamed into place (`snapshot-<seq>.snap`).
+//!
+//! Layout: the magic `LPSNAP01`, then frames like the log's (length, crc32, payload):
+//! a header (sequence number, shard count), one frame per shard, the host book, the
+//! identity table, and a trailer repeating the sequence number. A file without its
+//! trailer is not a snapshot.
+
+use crate::error::StoreError;
+use crate::identity::IdentityTable;
+use crate::log::sync_dir;
+use crate::store::Shard;
+use liveprofile_features::profiles::HostBook;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"LPSNAP01";
+
+/// A loaded snapshot.
+pub(crate) struct SnapshotParts {
+    pub(crate) seq: u64,
+    pub(crate) shards: Vec<Shard>,
+    pub(crate) hosts: HostBook,
+    pub(crate) identities: IdentityTable,
+}
+
+fn path_of(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("snapshot-{seq:020}.snap"))
+}
+
+fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name.strip_prefix("snapshot-").and_then(|n| n.strip_suffix(".snap")) {
+            if let Ok(seq) = seq.parse::<u64>() {
+                out.push((seq, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Serializes the state into framed chunks (each shard is locked only while it is read).
+pub(crate) fn serialize<G: Deref<Target = Shard>>(
+    seq: u64,
+    shards: impl ExactSizeIterator<Item = G>,
+    hosts: &HostBook,
+    identities: &IdentityTable,
+) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::with_capacity(shards.len() + 4);
+    let mut header = Vec::new();
+    frame(&mut header, &postcard::to_stdvec(&(seq, shards.len() as u64)).expect("header serializes"));
+    chunks.push(header);
+    for shard in shards {
+        let payload = postcard::to_stdvec(&*shard).expect("profiles serialize");
+        drop(shard);
+        let mut chunk = Vec::with_capacity(payload.len() + 12);
+        frame(&mut chunk, &payload);
+        chunks.push(chunk);
+    }
+    let mut rest = Vec::new();
+    frame(&mut rest, &postcard::to_stdvec(hosts).expect("hosts serialize"));
+    frame(&mut rest, &postcard::to_stdvec(identities).expect("identities serialize"));
+    frame(&mut rest, &postcard::to_stdvec(&seq).expect("trailer serializes"));
+    chunks.push(rest);
+    chunks
+}
+
+/// Writes serialized chunks as the snapshot of `seq`; returns its size in bytes.
+pub(crate) fn write(dir: &Path, seq: u64, chunks: &[Vec<u8>]) -> Result<u64, StoreError> {
+    let path = path_of(dir, seq);
+    let tmp = dir.join(format!(".snapshot-{seq:020}.tmp"));
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        w.write_all(MAGIC)?;
+        for c in chunks {
+            w.write_all(c)?;
+        }
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::io(&path, e));
+    }
+    sync_dir(dir)?;
+    Ok(MAGIC.len() as u64 + chunks.iter().map(|c| c.len() as u64).sum::<u64>())
+}
+
+/// Deletes snapshots older than `seq` and leftover temporary files.
+pub(crate) fn remove_older(dir: &Path, seq: u64) -> Result<(), StoreError> {
+    for (s, path) in snapshots(dir)? {
+        if s < seq {
+            fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the newest snapshot, if there is one.
+pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreError> {
+    // A temporary file is a snapshot that was being written when the process stopped.
+    for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.flatten() {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(".snapshot-") && n.ends_with(".tmp")) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let Some((seq, path)) = snapshots(dir)?.pop() else { return Ok(None) };
+    let corrupt = |reason: String| StoreError::Corrupt { path: path.display().to_string(), reason };
+    let mut bytes = Vec::new();
+    File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| StoreError::io(&path, e))?;
+    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+        return Err(corrupt("does not start with the snapshot magic".to_owned()));
+    };
+    let mut next = |what: &str| -> Result<&[u8], StoreError> {
+        if rest.len() < 12 {
+            return Err(corrupt(format!("ends before the {what}")));
+        }
+        let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
+        let body = rest.get(12..12 + len).ok_or_else(|| corrupt(format!("the {what} is cut short")))?;
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt(format!("checksum mismatch in the {what}")));
+        }
+        rest = &rest[12 + len..];
+        Ok(body)
+    };
+    let decode = |what: &str, e: postcard::Error| corrupt(format!("the {what} does not decode: {e}"));
+    let (header_seq, shard_count): (u64, u64) =
+        postcard::from_bytes(next("header")?).map_err(|e| decode("header", e))?;
+    if header_seq != seq {
+        return Err(corrupt(format!("header says sequence {header_seq}, the name {seq}")));
+    }
+    let mut shards = Vec::with_capacity(shard_count as usize);
+    for _ in 0..shard_count {
+        shards.push(postcard::from_bytes(next("shard")?).map_err(|e| decode("shard", e))?);
+    }
+    let hosts = postcard::from_bytes(next("host book")?).map_err(|e| decode("host book", e))?;
+    let identities = postcard::from_bytes(next("identity table")?).map_err(|e| decode("identity table", e))?;
+    let trailer: u64 = postcard::from_bytes(next("trailer")?).map_err(|e| decode("trailer", e))?;
+    if trailer != seq {
+        return Err(corrupt(format!("trailer says sequence {trailer}, the name {seq}")));
+    }
+    Ok(Some(SnapshotParts { seq, shards, hosts, identities }))
+}

@@ -1,0 +1,504 @@
+//! [`ProfileStore`]: users sharded by a hash of their id, one host book, the identity
+//! table; every accepted event and identity change is logged before it is acknowledged.
+
+use crate::error::{LookupError, StoreError};
+use crate::identity::{IdentityLink, IdentityTable};
+use crate::incoming::{EventRejection, IncomingEvent, IngestReport, Outcome};
+use crate::log::{Durability, LogWriter, replay, segments, sync_dir};
+use crate::snapshot;
+use liveprofile_events::Event;
+use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, user_features};
+use liveprofile_features::profiles::{HostBook, UserProfile};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How the store keeps its data.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Data folder (log segments and snapshots); created if missing.
+    pub dir: PathBuf,
+    /// User shards (each behind its own lock).
+    pub shards: usize,
+    /// When an acknowledged event reaches the disk.
+    pub durability: Durability,
+    /// A snapshot is taken after this many log records ...
+    pub snapshot_every_records: u64,
+    /// ... or this long after the previous one, if anything was logged since.
+    pub snapshot_interval: Duration,
+}
+
+impl StoreOptions {
+    /// Defaults for a data folder: 64 shards, fsync, a snapshot every million records or
+    /// five minutes.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            dir: dir.into(),
+            shards: 64,
+            durability: Durability::Fsync,
+            snapshot_every_records: 1_000_000,
+            snapshot_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One log record.
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Event(Event),
+    Identities(Vec<IdentityLink>),
+}
+
+/// One user's profile and the ids of its events still inside the late window (for
+/// idempotency: an older duplicate is refused as late, so it is never applied twice).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct UserEntry {
+    pub(crate) profile: UserProfile,
+    recent_ids: VecDeque<(i64, String)>,
+}
+
+pub(crate) type Shard = HashMap<String, UserEntry>;
+
+struct LogState {
+    writer: LogWriter,
+    failed: Option<String>,
+    snapshot_seq: u64,
+    last_snapshot: Instant,
+    scratch: Vec<u8>,
+}
+
+/// Counts since the store opened.
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    late: AtomicU64,
+    rejected: AtomicU64,
+    snapshots: AtomicU64,
+}
+
+/// A moment's view of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Users held.
+    pub users: u64,
+    /// Hosts held.
+    pub hosts: u64,
+    /// Identity links held.
+    pub identities: u64,
+    /// Sequence number of the last log record.
+    pub last_seq: u64,
+    /// Sequence number the newest snapshot covers.
+    pub snapshot_seq: u64,
+    /// Bytes in the current log segment.
+    pub log_bytes: u64,
+    /// Events accepted since the store opened (not counting recovery).
+    pub accepted: u64,
+    /// Duplicates since the store opened.
+    pub duplicates: u64,
+    /// Late events refused since the store opened.
+    pub late: u64,
+    /// Invalid events refused since the store opened.
+    pub rejected: u64,
+    /// Snapshots taken since the store opened.
+    pub snapshots: u64,
+    /// Records replayed from the log when the store opened.
+    pub recovered_records: u64,
+}
+
+/// Features read from a profile, with the time they are as of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileFeatures {
+    /// Feature values in the schema's order.
+    pub values: Vec<f32>,
+    /// Time the features describe (UTC milliseconds).
+    pub as_of_ms: i64,
+    /// Newest event of the user taken in.
+    pub last_event_ms: Option<i64>,
+}
+
+/// The profile store. See the crate documentation.
+pub struct ProfileStore {
+    dir: PathBuf,
+    shards: Vec<Mutex<Shard>>,
+    hasher: std::collections::hash_map::RandomState,
+    hosts: Mutex<HostBook>,
+    identities: RwLock<IdentityTable>,
+    log: Mutex<LogState>,
+    options: StoreOptions,
+    counters: Counters,
+    recovered_records: u64,
+}
+
+impl std::fmt::Debug for ProfileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileStore").field("dir", &self.dir).field("shards", &self.shards.len()).finish()
+    }
+}
+
+/// Current UTC time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock cannot leave a half-applied event behind (events are
+    // applied by code that does not panic on input), so the data is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ProfileStore {
+    /// Opens (or creates) the store in `options.dir`: loads the newest snapshot, replays
+    /// the log after it, truncates a torn last record, and starts the snapshot thread.
+    pub fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreError> {
+        let dir = options.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let started = Instant::now();
+        let shard_count = options.shards.max(1);
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut shards: Vec<Shard> = (0..shard_count).map(|_| HashMap::new()).collect();
+        let mut hosts = HostBook::default();
+        let mut identities = IdentityTable::default();
+        let mut snapshot_seq = 0;
+        if let Some(parts) = snapshot::load_newest(&dir)? {
+            snapshot_seq = parts.seq;
+            hosts = parts.hosts;
+            identities = parts.identities;
+            for shard in parts.shards {
+                for (user, entry) in shard {
+                    let i = shard_of(&hasher, &user, shard_count);
+                    shards[i].insert(user, entry);
+                }
+            }
+        }
+        let mut recovered = 0u64;
+        let (last_seq, append_to) = replay(&dir, snapshot_seq, |seq, payload| {
+            let record: Record = postcard::from_bytes(payload).map_err(|e| StoreError::Corrupt {
+                path: dir.display().to_string(),
+                reason: format!("log record {seq} does not decode: {e}"),
+            })?;
+            match record {
+                Record::Event(e) => {
+                    let i = shard_of(&hasher, &e.user_id, shard_count);
+                    apply_event(&mut shards[i], e, |e| hosts.observe(e));
+                }
+                Record::Identities(links) => links.into_iter().for_each(|l| identities.upsert(l)),
+            }
+            recovered += 1;
+            Ok(())
+        })?;
+        let writer = LogWriter::open(&dir, append_to, last_seq + 1, options.durability)?;
+        let store = Arc::new(ProfileStore {
+            dir: dir.clone(),
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            hasher,
+            hosts: Mutex::new(hosts),
+            identities: RwLock::new(identities),
+            log: Mutex::new(LogState {
+                writer,
+                failed: None,
+                snapshot_seq,
+                last_snapshot: Instant::now(),
+                scratch: Vec::new(),
+            }),
+            options,
+            counters: Counters::default(),
+            recovered_records: recovered,
+        });
+        tracing::info!(
+            dir = %dir.display(),
+            snapshot_seq,
+            replayed = recovered,
+            users = store.user_count(),
+            seconds = started.elapsed().as_secs_f64(),
+            "profile store recovered"
+        );
+        spawn_snapshotter(Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    /// Seeds the identity table from a file: links for accounts not yet mapped are added
+    /// (links set by admin calls win). Returns how many were added.
+    pub fn seed_identities(&self, links: Vec<IdentityLink>) -> usize {
+        let mut table = self.identities.write().unwrap_or_else(|p| p.into_inner());
+        links.into_iter().filter(|l| table.insert_if_absent(l.clone())).count()
+    }
+
+    /// Adds or replaces identity links, durably (logged before it returns).
+    pub fn upsert_identities(&self, links: Vec<IdentityLink>) -> Result<u64, StoreError> {
+        let mut log = lock(&self.log);
+        if let Some(why) = &log.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        let record = Record::Identities(links.clone());
+        let bytes = postcard::to_stdvec(&record).expect("identity links serialize");
+        log.writer.stage(&bytes);
+        self.commit(&mut log)?;
+        let mut table = self.identities.write().unwrap_or_else(|p| p.into_inner());
+        let n = links.len() as u64;
+        links.into_iter().for_each(|l| table.upsert(l));
+        Ok(n)
+    }
+
+    /// Takes in a batch of events. Returns once every accepted event is in the log (as
+    /// durable as the options say); the report counts every event exactly once.
+    pub fn ingest(&self, batch: &[IncomingEvent]) -> Result<IngestReport, StoreError> {
+        let mut report = IngestReport { received: batch.len() as u64, ..Default::default() };
+        let mut log = lock(&self.log);
+        if let Some(why) = &log.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        let identities = self.identities.read().unwrap_or_else(|p| p.into_inner());
+        let log = &mut *log;
+        for (index, incoming) in batch.iter().enumerate() {
+            let outcome = match incoming.to_event(&identities) {
+                Err(reason) => Outcome::Rejected(reason),
+                Ok(event) => {
+                    let i = shard_of(&self.hasher, &event.user_id, self.shards.len());
+                    let mut shard = lock(&self.shards[i]);
+                    log.scratch.clear();
+                    // Serialize before applying: apply takes the event by value.
+                    let record = Record::Event(event);
+                    log.scratch =
+                        postcard::to_extend(&record, std::mem::take(&mut log.scratch)).expect("events serialize");
+                    let Record::Event(event) = record else { unreachable!() };
+                    // Lock order everywhere: log, then a shard, then the host book.
+                    let outcome = apply_event(&mut shard, event, |e| lock(&self.hosts).observe(e));
+                    if outcome == Outcome::Accepted {
+                        report.last_seq = log.writer.stage(&log.scratch);
+                    }
+                    outcome
+                }
+            };
+            match outcome {
+                Outcome::Accepted => report.accepted += 1,
+                Outcome::Duplicate => report.duplicates += 1,
+                Outcome::Late(reason) => {
+                    report.late += 1;
+                    report.errors.push(EventRejection {
+                        index,
+                        event_id: incoming.event_id.clone(),
+                        late: true,
+                        reason,
+                    });
+                }
+                Outcome::Rejected(reason) => {
+                    report.rejected += 1;
+                    report.errors.push(EventRejection {
+                        index,
+                        event_id: incoming.event_id.clone(),
+                        late: false,
+                        reason,
+                    });
+                }
+            }
+        }
+        drop(identities);
+        self.commit(log)?;
+        self.counters.accepted.fetch_add(report.accepted, Ordering::Relaxed);
+        self.counters.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
+        self.counters.late.fetch_add(report.late, Ordering::Relaxed);
+        self.counters.rejected.fetch_add(report.rejected, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    fn commit(&self, log: &mut LogState) -> Result<(), StoreError> {
+        if let Err(e) = log.writer.commit() {
+            let why = e.to_string();
+            tracing::error!(error = %why, "log write failed; the store takes no more events until restarted");
+            log.failed = Some(why);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A user's features (the user-feature schema) as of `as_of_ms`, by default now (or
+    /// the user's newest event when that is later).
+    pub fn user_features(&self, user_id: &str, as_of_ms: Option<i64>) -> Result<ProfileFeatures, LookupError> {
+        let i = shard_of(&self.hasher, user_id, self.shards.len());
+        let mut shard = lock(&self.shards[i]);
+        let entry = shard.get_mut(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
+        let p = &mut entry.profile;
+        let horizon = p.horizon_ms();
+        let as_of_ms = match as_of_ms {
+            Some(t) if t < horizon => {
+                return Err(LookupError::InPast { user_id: user_id.to_owned(), as_of_ms: t, horizon_ms: horizon });
+            }
+            Some(t) => t,
+            None => now_ms().max(horizon),
+        };
+        let mut values = Vec::with_capacity(user_features().len());
+        p.features(as_of_ms, &mut values).expect("as_of is not before the horizon");
+        Ok(ProfileFeatures { values, as_of_ms, last_event_ms: p.newest_ms() })
+    }
+
+    /// Conversion features (the conversion schema) of the user's open visit to `room_id`,
+    /// decided now (or at the user's newest event when that is later).
+    pub fn conversion_features(&self, user_id: &str, room_id: &str) -> Result<ProfileFeatures, LookupError> {
+        let i = shard_of(&self.hasher, user_id, self.shards.len());
+        let shard = lock(&self.shards[i]);
+        let entry = shard.get(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
+        let p = &entry.profile;
+        let no_visit = || LookupError::NoOpenVisit { user_id: user_id.to_owned(), room_id: room_id.to_owned() };
+        let host = p.open_visit_host(room_id).ok_or_else(no_visit)?;
+        let decision_ms = now_ms().max(p.newest_ms().unwrap_or(i64::MIN)).max(p.horizon_ms());
+        let stats = match host {
+            Some(h) => lock(&self.hosts).stats(h, decision_ms),
+            None => Default::default(),
+        };
+        let values = p.conversion_features(room_id, decision_ms, stats).ok_or_else(no_visit)?;
+        Ok(ProfileFeatures { values, as_of_ms: decision_ms, last_event_ms: p.newest_ms() })
+    }
+
+    /// Writes a snapshot of the whole state now and deletes the log segments and the
+    /// snapshots it makes redundant. Ingest waits while the state is serialized (not while
+    /// it is written).
+    pub fn snapshot(&self) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        let (seq, parts) = {
+            let mut log = lock(&self.log);
+            if let Some(why) = &log.failed {
+                return Err(StoreError::Failed(why.clone()));
+            }
+            let seq = log.writer.last_seq();
+            if seq == log.snapshot_seq {
+                log.last_snapshot = Instant::now();
+                return Ok(seq);
+            }
+            log.writer.rotate()?;
+            let parts = snapshot::serialize(
+                seq,
+                self.shards.iter().map(|s| lock(s)),
+                &lock(&self.hosts),
+                &self.identities.read().unwrap_or_else(|p| p.into_inner()),
+            );
+            (seq, parts)
+        };
+        let paused = started.elapsed();
+        let bytes = snapshot::write(&self.dir, seq, &parts)?;
+        drop(parts);
+        // Everything up to `seq` is in the snapshot: older segments and snapshots go.
+        for (first, path) in segments(&self.dir)? {
+            if first <= seq {
+                std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            }
+        }
+        snapshot::remove_older(&self.dir, seq)?;
+        sync_dir(&self.dir)?;
+        {
+            let mut log = lock(&self.log);
+            log.snapshot_seq = seq;
+            log.last_snapshot = Instant::now();
+        }
+        self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            seq,
+            bytes,
+            ingest_paused_ms = paused.as_secs_f64() * 1e3,
+            seconds = started.elapsed().as_secs_f64(),
+            "snapshot written"
+        );
+        Ok(seq)
+    }
+
+    fn snapshot_due(&self) -> bool {
+        let log = lock(&self.log);
+        let pending = log.writer.last_seq() - log.snapshot_seq;
+        log.failed.is_none()
+            && pending > 0
+            && (pending >= self.options.snapshot_every_records
+                || log.last_snapshot.elapsed() >= self.options.snapshot_interval)
+    }
+
+    /// Users held.
+    pub fn user_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Counts and positions.
+    pub fn stats(&self) -> StoreStats {
+        let (last_seq, snapshot_seq, log_bytes) = {
+            let log = lock(&self.log);
+            (log.writer.last_seq(), log.snapshot_seq, log.writer.bytes())
+        };
+        StoreStats {
+            users: self.user_count() as u64,
+            hosts: lock(&self.hosts).len() as u64,
+            identities: self.identities.read().unwrap_or_else(|p| p.into_inner()).len() as u64,
+            last_seq,
+            snapshot_seq,
+            log_bytes,
+            accepted: self.counters.accepted.load(Ordering::Relaxed),
+            duplicates: self.counters.duplicates.load(Ordering::Relaxed),
+            late: self.counters.late.load(Ordering::Relaxed),
+            rejected: self.counters.rejected.load(Ordering::Relaxed),
+            snapshots: self.counters.snapshots.load(Ordering::Relaxed),
+            recovered_records: self.recovered_records,
+        }
+    }
+
+    /// The data folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The late window: an event older than its user's newest event by more than this is
+    /// refused.
+    pub const LATE_WINDOW_MS: i64 = OUT_OF_ORDER_TOLERANCE_MS;
+}
+
+/// Applies one contract-valid event to its shard and the host book.
+fn apply_event(shard: &mut Shard, event: Event, observe_host: impl FnOnce(&Event)) -> Outcome {
+    let entry = match shard.get_mut(&event.user_id) {
+        Some(e) => e,
+        None => shard.entry(event.user_id.clone()).or_default(),
+    };
+    if entry.recent_ids.iter().any(|(_, id)| *id == event.event_id) {
+        return Outcome::Duplicate;
+    }
+    if !entry.profile.accepts(event.ts_ms) {
+        let newest = entry.profile.newest_ms().unwrap_or_default();
+        return Outcome::Late(format!(
+            "event at {} is {} ms older than user {:?}'s newest event at {newest}; the late window is {} ms",
+            event.ts_ms,
+            newest - event.ts_ms,
+            event.user_id,
+            OUT_OF_ORDER_TOLERANCE_MS
+        ));
+    }
+    if let Err(e) = entry.profile.observe(&event) {
+        return Outcome::Rejected(e.to_string());
+    }
+    observe_host(&event);
+    let newest = entry.profile.newest_ms().unwrap_or(event.ts_ms);
+    entry.recent_ids.push_back((event.ts_ms, event.event_id));
+    entry.recent_ids.retain(|(ts, _)| *ts >= newest - OUT_OF_ORDER_TOLERANCE_MS);
+    Outcome::Accepted
+}
+
+fn shard_of(hasher: &impl BuildHasher, user_id: &str, shards: usize) -> usize {
+    let mut h = hasher.build_hasher();
+    user_id.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+fn spawn_snapshotter(store: Weak<ProfileStore>) {
+    let spawned = std::thread::Builder::new().name("profile-snapshots".to_owned()).spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let Some(store) = store.upgrade() else { return };
+            if store.snapshot_due() {
+                if let Err(e) = store.snapshot() {
+                    tracing::error!(error = %e, "snapshot failed; the log keeps every event");
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the snapshot thread; snapshots only on request");
+    }
+}

@@ -1,0 +1,323 @@
+//! Profile store: features equal to the online driver's, recovery from the log and from
+//! snapshots, torn and damaged files, idempotency, late and invalid events, identity.
+
+use liveprofile_events::{Event, EventReader, Platform};
+use liveprofile_features::OnlineProfiles;
+use liveprofile_simulator::{DEFAULT_START_MS, SimConfig, Simulator};
+use liveprofile_store::{Durability, IdentityLink, IncomingEvent, LookupError, ProfileStore, StoreError, StoreOptions};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+/// Simulated events of a few hundred users over a week, in file order.
+fn events() -> &'static [Event] {
+    static EVENTS: OnceLock<Vec<Event>> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.parquet");
+        let sim = Simulator::new(SimConfig { users: 300, days: 7, seed: 11, start_ms: DEFAULT_START_MS }).unwrap();
+        sim.write(&path, &|_| {}).unwrap();
+        let mut reader = EventReader::open(&path).unwrap();
+        let mut out = Vec::new();
+        while let Some(batch) = reader.next_batch().unwrap() {
+            assert!(batch.rejected.is_empty());
+            out.extend(batch.events);
+        }
+        assert!(out.len() > 10_000, "{} events", out.len());
+        out
+    })
+}
+
+fn options(dir: &Path) -> StoreOptions {
+    let mut o = StoreOptions::new(dir);
+    o.shards = 8;
+    o.durability = Durability::Write;
+    // Snapshots only when a test asks.
+    o.snapshot_every_records = u64::MAX;
+    o.snapshot_interval = std::time::Duration::from_secs(3600);
+    o
+}
+
+fn ingest_all(store: &ProfileStore, events: &[Event]) -> u64 {
+    let mut accepted = 0;
+    for chunk in events.chunks(512) {
+        let batch: Vec<IncomingEvent> = chunk.iter().map(IncomingEvent::from_event).collect();
+        let report = store.ingest(&batch).unwrap();
+        assert_eq!(report.received, chunk.len() as u64);
+        accepted += report.accepted;
+    }
+    accepted
+}
+
+fn users(events: &[Event]) -> Vec<String> {
+    let mut u: Vec<String> = events.iter().map(|e| e.user_id.clone()).collect();
+    u.sort();
+    u.dedup();
+    u
+}
+
+/// Every user's features from the store, bit for bit equal to the online driver's after
+/// the same events, as of one common time.
+fn assert_same_features(store: &ProfileStore, reference: &mut OnlineProfiles, users: &[String], as_of_ms: i64) {
+    for user in users {
+        let want = reference.user_features(user, as_of_ms).unwrap().expect("reference knows the user");
+        let got = store.user_features(user, Some(as_of_ms)).unwrap();
+        assert_eq!(got.as_of_ms, as_of_ms);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.values), bits(&want), "user {user}");
+    }
+}
+
+fn reference_of(events: &[Event]) -> OnlineProfiles {
+    let mut r = OnlineProfiles::default();
+    for e in events {
+        r.observe(e).unwrap();
+    }
+    r
+}
+
+#[test]
+fn features_equal_the_online_driver_and_survive_restart_from_log_and_snapshot() {
+    let events = events();
+    let users = users(events);
+    let half = events.len() / 2;
+    let end_ms = events.iter().map(|e| e.ts_ms).max().unwrap() + 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    assert_eq!(ingest_all(&store, &events[..half]), half as u64);
+    let first_half_users = users_in(&events[..half]);
+    let mut reference = reference_of(&events[..half]);
+    let half_ms = events[..half].iter().map(|e| e.ts_ms).max().unwrap() + 1;
+    assert_same_features(&store, &mut reference, &first_half_users, half_ms);
+    drop(store);
+
+    // Restart: everything comes back from the log alone.
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    assert_eq!(store.stats().recovered_records, half as u64);
+    assert_same_features(&store, &mut reference_of(&events[..half]), &first_half_users, half_ms);
+    let seq = store.snapshot().unwrap();
+    assert_eq!(seq, half as u64);
+    assert_eq!(ingest_all(&store, &events[half..]), (events.len() - half) as u64);
+    drop(store);
+    let files = file_names(dir.path());
+    assert_eq!(files.iter().filter(|f| f.starts_with("snapshot-")).count(), 1, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.starts_with("log-")).count(), 1, "older segments deleted: {files:?}");
+
+    // Restart: the snapshot plus the log after it.
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.snapshot_seq, half as u64);
+    assert_eq!(stats.recovered_records, (events.len() - half) as u64);
+    assert_eq!(stats.users, users.len() as u64);
+    let mut reference = reference_of(events);
+    assert_same_features(&store, &mut reference, &users, end_ms);
+}
+
+#[test]
+fn conversion_features_of_open_visits_equal_the_online_driver() {
+    // Each user's events up to the middle of one of its visits, so that the visit is open.
+    let events = events();
+    let mut partial: Vec<Event> = Vec::new();
+    for user in users(events).iter().take(40) {
+        let mine: Vec<&Event> = events.iter().filter(|e| &e.user_id == user).collect();
+        let enters: Vec<usize> =
+            (0..mine.len()).filter(|&i| mine[i].kind == liveprofile_events::EventKind::Enter).collect();
+        let Some(&cut) = enters.get(enters.len() / 2) else { continue };
+        partial.extend(mine[..=cut + 1.min(mine.len() - cut - 1)].iter().map(|e| (*e).clone()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    ingest_all(&store, &partial);
+    let mut reference = reference_of(&partial);
+    let mut checked = 0;
+    for e in partial.iter().filter(|e| e.kind == liveprofile_events::EventKind::Enter) {
+        let room = e.room_id.as_deref().unwrap();
+        match store.conversion_features(&e.user_id, room) {
+            Ok(got) => {
+                let want = reference.conversion_features(&e.user_id, room, got.as_of_ms).unwrap();
+                assert_eq!(got.values, want);
+                checked += 1;
+            }
+            Err(LookupError::NoOpenVisit { .. }) => {
+                assert!(reference.conversion_features(&e.user_id, room, liveprofile_store::now_ms()).is_none());
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(checked >= 30, "{checked} open visits checked");
+}
+
+fn users_in(events: &[Event]) -> Vec<String> {
+    users(events)
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let segs: Vec<_> = file_names(dir).into_iter().filter(|f| f.starts_with("log-")).collect();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    dir.join(&segs[0])
+}
+
+#[test]
+fn a_torn_last_record_is_cut_and_every_acknowledged_event_is_kept() {
+    let events = &events()[..3000];
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let acked = ingest_all(&store, events);
+    drop(store);
+    // A write cut short: a header announcing 200 bytes and 50 of them.
+    let seg = only_segment(dir.path());
+    let before = std::fs::metadata(&seg).unwrap().len();
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&200u32.to_le_bytes()).unwrap();
+    f.write_all(&0u32.to_le_bytes()).unwrap();
+    f.write_all(&[7u8; 50]).unwrap();
+    drop(f);
+
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), before, "torn record cut off");
+    assert_eq!(store.stats().last_seq, acked);
+    // Sending everything again: every acknowledged event is known (none lost, none twice).
+    let batch: Vec<IncomingEvent> = events.iter().map(IncomingEvent::from_event).collect();
+    let again = store.ingest(&batch).unwrap();
+    assert_eq!(again.accepted, 0);
+    assert_eq!(again.duplicates + again.late, acked);
+    assert_eq!(store.stats().last_seq, acked, "nothing logged twice");
+}
+
+#[test]
+fn damage_inside_the_log_or_a_snapshot_is_refused_with_the_file_named() {
+    let events = &events()[..2000];
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    ingest_all(&store, events);
+    drop(store);
+    // Flip a byte in the middle of the segment: not a torn end, so recovery must stop.
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = ProfileStore::open(options(dir.path())).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&seg.display().to_string()), "{err}");
+    bytes[mid] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    store.snapshot().unwrap();
+    drop(store);
+    let snap = dir.path().join(file_names(dir.path()).into_iter().find(|f| f.starts_with("snapshot-")).unwrap());
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&snap, &bytes).unwrap();
+    let err = ProfileStore::open(options(dir.path())).unwrap_err();
+    assert!(err.to_string().contains("snapshot-"), "{err}");
+}
+
+fn incoming(id: &str, user: &str, ts_ms: i64, kind: &str) -> IncomingEvent {
+    IncomingEvent {
+        event_id: id.to_owned(),
+        ts_ms,
+        platform: "douyin".to_owned(),
+        user_id: user.to_owned(),
+        room_id: "r1".to_owned(),
+        host_id: "h1".to_owned(),
+        category: "beauty".to_owned(),
+        kind: kind.to_owned(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn duplicates_late_and_invalid_events_are_counted_once_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let t = DEFAULT_START_MS;
+    let late_ms = ProfileStore::LATE_WINDOW_MS;
+    let mut bad_platform = incoming("e5", "u1", t, "like");
+    bad_platform.platform = "myspace".to_owned();
+    let mut bad_value = incoming("e6", "u1", t, "order");
+    bad_value.value = f64::NAN;
+    let mut no_user = incoming("e7", "", t, "like");
+    no_user.platform_user_id = "dy-42".to_owned();
+    let batch = vec![
+        incoming("e1", "u1", t, "enter"),
+        incoming("e2", "u1", t + 2 * 60_000, "like"),
+        incoming("e1", "u1", t, "enter"),                           // duplicate
+        incoming("e3", "u1", t + 2 * 60_000 - late_ms - 1, "like"), // late
+        incoming("e4", "u1", t + 2 * 60_000 - late_ms, "like"),     // exactly at the window: taken
+        bad_platform,
+        bad_value,
+        no_user,
+        incoming("", "u1", t, "like"),
+        incoming("e8", "u1", t, "dance"),
+    ];
+    let report = store.ingest(&batch).unwrap();
+    assert_eq!((report.received, report.accepted, report.duplicates, report.late, report.rejected), (10, 3, 1, 1, 5));
+    let reasons: Vec<(usize, bool, &str)> =
+        report.errors.iter().map(|e| (e.index, e.late, e.reason.as_str())).collect();
+    assert_eq!(reasons[0].0, 3);
+    assert!(reasons[0].1);
+    assert!(reasons[0].2.contains("300000 ms"), "{}", reasons[0].2);
+    assert_eq!(reasons[1], (5, false, "unknown platform \"myspace\""));
+    assert_eq!(reasons[2], (6, false, "bad value NaN: not finite"));
+    assert_eq!(reasons[3], (7, false, "user_id is empty and douyin account \"dy-42\" is not in the identity table"));
+    assert_eq!(reasons[4], (8, false, "event_id is empty"));
+    assert_eq!(reasons[5], (9, false, "unknown event kind \"dance\""));
+    assert_eq!(report.last_seq, 3);
+
+    // The same batch again: nothing new is applied or logged.
+    let again = store.ingest(&batch).unwrap();
+    assert_eq!((again.accepted, again.duplicates, again.late, again.last_seq), (0, 4, 1, 0));
+    assert_eq!(store.stats().last_seq, 3);
+    let f = store.user_features("u1", None).unwrap();
+    assert_eq!(f.last_event_ms, Some(t + 2 * 60_000));
+    assert!(matches!(store.user_features("nobody", None), Err(LookupError::UnknownUser(_))));
+    let err = store.user_features("u1", Some(t)).unwrap_err();
+    assert!(matches!(err, LookupError::InPast { .. }), "{err}");
+}
+
+#[test]
+fn identity_links_attribute_platform_accounts_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<ProfileStore> = ProfileStore::open(options(dir.path())).unwrap();
+    let t = DEFAULT_START_MS;
+    let file = dir.path().join("identities.csv");
+    std::fs::write(&file, "platform,platform_user_id,user_id\ndouyin,dy-1,u-seed\nkuaishou,ks-9,u9\n").unwrap();
+    let seeded = liveprofile_store::read_identity_file(&file).unwrap();
+    assert_eq!(store.seed_identities(seeded), 2);
+    store
+        .upsert_identities(vec![IdentityLink {
+            platform: Platform::Douyin,
+            platform_user_id: "dy-1".to_owned(),
+            user_id: "u1".to_owned(),
+        }])
+        .unwrap();
+    let mut e = incoming("e1", "", t, "enter");
+    e.platform_user_id = "dy-1".to_owned();
+    let report = store.ingest(&[e]).unwrap();
+    assert_eq!(report.accepted, 1, "{:?}", report.errors);
+    assert!(store.user_features("u1", None).is_ok(), "the admin link wins over the file's");
+    drop(store);
+
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let mut e = incoming("e2", "", t + 1000, "like");
+    e.platform_user_id = "dy-1".to_owned();
+    assert_eq!(store.ingest(&[e]).unwrap().accepted, 1);
+    assert_eq!(store.user_features("u1", None).unwrap().last_event_ms, Some(t + 1000));
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "platform,platform_user_id,user_id\nmyspace,a,b\n").unwrap();
+    let err = liveprofile_store::read_identity_file(&bad).unwrap_err();
+    assert_eq!(err.to_string(), format!("identity file {}, line 2: unknown platform \"myspace\"", bad.display()));
+}
