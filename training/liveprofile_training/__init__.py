@@ -11,6 +11,7 @@ Modules:
 * :mod:`.export` - tf2onnx conversion, parity check, atomic publication;
 * :mod:`.package` - manifest, publication and verification of model packages;
 * :mod:`.data` - repository paths and seeded stratified splits.
+* :mod:`.segments` - the cross-tag analysis' k-means segments as a distance graph.
 """
 
 __version__ = "0.1.0"

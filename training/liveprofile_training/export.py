@@ -225,6 +225,7 @@ def export_package(
     output_name: str | None = None,
     fuse_gemm: bool = False,
     schema_file: str | Path | None = None,
+    extra_manifest: Mapping[str, Any] | None = None,
 ) -> Path:
     """Convert, check and publish ``model`` as ``<models_dir>/<name>/<version>/``.
 
@@ -232,7 +233,8 @@ def export_package(
     Nothing is written unless ONNX matches Keras on the golden inputs.
     ``schema_file``: the schema file the data came with (e.g. the Rust pipeline's
     ``users.schema.json``), copied byte for byte once it is checked to hold ``schema``;
-    without it the schema is written from ``schema``.
+    without it the schema is written from ``schema``. ``extra_manifest``: more top-level
+    manifest entries (see :func:`~liveprofile_training.package.build_manifest`).
     """
     schema_bytes = schema.dumps().encode("utf-8")
     if schema_file is not None:
@@ -289,6 +291,7 @@ def export_package(
         onnx_sha256=sha256_bytes(model_bytes),
         golden_count=len(golden),
         tolerance=tolerance,
+        extra=extra_manifest,
     )
     files = {
         MODEL_FILE: model_bytes,

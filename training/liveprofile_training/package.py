@@ -35,7 +35,9 @@ MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "feature_schema.json"
 GOLDEN_FILE = "golden.json"
 PACKAGE_FILES = (MODEL_FILE, MANIFEST_FILE, SCHEMA_FILE, GOLDEN_FILE)
-TASKS = ("binary_classification", "multi_label")
+# Probability tasks (outputs in [0, 1]) and "segmentation" (squared distances to segment
+# centroids, one column per segment; the segment is the nearest one).
+TASKS = ("binary_classification", "multi_label", "segmentation")
 DEFAULT_TOLERANCE = 1e-5
 MANIFEST_KEYS = (
     "name",
@@ -128,7 +130,10 @@ def build_manifest(
     tolerance: float = DEFAULT_TOLERANCE,
     input_name: str = "features",
     created_at: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The manifest; ``extra`` adds top-level entries (e.g. ``segmentation``) after the
+    standard ones, which it may not replace."""
     if task not in TASKS:
         raise PackageError(f"task {task!r} is not one of {TASKS}")
     if task == "binary_classification" and len(output_names) != 1:
@@ -139,6 +144,9 @@ def build_manifest(
     for key in ("test", "baselines"):
         if key not in metrics:
             raise PackageError(f"metrics lacks {key!r}")
+    clashes = sorted(set(extra or {}) & set(MANIFEST_KEYS))
+    if clashes:
+        raise PackageError(f"extra manifest entries {clashes} would replace standard ones")
     return json_safe(
         {
             "name": name,
@@ -167,6 +175,7 @@ def build_manifest(
             "framework": dict(framework),
             "onnx_sha256": onnx_sha256,
             "golden": {"file": GOLDEN_FILE, "count": int(golden_count), "tolerance": tolerance},
+            **dict(extra or {}),
         }
     )
 
