@@ -14,11 +14,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import NOTEBOOKS, run_notebook
+from conftest import NOTEBOOKS, TRAINING_DIR, run_notebook
 from liveprofile_training.package import PackageExistsError, publish_files
 from liveprofile_training.schema import FeatureSchema, hash_lines
 
 pytestmark = pytest.mark.notebook
+REPO_ROOT = TRAINING_DIR.parent
 
 MANIFEST_KEYS = {
     "name", "version", "task", "created_at", "inputs", "outputs", "feature_schema",
@@ -86,7 +87,7 @@ def test_manifest_is_complete_and_consistent(smoke_run):
         assert MANIFEST_KEYS <= set(m), MANIFEST_KEYS - set(m)
         assert m["name"] == pkg.parent.name and str(m["version"]) == pkg.name
         assert isinstance(m["version"], int)
-        assert m["task"] in ("binary_classification", "multi_label")
+        assert m["task"] in ("binary_classification", "multi_label", "segmentation")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", m["created_at"])
         datetime.fromisoformat(m["created_at"].replace("Z", "+00:00"))
 
@@ -115,6 +116,8 @@ def test_manifest_is_complete_and_consistent(smoke_run):
         test = m["metrics"]["test"]
         if m["task"] == "binary_classification":
             assert 0.0 <= test["roc_auc"] <= 1.0
+        elif m["task"] == "segmentation":
+            _check_segmentation_manifest(m, test)
         else:
             assert 0.0 <= test["roc_auc_macro"] <= 1.0
             for name in out["names"]:
@@ -124,6 +127,31 @@ def test_manifest_is_complete_and_consistent(smoke_run):
         assert len(set(out["names"])) == len(out["names"])
         assert FRAMEWORK_KEYS <= set(m["framework"])
         assert m["golden"]["file"] == "golden.json" and m["golden"]["tolerance"] <= 1e-5
+
+
+def _check_segmentation_manifest(m, test):
+    """A segment package: one distance column per segment, the tags model's tag order."""
+    (inp,), (out,) = m["inputs"], m["outputs"]
+    seg = m["segmentation"]
+    assert out["name"] == "distances"
+    assert out["names"] == [f"segment_{i}" for i in range(seg["k"])]
+    assert seg["tag_order"] == inp["features"]
+    assert [s["id"] for s in seg["segments"]] == list(range(seg["k"]))
+    for s in seg["segments"]:
+        assert s["name"] == out["names"][s["id"]] and len(s["centroid"]) == len(inp["features"])
+        assert s["top_tags"] and {t["tag"] for t in s["top_tags"]} <= set(inp["features"])
+    assert sum(s["size"] for s in seg["segments"]) == m["training_data"]["rows"]["train"]
+    assert seg["scaling"] == "none" and seg["criterion"] and seg["source"]["sha256"]
+    assert seg["k"] in {s["k"] for s in seg["k_scores"]}
+    tags_model = m["training_data"]["tags_model"]
+    tags_manifest = json.loads(
+        (REPO_ROOT / "models" / tags_model["name"] / str(tags_model["version"]) / "manifest.json").read_text()
+    )
+    assert tags_manifest["outputs"][0]["names"] == inp["features"]
+    assert tags_manifest["onnx_sha256"] == tags_model["onnx_sha256"]
+    # every user checked, none disagreeing beyond a float32 tie
+    assert test["onnx_rows"] == m["training_data"]["rows"]["test"] > 0
+    assert test["onnx_margin_of_disagreements"] <= 1e-5
 
 
 def test_onnx_graph_is_lean_with_symbolic_batch(smoke_run):
@@ -192,4 +220,39 @@ def test_schema_is_the_pipelines_file(smoke_run):
     sources = {p.read_bytes() for p in smoke_run.data_dir.glob("*/*.schema.json")}
     assert sources
     for pkg in smoke_run.packages:
+        if _load(pkg, "manifest.json")["task"] == "segmentation":
+            continue  # its input is the tags model's output, see test_segments_agree_with_the_analysis
         assert (pkg / "feature_schema.json").read_bytes() in sources
+
+
+def test_segments_agree_with_the_analysis(smoke_run):
+    """A segment package's argmin is the Rust analysis' segment of each user."""
+    import pyarrow.parquet as pq
+
+    checked = 0
+    for pkg in smoke_run.packages:
+        m = _load(pkg, "manifest.json")
+        if m["task"] != "segmentation":
+            continue
+        source = m["segmentation"]["source"]
+        path = lambda p: REPO_ROOT / p  # repository-relative, or absolute outside it
+        tags = m["inputs"][0]["features"]
+        scores = pq.read_table(path(source["tag_scores_file"]), columns=["user_id", *tags]).to_pandas()
+        assigned = pq.read_table(path(source["segments_file"])).to_pandas().set_index("user_id")["segment"]
+        assert len(assigned) == len(scores) == m["training_data"]["rows"]["train"]
+        sample = scores.sample(n=min(500, len(scores)), random_state=0)
+        sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+        d = sess.run(["distances"], {"features": sample[tags].to_numpy(np.float32)})[0]
+        assert d.shape == (len(sample), m["segmentation"]["k"]) and (d >= 0).all()
+        np.testing.assert_array_equal(np.argmin(d, axis=1), assigned.loc[sample["user_id"]].to_numpy())
+        # the golden data rows name their segment; each centroid is nearest to itself
+        g = _load(pkg, "golden.json")
+        out = np.array(g["outputs"]["distances"])
+        for note, row in zip(g["notes"], out):
+            found = re.search(r"segment (\d+)\)", note) or re.fullmatch(r"centroid of segment (\d+)", note)
+            if found:
+                assert int(np.argmin(row)) == int(found.group(1)), note
+                checked += 1
+        assert any(n == "all ones" for n in g["notes"]) and out.max() > 1.0  # distances, not clamped
+    if not checked:
+        pytest.skip("notebook publishes no segmentation package")
