@@ -3,3 +3,4 @@
 mod fixtures;
 mod packages;
 mod repository;
+mod segments;
