@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["liveprofile/v1/scoring.proto", "liveprofile/v1/admin.proto", "inference/grpc_service.proto"];
+    let files = [
+        "liveprofile/v1/scoring.proto",
+        "liveprofile/v1/admin.proto",
+        "liveprofile/v1/profiles.proto",
+        "inference/grpc_service.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

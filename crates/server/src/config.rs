@@ -1,6 +1,7 @@
 //! Server configuration: command-line flags, each with an environment variable, over an
 //! optional TOML file, over the defaults. `liveprofile serve --help` lists every knob.
 
+use liveprofile_store::Durability;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,33 @@ pub struct ServeArgs {
     /// Time to finish running requests after SIGTERM, in seconds [default: 10].
     #[arg(long, env = "LIVEPROFILE_DRAIN_SECONDS")]
     pub drain_seconds: Option<u64>,
+    /// Profile store folder: append-only log and snapshots [default: data/profiles].
+    #[arg(long, env = "LIVEPROFILE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When an acknowledged event reaches the disk: `fsync` (survives power loss) or
+    /// `write` (survives the process being killed) [default: fsync].
+    #[arg(long, env = "LIVEPROFILE_DURABILITY")]
+    pub durability: Option<String>,
+    /// Log records between two snapshots of the profile store [default: 1000000].
+    #[arg(long, env = "LIVEPROFILE_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Longest time between two snapshots when events arrived, in seconds [default: 300].
+    #[arg(long, env = "LIVEPROFILE_SNAPSHOT_SECONDS")]
+    pub snapshot_seconds: Option<u64>,
+    /// CSV of identity links `platform,platform_user_id,user_id` loaded at start (links
+    /// set through ProfileAdmin win) [default: none].
+    #[arg(long, env = "LIVEPROFILE_IDENTITIES")]
+    pub identities: Option<PathBuf>,
+    /// MQTT broker `host:port` to subscribe to live events from [default: none, MQTT off].
+    #[arg(long, env = "LIVEPROFILE_MQTT_BROKER")]
+    pub mqtt_broker: Option<String>,
+    /// MQTT topic filter subscribed with QoS 1 [default: live/+/+/events].
+    #[arg(long, env = "LIVEPROFILE_MQTT_TOPIC")]
+    pub mqtt_topic: Option<String>,
+    /// MQTT client id; the session is persistent, so messages published while the server
+    /// is down are delivered when it is back [default: liveprofile].
+    #[arg(long, env = "LIVEPROFILE_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
 }
 
 /// The same settings in a TOML file.
@@ -90,6 +118,14 @@ struct FileConfig {
     keep_versions: Option<usize>,
     shadow_queue: Option<usize>,
     drain_seconds: Option<u64>,
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    snapshot_every: Option<u64>,
+    snapshot_seconds: Option<u64>,
+    identities: Option<PathBuf>,
+    mqtt_broker: Option<String>,
+    mqtt_topic: Option<String>,
+    mqtt_client_id: Option<String>,
 }
 
 /// TLS files.
@@ -128,6 +164,38 @@ pub struct ServerConfig {
     pub shadow_queue: usize,
     /// Drain time on shutdown.
     pub drain: Duration,
+    /// The profile store and its ingest paths.
+    pub profiles: ProfilesConfig,
+}
+
+/// The profile store and ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfilesConfig {
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// When an acknowledged event reaches the disk.
+    pub durability: Durability,
+    /// Records between snapshots.
+    pub snapshot_every: u64,
+    /// Longest time between snapshots.
+    pub snapshot_interval: Duration,
+    /// Identity links loaded at start.
+    pub identities: Option<PathBuf>,
+    /// MQTT subscription, if enabled.
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// The MQTT subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Topic filter.
+    pub topic: String,
+    /// Client id (persistent session).
+    pub client_id: String,
 }
 
 /// Dynamic batching settings.
@@ -152,6 +220,12 @@ impl ServerConfig {
         c.addr = "127.0.0.1:0".parse().expect("address");
         c.metrics_addr = "127.0.0.1:0".parse().expect("address");
         c.rescan = Duration::from_millis(200);
+        // Every test server gets its own profile store folder.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.profiles.data_dir = std::env::temp_dir().join(format!("liveprofile-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&c.profiles.data_dir);
+        c.profiles.durability = Durability::Write;
         c
     }
 }
@@ -188,6 +262,38 @@ impl ServeArgs {
             keep_versions: self.keep_versions.or(file.keep_versions).unwrap_or(3),
             shadow_queue: self.shadow_queue.or(file.shadow_queue).unwrap_or(4096),
             drain: Duration::from_secs(self.drain_seconds.or(file.drain_seconds).unwrap_or(10)),
+            profiles: ProfilesConfig {
+                data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data/profiles")),
+                durability: self
+                    .durability
+                    .or(file.durability)
+                    .map(|d| d.parse::<Durability>())
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?
+                    .unwrap_or(Durability::Fsync),
+                snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(1_000_000),
+                snapshot_interval: Duration::from_secs(self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300)),
+                identities: self.identities.or(file.identities),
+                mqtt: match self.mqtt_broker.or(file.mqtt_broker) {
+                    None => None,
+                    Some(broker) => {
+                        let (host, port) = broker
+                            .rsplit_once(':')
+                            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                            .filter(|(h, _)| !h.is_empty())
+                            .ok_or_else(|| anyhow::anyhow!("mqtt-broker {broker:?} is not host:port"))?;
+                        Some(MqttConfig {
+                            host,
+                            port,
+                            topic: self.mqtt_topic.or(file.mqtt_topic).unwrap_or_else(|| "live/+/+/events".to_owned()),
+                            client_id: self
+                                .mqtt_client_id
+                                .or(file.mqtt_client_id)
+                                .unwrap_or_else(|| "liveprofile".to_owned()),
+                        })
+                    }
+                },
+            },
         };
         for (name, v) in [
             ("max-batch-size", c.batching.max_batch_size),
@@ -198,6 +304,8 @@ impl ServeArgs {
             ("keep-versions", c.keep_versions),
             ("shadow-queue", c.shadow_queue),
             ("rescan-ms", c.rescan.as_millis() as usize),
+            ("snapshot-every", c.profiles.snapshot_every as usize),
+            ("snapshot-seconds", c.profiles.snapshot_interval.as_secs() as usize),
         ] {
             anyhow::ensure!(v > 0, "{name} must be at least 1");
         }

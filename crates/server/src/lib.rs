@@ -12,13 +12,16 @@
 pub mod admin;
 pub mod batcher;
 pub mod config;
+pub mod ingest;
 pub mod kserve;
 pub mod loadgen;
 pub mod metrics;
+pub mod mqtt;
 pub mod proto;
 pub mod scoring;
 pub mod server;
 pub mod state;
+pub mod synthetic;
 
 pub use config::{ServeArgs, ServerConfig};
 pub use server::{RunningServer, run, start, termination};

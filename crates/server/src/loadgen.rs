@@ -129,7 +129,11 @@ fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
             users: rows
                 .iter()
                 .enumerate()
-                .map(|(i, r)| v1::UserFeatures { user_id: format!("load-{i}"), features: Some(dense(r)) })
+                .map(|(i, r)| v1::UserFeatures {
+                    user_id: format!("load-{i}"),
+                    features: Some(dense(r)),
+                    as_of_ms: None,
+                })
                 .collect(),
             ..Default::default()
         }),

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub output_score: HistogramVec,
     /// Requests refused because the queue was full.
     pub rejected: IntCounterVec,
+    /// Events ingested, per path (grpc, mqtt) and outcome (accepted, duplicate, late,
+    /// rejected).
+    pub ingest_events: IntCounterVec,
+    /// Time to take in one batch of events and make it durable, microseconds.
+    pub ingest_us: HistogramVec,
     model_events: IntGaugeVec,
     stable_version: IntGaugeVec,
     loaded_versions: IntGaugeVec,
@@ -77,6 +82,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one ingest call's outcomes.
+    pub fn count_ingest(&self, path: &str, report: &liveprofile_store::IngestReport, took: std::time::Duration) {
+        for (outcome, n) in [
+            ("accepted", report.accepted),
+            ("duplicate", report.duplicates),
+            ("late", report.late),
+            ("rejected", report.rejected),
+        ] {
+            if n > 0 {
+                self.ingest_events.with_label_values(&[path, outcome]).inc_by(n);
+            }
+        }
+        self.ingest_us.with_label_values(&[path]).observe(took.as_secs_f64() * 1e6);
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let r = Registry::new();
@@ -116,6 +136,19 @@ impl Metrics {
                 SCORE,
             ),
             rejected: counter(&r, "liveprofile_queue_rejections", "Requests refused with a full queue", &["model"]),
+            ingest_events: counter(
+                &r,
+                "liveprofile_ingest_events",
+                "Events ingested, per path and outcome",
+                &["path", "outcome"],
+            ),
+            ingest_us: histogram(
+                &r,
+                "liveprofile_ingest_batch_us",
+                "Time to apply a batch of events and make it durable, microseconds",
+                &["path"],
+                LATENCY_US,
+            ),
             model_events: int_gauge(
                 &r,
                 "liveprofile_model_events",

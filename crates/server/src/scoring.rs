@@ -5,8 +5,9 @@ use crate::batcher::Job;
 use crate::proto::v1::{self, scoring_server::Scoring};
 use crate::state::{AppState, input_status, output_names, route_status};
 use liveprofile_runtime::{Arm, InputError, LoadedModel};
+use liveprofile_store::{LookupError, ProfileFeatures};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -31,6 +32,47 @@ impl ScoringService {
     }
 }
 
+/// Where a row's feature values come from.
+pub(crate) enum RowValues<'a> {
+    /// Sent by the caller (or missing: an error when validated).
+    Given(Option<&'a v1::Features>),
+    /// Read from the profile store, built with the schema of this hash.
+    Profile { features: ProfileFeatures, schema_hash: &'static str },
+}
+
+impl RowValues<'_> {
+    fn profile_time(&self) -> Option<v1::ProfileTime> {
+        match self {
+            RowValues::Given(_) => None,
+            RowValues::Profile { features, .. } => Some(v1::ProfileTime {
+                as_of_ms: features.as_of_ms,
+                last_event_ms: features.last_event_ms.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// Hash of the user-feature schema the profile store builds.
+fn user_schema_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| liveprofile_features::user_schema().hash)
+}
+
+/// Hash of the conversion schema the profile store builds.
+fn conversion_schema_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| liveprofile_features::conversion_schema().hash)
+}
+
+/// A profile lookup's failure as a status.
+fn lookup_status(e: &LookupError) -> Status {
+    match e {
+        LookupError::UnknownUser(_) => Status::not_found(e.to_string()),
+        LookupError::NoOpenVisit { .. } => Status::failed_precondition(e.to_string()),
+        LookupError::InPast { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
 /// One scored row: the first output's values and who produced them.
 struct Scored {
     values: Vec<f32>,
@@ -50,7 +92,7 @@ async fn score_rows(
     model_name: &str,
     version: Option<u32>,
     schema_hash: &str,
-    rows: &[(&str, Option<&v1::Features>)],
+    rows: &[(&str, RowValues<'_>)],
     deadline: Option<Instant>,
 ) -> Result<(Vec<Scored>, v1::Timing), Status> {
     let repo = state.repo()?;
@@ -93,7 +135,23 @@ async fn score_rows(
     for g in &groups {
         let mut values = Vec::with_capacity(g.rows.len() * g.model.width());
         for &i in &g.rows {
-            dense_row(&g.model, schema_hash, i, rows[i].1, &mut values).map_err(|e| input_status(&e))?;
+            match &rows[i].1 {
+                RowValues::Given(features) => {
+                    dense_row(&g.model, schema_hash, i, *features, &mut values).map_err(|e| input_status(&e))?
+                }
+                RowValues::Profile { features, schema_hash: built } => {
+                    let wanted = &g.model.schema().hash;
+                    if wanted != built {
+                        return Err(Status::failed_precondition(format!(
+                            "row {i}: model {} version {} reads feature schema {wanted}, the profile store builds \
+                             {built}; send the features with the request",
+                            g.model.name(),
+                            g.model.version()
+                        )));
+                    }
+                    values.extend_from_slice(&features.values);
+                }
+            }
         }
         g.model.validate(&values, g.rows.len()).map_err(|e| {
             // validate() numbers rows within the group; report the request's row.
@@ -205,8 +263,21 @@ pub async fn score_tags(
     deadline: Option<Instant>,
 ) -> Result<v1::ScoreTagsResponse, Status> {
     let name = model_or(&r.model, DEFAULT_TAGS_MODEL);
-    let rows: Vec<(&str, Option<&v1::Features>)> =
-        r.users.iter().map(|u| (u.user_id.as_str(), u.features.as_ref())).collect();
+    state.check_rows(r.users.len())?;
+    let mut rows: Vec<(&str, RowValues<'_>)> = Vec::with_capacity(r.users.len());
+    for (i, u) in r.users.iter().enumerate() {
+        let values = match &u.features {
+            Some(f) => RowValues::Given(Some(f)),
+            None => {
+                if u.user_id.is_empty() {
+                    return Err(Status::invalid_argument(format!("row {i}: user_id is empty")));
+                }
+                let features = state.profiles.user_features(&u.user_id, u.as_of_ms).map_err(|e| lookup_status(&e))?;
+                RowValues::Profile { features, schema_hash: user_schema_hash() }
+            }
+        };
+        rows.push((u.user_id.as_str(), values));
+    }
     // Check the tag filter against the model before scoring.
     let model = state.repo()?.get(name, r.version).map_err(|e| route_status(&e))?;
     let tags = output_names(&model).to_vec();
@@ -226,7 +297,8 @@ pub async fn score_tags(
     let users = scored
         .into_iter()
         .zip(&r.users)
-        .map(|(s, u)| {
+        .zip(&rows)
+        .map(|((s, u), (_, source))| {
             let mut picked: Vec<v1::TagScore> = if wanted.is_empty() {
                 s.values.iter().enumerate().map(|(i, p)| tag_score(&tags, i, *p)).collect()
             } else {
@@ -236,7 +308,12 @@ pub async fn score_tags(
                 picked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
                 picked.truncate(r.top_k as usize);
             }
-            v1::UserTags { user_id: u.user_id.clone(), tags: picked, model: Some(s.model) }
+            v1::UserTags {
+                user_id: u.user_id.clone(),
+                tags: picked,
+                model: Some(s.model),
+                profile: source.profile_time(),
+            }
         })
         .collect();
     Ok(v1::ScoreTagsResponse { users, timing: Some(timing) })
@@ -253,17 +330,35 @@ pub async fn score_conversion(
     deadline: Option<Instant>,
 ) -> Result<v1::ScoreConversionResponse, Status> {
     let name = model_or(&r.model, DEFAULT_CONVERSION_MODEL);
-    let rows: Vec<(&str, Option<&v1::Features>)> =
-        r.candidates.iter().map(|c| (c.user_id.as_str(), c.features.as_ref())).collect();
+    state.check_rows(r.candidates.len())?;
+    let mut rows: Vec<(&str, RowValues<'_>)> = Vec::with_capacity(r.candidates.len());
+    for (i, c) in r.candidates.iter().enumerate() {
+        let values = match &c.features {
+            Some(f) => RowValues::Given(Some(f)),
+            None => {
+                if c.user_id.is_empty() || c.room_id.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "row {i}: scoring from the profile needs user_id and room_id"
+                    )));
+                }
+                let features =
+                    state.profiles.conversion_features(&c.user_id, &c.room_id).map_err(|e| lookup_status(&e))?;
+                RowValues::Profile { features, schema_hash: conversion_schema_hash() }
+            }
+        };
+        rows.push((c.user_id.as_str(), values));
+    }
     let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
     let scores = scored
         .into_iter()
         .zip(&r.candidates)
-        .map(|(s, c)| v1::ConversionScore {
+        .zip(&rows)
+        .map(|((s, c), (_, source))| v1::ConversionScore {
             user_id: c.user_id.clone(),
             room_id: c.room_id.clone(),
             probability: s.values[0],
             model: Some(s.model),
+            profile: source.profile_time(),
         })
         .collect();
     Ok(v1::ScoreConversionResponse { scores, timing: Some(timing) })

@@ -8,8 +8,13 @@
 
 use crate::admin::{AdminAuth, AdminService};
 use crate::config::ServerConfig;
+use crate::ingest::{IngestService, ProfileAdminService};
 use crate::kserve::KServeService;
-use crate::proto::v1::{model_admin_server::ModelAdminServer, scoring_server::ScoringServer};
+use crate::mqtt::MqttIngest;
+use crate::proto::v1::{
+    ingest_server::IngestServer, model_admin_server::ModelAdminServer, profile_admin_server::ProfileAdminServer,
+    scoring_server::ScoringServer,
+};
 use crate::proto::{self, inference::grpc_inference_service_server::GrpcInferenceServiceServer};
 use crate::scoring::ScoringService;
 use crate::state::AppState;
@@ -24,8 +29,13 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 /// Names under which health is reported (besides the server-wide "").
-pub const HEALTH_SERVICES: &[&str] =
-    &["liveprofile.v1.Scoring", "liveprofile.v1.ModelAdmin", "inference.GRPCInferenceService"];
+pub const HEALTH_SERVICES: &[&str] = &[
+    "liveprofile.v1.Scoring",
+    "liveprofile.v1.ModelAdmin",
+    "inference.GRPCInferenceService",
+    "liveprofile.v1.Ingest",
+    "liveprofile.v1.ProfileAdmin",
+];
 
 /// A running server.
 pub struct RunningServer {
@@ -41,6 +51,7 @@ pub struct RunningServer {
     metrics: tokio::task::JoinHandle<std::io::Result<()>>,
     loader: tokio::task::JoinHandle<()>,
     watch: Arc<Mutex<Option<liveprofile_runtime::repository::WatchHandle>>>,
+    mqtt: Option<MqttIngest>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -76,7 +87,23 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let state = Arc::new(AppState::new(config.clone()));
+    let store_options = liveprofile_store::StoreOptions {
+        dir: config.profiles.data_dir.clone(),
+        shards: 64,
+        durability: config.profiles.durability,
+        snapshot_every_records: config.profiles.snapshot_every,
+        snapshot_interval: config.profiles.snapshot_interval,
+    };
+    let profiles = tokio::task::spawn_blocking(move || liveprofile_store::ProfileStore::open(store_options))
+        .await?
+        .with_context(|| format!("profile store in {}", config.profiles.data_dir.display()))?;
+    if let Some(path) = &config.profiles.identities {
+        let links = liveprofile_store::read_identity_file(path)?;
+        let total = links.len();
+        let added = profiles.seed_identities(links);
+        tracing::info!(file = %path.display(), total, added, "identity links loaded");
+    }
+    let state = Arc::new(AppState::new(config.clone(), profiles));
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
 
@@ -106,6 +133,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         move |r| auth.check(r),
     );
 
+    let ingest = IngestServer::new(IngestService::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let auth = AdminAuth::new(config.admin_token.as_deref());
+    let profile_admin = InterceptedService::new(
+        ProfileAdminServer::new(ProfileAdminService::new(state.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        move |r| auth.check(r),
+    );
+    let mqtt = config.profiles.mqtt.as_ref().map(|m| MqttIngest::start(state.clone(), m));
+
     let mut builder = Server::builder().tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("TLS configuration")?;
@@ -116,7 +155,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .add_service(reflection_v1alpha)
         .add_service(scoring)
         .add_service(kserve)
-        .add_service(admin);
+        .add_service(admin)
+        .add_service(ingest)
+        .add_service(profile_admin);
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
@@ -200,6 +241,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         metrics,
         loader,
         watch,
+        mqtt,
     })
 }
 
@@ -225,6 +267,9 @@ impl RunningServer {
         tracing::info!("shutting down: draining requests");
         self.state.begin_shutdown();
         set_health(&self.health, ServingStatus::NotServing).await;
+        if let Some(mqtt) = self.mqtt.take() {
+            mqtt.stop().await;
+        }
         if let Some(tx) = self.stop_grpc.take() {
             let _ = tx.send(());
         }

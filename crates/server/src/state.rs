@@ -6,6 +6,7 @@ use crate::batcher::{BatchError, Batcher, Job, Outcome};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use liveprofile_runtime::{InputError, LoadedModel, ModelRepository, RouteError, ScoreError, ShadowScorer};
+use liveprofile_store::ProfileStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Canary and shadow comparisons.
     pub shadow: Arc<ShadowScorer>,
+    /// Every user's online profile, kept by ingest.
+    pub profiles: Arc<ProfileStore>,
     stopping: AtomicBool,
 }
 
@@ -32,12 +35,13 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Starts the batcher and the comparison scorer; the repository comes later.
-    pub fn new(config: ServerConfig) -> Self {
+    /// Starts the batcher and the comparison scorer around an opened profile store; the
+    /// repository comes later.
+    pub fn new(config: ServerConfig, profiles: Arc<ProfileStore>) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shadow = Arc::new(ShadowScorer::start(config.shadow_queue));
         let batcher = Batcher::start(config.batching.clone(), metrics.clone(), shadow.clone());
-        AppState { config, repo: OnceLock::new(), batcher, metrics, shadow, stopping: AtomicBool::new(false) }
+        AppState { config, repo: OnceLock::new(), batcher, metrics, shadow, profiles, stopping: AtomicBool::new(false) }
     }
 
     /// Installs the repository once it has loaded.

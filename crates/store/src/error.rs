@@ -26,6 +26,9 @@ pub enum StoreError {
     /// the store takes no more events until it is restarted (and recovers from the log).
     #[error("the store stopped taking events after a failed log write: {0}")]
     Failed(String),
+    /// Another store (in this or another process) has the data folder open.
+    #[error("profile data folder {0} is in use by another process")]
+    InUse(String),
     /// The identity file could not be read.
     #[error("identity file {path}, line {line}: {reason}")]
     IdentityFile {

@@ -52,10 +52,10 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name.strip_prefix("log-").and_then(|n| n.strip_suffix(".wal")) {
-            if let Ok(seq) = seq.parse::<u64>() {
-                out.push((seq, entry.path()));
-            }
+        if let Some(seq) = name.strip_prefix("log-").and_then(|n| n.strip_suffix(".wal"))
+            && let Ok(seq) = seq.parse::<u64>()
+        {
+            out.push((seq, entry.path()));
         }
     }
     out.sort();

@@ -36,10 +36,10 @@ fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name.strip_prefix("snapshot-").and_then(|n| n.strip_suffix(".snap")) {
-            if let Ok(seq) = seq.parse::<u64>() {
-                out.push((seq, entry.path()));
-            }
+        if let Some(seq) = name.strip_prefix("snapshot-").and_then(|n| n.strip_suffix(".snap"))
+            && let Ok(seq) = seq.parse::<u64>()
+        {
+            out.push((seq, entry.path()));
         }
     }
     out.sort();

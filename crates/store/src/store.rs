@@ -11,7 +11,7 @@ use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, user_features}
 use liveprofile_features::profiles::{HostBook, UserProfile};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -132,6 +132,8 @@ pub struct ProfileStore {
     options: StoreOptions,
     counters: Counters,
     recovered_records: u64,
+    /// Held (locked) while the store is open, so that one process at a time uses the folder.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for ProfileStore {
@@ -157,6 +159,22 @@ impl ProfileStore {
     pub fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreError> {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        // A store being dropped in this process may hold the lock for a moment more (its
+        // snapshot thread lets go within one tick): wait a little before giving up.
+        let wait_until = Instant::now() + Duration::from_secs(1);
+        while lock_file.try_lock().is_err() {
+            if Instant::now() >= wait_until {
+                return Err(StoreError::InUse(dir.display().to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let started = Instant::now();
         let shard_count = options.shards.max(1);
         let hasher = std::collections::hash_map::RandomState::new();
@@ -208,6 +226,7 @@ impl ProfileStore {
             options,
             counters: Counters::default(),
             recovered_records: recovered,
+            _lock: lock_file,
         });
         tracing::info!(
             dir = %dir.display(),
@@ -481,9 +500,7 @@ fn apply_event(shard: &mut Shard, event: Event, observe_host: impl FnOnce(&Event
 }
 
 fn shard_of(hasher: &impl BuildHasher, user_id: &str, shards: usize) -> usize {
-    let mut h = hasher.build_hasher();
-    user_id.hash(&mut h);
-    (h.finish() % shards as u64) as usize
+    (hasher.hash_one(user_id) % shards as u64) as usize
 }
 
 fn spawn_snapshotter(store: Weak<ProfileStore>) {
@@ -491,10 +508,10 @@ fn spawn_snapshotter(store: Weak<ProfileStore>) {
         loop {
             std::thread::sleep(Duration::from_millis(200));
             let Some(store) = store.upgrade() else { return };
-            if store.snapshot_due() {
-                if let Err(e) = store.snapshot() {
-                    tracing::error!(error = %e, "snapshot failed; the log keeps every event");
-                }
+            if store.snapshot_due()
+                && let Err(e) = store.snapshot()
+            {
+                tracing::error!(error = %e, "snapshot failed; the log keeps every event");
             }
         }
     });

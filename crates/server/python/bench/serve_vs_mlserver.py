@@ -40,7 +40,8 @@ def start_liveprofile(root: Path, threads: int) -> tuple[str, subprocess.Popen]:
     addr = f"127.0.0.1:{free_port()}"
     p = subprocess.Popen(
         [str(BINARY), "serve", "--models", str(root), "--addr", addr,
-         "--metrics-addr", f"127.0.0.1:{free_port()}", "--inference-threads", str(threads)],
+         "--metrics-addr", f"127.0.0.1:{free_port()}", "--inference-threads", str(threads),
+         "--data-dir", str(root.parent / "profiles")],
         stderr=subprocess.DEVNULL,
     )
     wait_ready(addr, p)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def server():
     """Address of a server on the bundled models; stopped with SIGTERM at the end."""
     port = free_port()
     addr = f"127.0.0.1:{port}"
-    env = dict(os.environ, LIVEPROFILE_ADMIN_TOKEN="client-test-token")
+    data = tempfile.mkdtemp(prefix="liveprofile-client-tests-")
+    env = dict(os.environ, LIVEPROFILE_ADMIN_TOKEN="client-test-token", LIVEPROFILE_DATA_DIR=data)
     process = subprocess.Popen(
         [str(binary()), "serve", "--models", str(MODELS), "--addr", addr, "--metrics-addr", f"127.0.0.1:{free_port()}"],
         env=env,

@@ -22,7 +22,7 @@ async fn concurrent_requests_are_batched_and_get_the_same_bits_as_alone() {
             let mut c = client.clone();
             let request = v1::ScoreTagsRequest {
                 schema_hash: g.schema_hash.clone(),
-                users: vec![v1::UserFeatures { user_id: format!("u{i}"), features: Some(g.dense(i)) }],
+                users: vec![v1::UserFeatures { user_id: format!("u{i}"), features: Some(g.dense(i)), as_of_ms: None }],
                 ..Default::default()
             };
             tokio::spawn(async move { c.score_tags(request).await.unwrap().into_inner() })
@@ -44,7 +44,7 @@ async fn concurrent_requests_are_batched_and_get_the_same_bits_as_alone() {
         let alone = c
             .score_tags(v1::ScoreTagsRequest {
                 schema_hash: g.schema_hash.clone(),
-                users: vec![v1::UserFeatures { user_id: format!("u{i}"), features: Some(g.dense(i)) }],
+                users: vec![v1::UserFeatures { user_id: format!("u{i}"), features: Some(g.dense(i)), as_of_ms: None }],
                 ..Default::default()
             })
             .await

@@ -5,4 +5,5 @@ mod admin;
 mod common;
 mod kserve;
 mod load;
+mod profiles;
 mod scoring;

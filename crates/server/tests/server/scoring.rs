@@ -123,7 +123,7 @@ async fn every_bad_request_gets_its_code_and_a_message_naming_the_fault() {
             edit(&mut n.values);
         }
         v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "u1".into(), features: Some(f) }],
+            users: vec![v1::UserFeatures { user_id: "u1".into(), features: Some(f), as_of_ms: None }],
             ..Default::default()
         }
     };
@@ -186,8 +186,9 @@ async fn every_bad_request_gets_its_code_and_a_message_naming_the_fault() {
     r.users[0].user_id.clear();
     check(status_of(client.score_tags(r).await), Code::InvalidArgument, "row 0: user_id is empty");
     let mut r = g.tags_request(3);
+    // A row without features is scored from the user's profile: this user has none.
     r.users[2].features = None;
-    check(status_of(client.score_tags(r).await), Code::InvalidArgument, "row 2: missing feature \"features");
+    check(status_of(client.score_tags(r).await), Code::NotFound, "no profile for user \"u00000002\"");
 
     // The server still answers, and failures were counted per model and code.
     client.score_tags(g.tags_request(2)).await.unwrap();

@@ -321,3 +321,13 @@ fn identity_links_attribute_platform_accounts_and_survive_restart() {
     let err = liveprofile_store::read_identity_file(&bad).unwrap_err();
     assert_eq!(err.to_string(), format!("identity file {}, line 2: unknown platform \"myspace\"", bad.display()));
 }
+
+#[test]
+fn one_store_at_a_time_per_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let err = ProfileStore::open(options(dir.path())).unwrap_err();
+    assert_eq!(err.to_string(), format!("profile data folder {} is in use by another process", dir.path().display()));
+    drop(store);
+    ProfileStore::open(options(dir.path())).unwrap();
+}

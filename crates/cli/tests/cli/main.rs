@@ -1,0 +1,144 @@
+//! The `liveprofile` binary as a process: recovery of the profile store after `kill -9`.
+
+use liveprofile_server::proto::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
+use liveprofile_server::synthetic::SyntheticEvents;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "kill-test-token";
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn serve(data: &Path, port: u16) -> Child {
+    // Only the smallest model is served: this test is about the profile store.
+    let repo = data.parent().unwrap().join("models");
+    if !repo.exists() {
+        let dest = repo.join("conversion/1");
+        std::fs::create_dir_all(&dest).unwrap();
+        for e in std::fs::read_dir(models().join("conversion/1")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+    Command::new(env!("CARGO_BIN_EXE_liveprofile"))
+        .args(["serve", "--models"])
+        .arg(&repo)
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--metrics-addr", "127.0.0.1:0", "--admin-token", TOKEN])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--durability", "fsync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn channel(port: u16) -> tonic::transport::Channel {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        if let Ok(c) = endpoint.connect().await {
+            return c;
+        }
+        assert!(Instant::now() < until, "server did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send(
+    c: &mut IngestClient<tonic::transport::Channel>,
+    events: Vec<v1::LiveEvent>,
+) -> Result<v1::IngestAck, tonic::Status> {
+    c.ingest_events(tokio_stream::iter([v1::EventBatch { events }])).await.map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut child = serve(&data, port);
+
+    // Two producers send batches of 100 events as fast as they are acknowledged.
+    let acked: Arc<Mutex<Vec<Vec<v1::LiveEvent>>>> = Arc::default();
+    let unacked: Arc<Mutex<Vec<Vec<v1::LiveEvent>>>> = Arc::default();
+    let t0 = liveprofile_store::now_ms();
+    let mut producers = Vec::new();
+    for p in 0..2 {
+        let (acked, unacked) = (acked.clone(), unacked.clone());
+        let mut c = IngestClient::new(channel(port).await);
+        producers.push(tokio::spawn(async move {
+            let mut g = SyntheticEvents::new(&format!("p{p}"), 300);
+            for b in 0i64.. {
+                let batch: Vec<v1::LiveEvent> = (0..100)
+                    .map(|i| {
+                        let mut e = g.next_event(t0 + b * 100 + i);
+                        e.user_id = format!("p{p}-{}", e.user_id);
+                        e
+                    })
+                    .collect();
+                match send(&mut c, batch.clone()).await {
+                    Ok(ack) => {
+                        assert_eq!(ack.accepted, 100, "{:?}", ack.errors.first());
+                        acked.lock().unwrap().push(batch);
+                    }
+                    Err(_) => {
+                        unacked.lock().unwrap().push(batch);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 40 {
+        assert!(Instant::now() < until, "ingest too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for p in producers {
+        p.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let unacked = unacked.lock().unwrap().clone();
+    let acked_events = acked.iter().map(Vec::len).sum::<usize>() as u64;
+
+    let mut child = serve(&data, port);
+    let ch = channel(port).await;
+    let mut c = IngestClient::new(ch.clone());
+    let mut admin = ProfileAdminClient::new(ch);
+    let stats =
+        admin.get_profile_store_stats(authorized(v1::GetProfileStoreStatsRequest {})).await.unwrap().into_inner();
+    assert!(stats.recovered_records >= acked_events, "{stats:?} < {acked_events}");
+    // Every acknowledged event is known after the restart: sent again, it is a duplicate.
+    for batch in &acked {
+        let ack = send(&mut c, batch.clone()).await.unwrap();
+        assert_eq!((ack.accepted, ack.duplicates), (0, 100), "{:?}", ack.errors.first());
+    }
+    // Events in flight at the kill are either in or not, never half: sent again, each is
+    // taken or a duplicate.
+    for batch in &unacked {
+        let ack = send(&mut c, batch.clone()).await.unwrap();
+        assert_eq!(ack.accepted + ack.duplicates, 100);
+    }
+    let stats =
+        admin.get_profile_store_stats(authorized(v1::GetProfileStoreStatsRequest {})).await.unwrap().into_inner();
+    assert_eq!(stats.last_sequence, acked_events + (unacked.len() * 100) as u64, "no event logged twice");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    r
+}

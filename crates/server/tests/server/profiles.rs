@@ -1,0 +1,332 @@
+//! Real-time profiles: gRPC ingest, scoring by user id equal to scoring the online
+//! driver's features, error codes, identity links, and MQTT ingest through a real
+//! Mosquitto broker.
+
+use crate::common::*;
+use liveprofile_events::{Event, EventKind, Platform};
+use liveprofile_features::OnlineProfiles;
+use liveprofile_server::proto::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
+use liveprofile_server::synthetic::SyntheticEvents;
+use liveprofile_store::now_ms;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+async fn ingest(server: &liveprofile_server::RunningServer, batches: Vec<Vec<v1::LiveEvent>>) -> v1::IngestAck {
+    let mut client = IngestClient::new(channel(server).await);
+    let stream = tokio_stream::iter(batches.into_iter().map(|events| v1::EventBatch { events }));
+    client.ingest_events(stream).await.unwrap().into_inner()
+}
+
+fn to_event(e: &v1::LiveEvent) -> Event {
+    let opt = |s: &str| if s.is_empty() { None } else { Some(s.to_owned()) };
+    Event {
+        event_id: e.event_id.clone(),
+        ts_ms: e.ts_ms,
+        platform: Platform::parse(&e.platform).unwrap(),
+        user_id: e.user_id.clone(),
+        platform_user_id: e.platform_user_id.clone(),
+        room_id: opt(&e.room_id),
+        host_id: opt(&e.host_id),
+        category: e.category.clone(),
+        kind: EventKind::parse(&e.kind).unwrap(),
+        item_id: opt(&e.item_id),
+        value: e.value,
+        coupon: e.coupon,
+    }
+}
+
+fn dense(values: Vec<f32>) -> Option<v1::Features> {
+    Some(v1::Features { values: Some(v1::features::Values::Dense(v1::DenseFeatures { values })) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features() {
+    let repo = repository(&["user_tags", "conversion"]);
+    let server = start(config(repo.path())).await;
+    // 40 users, 11 events each, in batches of 64, stamped over the last minutes.
+    let mut generator = SyntheticEvents::new("t", 40);
+    let start_ms = now_ms() - 10 * 60_000;
+    let events: Vec<v1::LiveEvent> = (0..440).map(|i| generator.next_event(start_ms + i * 1000)).collect();
+    let ack = ingest(&server, events.chunks(64).map(<[_]>::to_vec).collect()).await;
+    assert_eq!((ack.received, ack.accepted, ack.duplicates, ack.late, ack.rejected), (440, 440, 0, 0, 0));
+    assert_eq!(ack.last_sequence, 440);
+    assert_eq!(ack.late_window_ms, 300_000);
+
+    let mut reference = OnlineProfiles::default();
+    for e in &events {
+        reference.observe(&to_event(e)).unwrap();
+    }
+    let mut scoring = scoring(&server).await;
+    let schema_hash = liveprofile_features::user_schema().hash;
+    let as_of = now_ms() + 1;
+    for k in [0u64, 7, 39] {
+        let user = SyntheticEvents::user_id(k);
+        let by_id = scoring
+            .score_tags(v1::ScoreTagsRequest {
+                users: vec![v1::UserFeatures { user_id: user.clone(), features: None, as_of_ms: Some(as_of) }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let features = reference.user_features(&user, as_of).unwrap().unwrap();
+        let given = scoring
+            .score_tags(v1::ScoreTagsRequest {
+                schema_hash: schema_hash.clone(),
+                users: vec![v1::UserFeatures { user_id: user.clone(), features: dense(features), as_of_ms: None }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (a, b) = (&by_id.users[0], &given.users[0]);
+        assert_eq!(a.tags, b.tags, "user {user}: scores from the profile equal scores of the driver's features");
+        let profile = a.profile.as_ref().expect("answers from the profile carry its time");
+        assert_eq!(profile.as_of_ms, as_of);
+        let newest = events.iter().filter(|e| e.user_id == user).map(|e| e.ts_ms).max().unwrap();
+        assert_eq!(profile.last_event_ms, newest);
+        assert!(b.profile.is_none());
+    }
+
+    // Conversion by id: a user inside a room (enter, like, view_item so far).
+    let mut g = SyntheticEvents::new("c", 1);
+    let t = now_ms() - 5_000;
+    let visit: Vec<v1::LiveEvent> = (0..3).map(|i| g.event_of(0, t + i)).collect();
+    let mut visit_user: Vec<v1::LiveEvent> = visit.clone();
+    for e in &mut visit_user {
+        e.user_id = "viewer-1".to_owned();
+    }
+    let ack = ingest(&server, vec![visit_user.clone()]).await;
+    assert_eq!(ack.accepted, 3);
+    let room = visit_user[0].room_id.clone();
+    let answer = scoring
+        .score_conversion(v1::ScoreConversionRequest {
+            candidates: vec![v1::ConversionCandidate {
+                user_id: "viewer-1".into(),
+                room_id: room.clone(),
+                features: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let score = &answer.scores[0];
+    let decided = score.profile.as_ref().unwrap().as_of_ms;
+    // The host's record counts every user's visits: replay everything ingested so far.
+    let mut reference = OnlineProfiles::default();
+    for e in events.iter().chain(&visit_user) {
+        reference.observe(&to_event(e)).unwrap();
+    }
+    let features = reference.conversion_features("viewer-1", &room, decided).unwrap();
+    let given = scoring
+        .score_conversion(v1::ScoreConversionRequest {
+            schema_hash: liveprofile_features::conversion_schema().hash,
+            candidates: vec![v1::ConversionCandidate {
+                user_id: "viewer-1".into(),
+                room_id: room.clone(),
+                features: dense(features),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(score.probability.to_bits(), given.scores[0].probability.to_bits());
+
+    // Error codes.
+    let unknown = scoring
+        .score_tags(v1::ScoreTagsRequest {
+            users: vec![v1::UserFeatures { user_id: "nobody".into(), features: None, as_of_ms: None }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(unknown.message(), "no profile for user \"nobody\": none of its events has been ingested");
+    let past = scoring
+        .score_tags(v1::ScoreTagsRequest {
+            users: vec![v1::UserFeatures { user_id: "user-0".into(), features: None, as_of_ms: Some(start_ms) }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), Code::InvalidArgument, "{}", past.message());
+    let no_visit = scoring
+        .score_conversion(v1::ScoreConversionRequest {
+            candidates: vec![v1::ConversionCandidate {
+                user_id: "viewer-1".into(),
+                room_id: "room-elsewhere".into(),
+                features: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_visit.code(), Code::FailedPrecondition);
+    assert!(no_visit.message().contains("no open visit to room \"room-elsewhere\""), "{}", no_visit.message());
+
+    // Bad events are named in the acknowledgement; the good ones around them are taken.
+    let mut bad = g.event_of(0, now_ms());
+    bad.user_id = "viewer-2".into();
+    bad.platform = "myspace".into();
+    let mut late = g.event_of(0, now_ms() - 3_600_000);
+    late.user_id = "viewer-1".into();
+    let mut good = g.event_of(0, now_ms());
+    good.user_id = "viewer-3".into();
+    let ack = ingest(&server, vec![vec![bad, late.clone()], vec![good]]).await;
+    assert_eq!((ack.received, ack.accepted, ack.late, ack.rejected), (3, 1, 1, 1));
+    assert_eq!(ack.errors[0].index, 0);
+    assert_eq!(ack.errors[0].reason, "unknown platform \"myspace\"");
+    assert_eq!(
+        (ack.errors[1].index, ack.errors[1].late, ack.errors[1].event_id.as_str()),
+        (1, true, late.event_id.as_str())
+    );
+    // Sending the same events again is idempotent.
+    let again = ingest(&server, vec![visit_user]).await;
+    assert_eq!((again.accepted, again.duplicates), (0, 3));
+
+    // Identity links: admin only; then an account-only event reaches the unified user.
+    let mut admin = ProfileAdminClient::new(channel(&server).await);
+    let link =
+        v1::IdentityLink { platform: "douyin".into(), platform_user_id: "dy-77".into(), user_id: "viewer-1".into() };
+    let denied = admin.upsert_identities(v1::UpsertIdentitiesRequest { links: vec![link.clone()] }).await.unwrap_err();
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    let mut unlinked = g.event_of(0, now_ms());
+    unlinked.user_id.clear();
+    unlinked.platform = "douyin".into();
+    unlinked.platform_user_id = "dy-77".into();
+    let ack = ingest(&server, vec![vec![unlinked.clone()]]).await;
+    assert_eq!(ack.errors[0].reason, "user_id is empty and douyin account \"dy-77\" is not in the identity table");
+    admin.upsert_identities(authorized(v1::UpsertIdentitiesRequest { links: vec![link] })).await.unwrap();
+    let ack = ingest(&server, vec![vec![unlinked.clone()]]).await;
+    assert_eq!(ack.accepted, 1, "{:?}", ack.errors);
+    let tags = scoring
+        .score_tags(v1::ScoreTagsRequest {
+            users: vec![v1::UserFeatures { user_id: "viewer-1".into(), features: None, as_of_ms: None }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tags.users[0].profile.as_ref().unwrap().last_event_ms, unlinked.ts_ms);
+    let stats =
+        admin.get_profile_store_stats(authorized(v1::GetProfileStoreStatsRequest {})).await.unwrap().into_inner();
+    assert_eq!((stats.users, stats.identities, stats.accepted), (42, 1, 445), "40 users, viewer-1 and viewer-3");
+    server.shutdown().await.unwrap();
+}
+
+/// A Mosquitto broker on a free loopback port, stopped on drop.
+struct Broker {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto() -> Broker {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("the MQTT tests need Mosquitto: apt-get install mosquitto (.ci/test installs it)");
+    let child = std::process::Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "mosquitto did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker { child, port, _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_over_mqtt_reach_profiles_once() {
+    let broker = mosquitto();
+    let repo = repository(&["user_tags"]);
+    let mut c = config(repo.path());
+    c.profiles.mqtt = Some(liveprofile_server::config::MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        topic: "live/+/+/events".into(),
+        client_id: format!("liveprofile-test-{}", std::process::id()),
+    });
+    let server = start(c).await;
+    let store = server.state().profiles.clone();
+
+    let mut options = rumqttc::MqttOptions::new("producer", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+
+    // Wait until the server's subscription is in place: publish probes until one lands.
+    let t = now_ms();
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut probe = 0;
+    while store.user_features("probe", None).is_err() {
+        assert!(Instant::now() < until, "the server never received an MQTT message");
+        probe += 1;
+        let payload = format!(r#"{{"event_id":"probe-{probe}","ts_ms":{t},"user_id":"probe","kind":"like"}}"#);
+        client.publish("live/douyin/room-1/events", rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = store.stats();
+
+    // JSON (platform and room from the topic), a JSON array, and a protobuf batch; one of
+    // them published twice.
+    let one = format!(r#"{{"event_id":"m1","ts_ms":{t},"user_id":"fan","kind":"enter","host_id":"h1"}}"#);
+    let two = format!(
+        r#"[{{"event_id":"m2","ts_ms":{},"user_id":"fan","kind":"like"}},
+            {{"event_id":"m3","ts_ms":{},"user_id":"fan","kind":"view_item","value":59.0,"item_id":"i1"}}]"#,
+        t + 1,
+        t + 2
+    );
+    let mut g = SyntheticEvents::new("pb", 1);
+    let mut pb = g.event_of(0, t + 3);
+    pb.user_id = "fan".into();
+    pb.platform = String::new();
+    pb.room_id = String::new();
+    pb.kind = "like".into();
+    let batch = prost::Message::encode_to_vec(&v1::EventBatch { events: vec![pb] });
+    for (topic, payload) in [
+        ("live/douyin/room-9/events", one.clone().into_bytes()),
+        ("live/douyin/room-9/events", two.into_bytes()),
+        ("live/douyin/room-9/events", batch),
+        ("live/douyin/room-9/events", one.into_bytes()),
+        ("live/douyin/room-9/events", b"not json".to_vec()),
+    ] {
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = store.stats();
+        if s.accepted - before.accepted >= 4 && s.duplicates - before.duplicates >= 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "MQTT events not taken in: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = store.stats();
+    assert_eq!((s.accepted - before.accepted, s.duplicates - before.duplicates), (4, 1));
+    let f = store.user_features("fan", None).unwrap();
+    assert_eq!(f.last_event_ms, Some(t + 3));
+    let conversion = store.conversion_features("fan", "room-9");
+    assert!(conversion.is_ok(), "the visit to the topic's room is open: {conversion:?}");
+    let text = metrics(&server).await;
+    assert_eq!(sample(&text, "liveprofile_ingest_events", &["path=\"mqtt\"", "outcome=\"rejected\""]), Some(1.0));
+    server.shutdown().await.unwrap();
+}
