@@ -51,6 +51,9 @@ enum Command {
     /// Drive a scoring server with concurrent callers; report throughput and latency
     /// percentiles (the service benchmark's load generator).
     Loadgen(liveprofile_server::loadgen::LoadArgs),
+    /// Measure ingest throughput and freshness (event to a score that reflects it) of a
+    /// running server, over gRPC and MQTT, and the profile store's memory per user.
+    IngestBench(liveprofile_server::ingest_bench::IngestBenchArgs),
     /// Cross-tag analysis of tag scores: prevalence per platform, tag pairs.
     Analyze(commands::analyze::AnalyzeArgs),
     /// Score Parquet, Arrow IPC or CSV files with a model, through the serving runtime.
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(*args),
         Command::Loadgen(args) => commands::loadgen::run(args),
+        Command::IngestBench(args) => commands::loadgen::run_ingest_bench(args),
         Command::Score(args) => commands::score::run(*args),
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Simulate(args) => commands::simulate::run(args),

@@ -76,7 +76,7 @@ pub struct ServeArgs {
     /// `write` (survives the process being killed) [default: fsync].
     #[arg(long, env = "LIVEPROFILE_DURABILITY")]
     pub durability: Option<String>,
-    /// Log records between two snapshots of the profile store [default: 1000000].
+    /// Log records between two snapshots of the profile store [default: 10000000].
     #[arg(long, env = "LIVEPROFILE_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
     /// Longest time between two snapshots when events arrived, in seconds [default: 300].
@@ -271,7 +271,7 @@ impl ServeArgs {
                     .transpose()
                     .map_err(anyhow::Error::msg)?
                     .unwrap_or(Durability::Fsync),
-                snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(1_000_000),
+                snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(10_000_000),
                 snapshot_interval: Duration::from_secs(self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300)),
                 identities: self.identities.or(file.identities),
                 mqtt: match self.mqtt_broker.or(file.mqtt_broker) {

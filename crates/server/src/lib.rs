@@ -13,6 +13,7 @@ pub mod admin;
 pub mod batcher;
 pub mod config;
 pub mod ingest;
+pub mod ingest_bench;
 pub mod kserve;
 pub mod loadgen;
 pub mod metrics;

@@ -113,6 +113,11 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Sequence number the next staged record gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Sequence number of the last record staged (0 before the first).
     pub(crate) fn last_seq(&self) -> u64 {
         self.next_seq - 1

@@ -5,12 +5,15 @@
 //! a header (sequence number, shard count), one frame per shard, the host book, the
 //! identity table, and a trailer repeating the sequence number. A file without its
 //! trailer is not a snapshot.
+//!
+//! The snapshot of sequence number `S` holds every record up to `S`; its parts are read
+//! one after another while events keep arriving, so each part also holds the records it
+//! took in after `S`, up to the sequence number it carries. Replay applies a record to
+//! the parts that do not hold it yet.
 
 use crate::error::StoreError;
-use crate::identity::IdentityTable;
 use crate::log::sync_dir;
-use crate::store::Shard;
-use liveprofile_features::profiles::HostBook;
+use crate::store::{Hosts, Identities, Shard};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::ops::Deref;
@@ -22,8 +25,8 @@ const MAGIC: &[u8; 8] = b"LPSNAP01";
 pub(crate) struct SnapshotParts {
     pub(crate) seq: u64,
     pub(crate) shards: Vec<Shard>,
-    pub(crate) hosts: HostBook,
-    pub(crate) identities: IdentityTable,
+    pub(crate) hosts: Hosts,
+    pub(crate) identities: Identities,
 }
 
 fn path_of(dir: &Path, seq: u64) -> PathBuf {
@@ -52,12 +55,14 @@ fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Serializes the state into framed chunks (each shard is locked only while it is read).
-pub(crate) fn serialize<G: Deref<Target = Shard>>(
+/// Serializes the state into framed chunks. Each part is locked only while it is read,
+/// and the host book and identity table only after the last shard (ingest locks a shard
+/// and then the host book, so taking them in the other order could deadlock).
+pub(crate) fn serialize<G: Deref<Target = Shard>, H: Deref<Target = Hosts>, I: Deref<Target = Identities>>(
     seq: u64,
     shards: impl ExactSizeIterator<Item = G>,
-    hosts: &HostBook,
-    identities: &IdentityTable,
+    hosts: impl FnOnce() -> H,
+    identities: impl FnOnce() -> I,
 ) -> Vec<Vec<u8>> {
     let mut chunks = Vec::with_capacity(shards.len() + 4);
     let mut header = Vec::new();
@@ -71,8 +76,8 @@ pub(crate) fn serialize<G: Deref<Target = Shard>>(
         chunks.push(chunk);
     }
     let mut rest = Vec::new();
-    frame(&mut rest, &postcard::to_stdvec(hosts).expect("hosts serialize"));
-    frame(&mut rest, &postcard::to_stdvec(identities).expect("identities serialize"));
+    frame(&mut rest, &postcard::to_stdvec(&*hosts()).expect("hosts serialize"));
+    frame(&mut rest, &postcard::to_stdvec(&*identities()).expect("identities serialize"));
     frame(&mut rest, &postcard::to_stdvec(&seq).expect("trailer serializes"));
     chunks.push(rest);
     chunks

@@ -11,7 +11,6 @@ use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, user_features}
 use liveprofile_features::profiles::{HostBook, UserProfile};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -33,14 +32,14 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    /// Defaults for a data folder: 64 shards, fsync, a snapshot every million records or
+    /// Defaults for a data folder: 64 shards, fsync, a snapshot every ten million records or
     /// five minutes.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             dir: dir.into(),
             shards: 64,
             durability: Durability::Fsync,
-            snapshot_every_records: 1_000_000,
+            snapshot_every_records: 10_000_000,
             snapshot_interval: Duration::from_secs(300),
         }
     }
@@ -61,7 +60,27 @@ pub(crate) struct UserEntry {
     recent_ids: VecDeque<(i64, String)>,
 }
 
-pub(crate) type Shard = HashMap<String, UserEntry>;
+/// Users of one shard, and the sequence number of the last event applied to them: the
+/// shard holds every event of its users up to `seq` and none after it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Shard {
+    pub(crate) users: HashMap<String, UserEntry>,
+    pub(crate) seq: u64,
+}
+
+/// The host book and the sequence number of the last event it took in.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Hosts {
+    pub(crate) book: HostBook,
+    pub(crate) seq: u64,
+}
+
+/// The identity table and the sequence number of its last change.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Identities {
+    pub(crate) table: IdentityTable,
+    pub(crate) seq: u64,
+}
 
 struct LogState {
     writer: LogWriter,
@@ -125,10 +144,11 @@ pub struct ProfileFeatures {
 pub struct ProfileStore {
     dir: PathBuf,
     shards: Vec<Mutex<Shard>>,
-    hasher: std::collections::hash_map::RandomState,
-    hosts: Mutex<HostBook>,
-    identities: RwLock<IdentityTable>,
+    hosts: Mutex<Hosts>,
+    identities: RwLock<Identities>,
     log: Mutex<LogState>,
+    /// One snapshot at a time.
+    snapshotting: Mutex<()>,
     options: StoreOptions,
     counters: Counters,
     recovered_records: u64,
@@ -176,24 +196,29 @@ impl ProfileStore {
             std::thread::sleep(Duration::from_millis(20));
         }
         let started = Instant::now();
-        let shard_count = options.shards.max(1);
-        let hasher = std::collections::hash_map::RandomState::new();
-        let mut shards: Vec<Shard> = (0..shard_count).map(|_| HashMap::new()).collect();
-        let mut hosts = HostBook::default();
-        let mut identities = IdentityTable::default();
+        let mut shards: Vec<Shard> = (0..options.shards.max(1)).map(|_| Shard::default()).collect();
+        let mut hosts = Hosts::default();
+        let mut identities = Identities::default();
         let mut snapshot_seq = 0;
         if let Some(parts) = snapshot::load_newest(&dir)? {
             snapshot_seq = parts.seq;
             hosts = parts.hosts;
             identities = parts.identities;
-            for shard in parts.shards {
-                for (user, entry) in shard {
-                    let i = shard_of(&hasher, &user, shard_count);
-                    shards[i].insert(user, entry);
-                }
+            if parts.shards.len() != shards.len() {
+                // Each shard's sequence number is only valid for its own users: keep the
+                // snapshot's sharding.
+                tracing::info!(
+                    snapshot = parts.shards.len(),
+                    asked = shards.len(),
+                    "keeping the snapshot's shard count"
+                );
             }
+            shards = parts.shards;
         }
+        let shard_count = shards.len();
         let mut recovered = 0u64;
+        // A snapshot is taken while events keep arriving: each part knows the last record
+        // it holds, and a record is applied to the parts that do not hold it yet.
         let (last_seq, append_to) = replay(&dir, snapshot_seq, |seq, payload| {
             let record: Record = postcard::from_bytes(payload).map_err(|e| StoreError::Corrupt {
                 path: dir.display().to_string(),
@@ -201,10 +226,25 @@ impl ProfileStore {
             })?;
             match record {
                 Record::Event(e) => {
-                    let i = shard_of(&hasher, &e.user_id, shard_count);
-                    apply_event(&mut shards[i], e, |e| hosts.observe(e));
+                    let i = shard_of(&e.user_id, shard_count);
+                    let mut observe_host = |e: &Event| {
+                        if seq > hosts.seq {
+                            hosts.book.observe(e);
+                            hosts.seq = seq;
+                        }
+                    };
+                    if seq > shards[i].seq {
+                        apply_event(&mut shards[i], e, seq, observe_host);
+                    } else {
+                        observe_host(&e);
+                    }
                 }
-                Record::Identities(links) => links.into_iter().for_each(|l| identities.upsert(l)),
+                Record::Identities(links) => {
+                    if seq > identities.seq {
+                        links.into_iter().for_each(|l| identities.table.upsert(l));
+                        identities.seq = seq;
+                    }
+                }
             }
             recovered += 1;
             Ok(())
@@ -213,9 +253,9 @@ impl ProfileStore {
         let store = Arc::new(ProfileStore {
             dir: dir.clone(),
             shards: shards.into_iter().map(Mutex::new).collect(),
-            hasher,
             hosts: Mutex::new(hosts),
             identities: RwLock::new(identities),
+            snapshotting: Mutex::new(()),
             log: Mutex::new(LogState {
                 writer,
                 failed: None,
@@ -243,8 +283,8 @@ impl ProfileStore {
     /// Seeds the identity table from a file: links for accounts not yet mapped are added
     /// (links set by admin calls win). Returns how many were added.
     pub fn seed_identities(&self, links: Vec<IdentityLink>) -> usize {
-        let mut table = self.identities.write().unwrap_or_else(|p| p.into_inner());
-        links.into_iter().filter(|l| table.insert_if_absent(l.clone())).count()
+        let mut ids = self.identities.write().unwrap_or_else(|p| p.into_inner());
+        links.into_iter().filter(|l| ids.table.insert_if_absent(l.clone())).count()
     }
 
     /// Adds or replaces identity links, durably (logged before it returns).
@@ -255,11 +295,12 @@ impl ProfileStore {
         }
         let record = Record::Identities(links.clone());
         let bytes = postcard::to_stdvec(&record).expect("identity links serialize");
-        log.writer.stage(&bytes);
+        let seq = log.writer.stage(&bytes);
         self.commit(&mut log)?;
-        let mut table = self.identities.write().unwrap_or_else(|p| p.into_inner());
+        let mut ids = self.identities.write().unwrap_or_else(|p| p.into_inner());
         let n = links.len() as u64;
-        links.into_iter().for_each(|l| table.upsert(l));
+        links.into_iter().for_each(|l| ids.table.upsert(l));
+        ids.seq = seq;
         Ok(n)
     }
 
@@ -274,10 +315,10 @@ impl ProfileStore {
         let identities = self.identities.read().unwrap_or_else(|p| p.into_inner());
         let log = &mut *log;
         for (index, incoming) in batch.iter().enumerate() {
-            let outcome = match incoming.to_event(&identities) {
+            let outcome = match incoming.to_event(&identities.table) {
                 Err(reason) => Outcome::Rejected(reason),
                 Ok(event) => {
-                    let i = shard_of(&self.hasher, &event.user_id, self.shards.len());
+                    let i = shard_of(&event.user_id, self.shards.len());
                     let mut shard = lock(&self.shards[i]);
                     log.scratch.clear();
                     // Serialize before applying: apply takes the event by value.
@@ -286,9 +327,15 @@ impl ProfileStore {
                         postcard::to_extend(&record, std::mem::take(&mut log.scratch)).expect("events serialize");
                     let Record::Event(event) = record else { unreachable!() };
                     // Lock order everywhere: log, then a shard, then the host book.
-                    let outcome = apply_event(&mut shard, event, |e| lock(&self.hosts).observe(e));
+                    let seq = log.writer.next_seq();
+                    let outcome = apply_event(&mut shard, event, seq, |e| {
+                        let mut hosts = lock(&self.hosts);
+                        hosts.book.observe(e);
+                        hosts.seq = seq;
+                    });
                     if outcome == Outcome::Accepted {
                         report.last_seq = log.writer.stage(&log.scratch);
+                        debug_assert_eq!(report.last_seq, seq);
                     }
                     outcome
                 }
@@ -338,9 +385,9 @@ impl ProfileStore {
     /// A user's features (the user-feature schema) as of `as_of_ms`, by default now (or
     /// the user's newest event when that is later).
     pub fn user_features(&self, user_id: &str, as_of_ms: Option<i64>) -> Result<ProfileFeatures, LookupError> {
-        let i = shard_of(&self.hasher, user_id, self.shards.len());
+        let i = shard_of(user_id, self.shards.len());
         let mut shard = lock(&self.shards[i]);
-        let entry = shard.get_mut(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
+        let entry = shard.users.get_mut(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
         let p = &mut entry.profile;
         let horizon = p.horizon_ms();
         let as_of_ms = match as_of_ms {
@@ -358,15 +405,15 @@ impl ProfileStore {
     /// Conversion features (the conversion schema) of the user's open visit to `room_id`,
     /// decided now (or at the user's newest event when that is later).
     pub fn conversion_features(&self, user_id: &str, room_id: &str) -> Result<ProfileFeatures, LookupError> {
-        let i = shard_of(&self.hasher, user_id, self.shards.len());
+        let i = shard_of(user_id, self.shards.len());
         let shard = lock(&self.shards[i]);
-        let entry = shard.get(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
+        let entry = shard.users.get(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
         let p = &entry.profile;
         let no_visit = || LookupError::NoOpenVisit { user_id: user_id.to_owned(), room_id: room_id.to_owned() };
         let host = p.open_visit_host(room_id).ok_or_else(no_visit)?;
         let decision_ms = now_ms().max(p.newest_ms().unwrap_or(i64::MIN)).max(p.horizon_ms());
         let stats = match host {
-            Some(h) => lock(&self.hosts).stats(h, decision_ms),
+            Some(h) => lock(&self.hosts).book.stats(h, decision_ms),
             None => Default::default(),
         };
         let values = p.conversion_features(room_id, decision_ms, stats).ok_or_else(no_visit)?;
@@ -377,8 +424,12 @@ impl ProfileStore {
     /// snapshots it makes redundant. Ingest waits while the state is serialized (not while
     /// it is written).
     pub fn snapshot(&self) -> Result<u64, StoreError> {
+        let _one_at_a_time = lock(&self.snapshotting);
         let started = Instant::now();
-        let (seq, parts) = {
+        // Start a new segment; everything before it goes into the snapshot. Events keep
+        // arriving while the parts are serialized one by one (each part records the last
+        // event it holds), so ingest waits only for the part it touches.
+        let seq = {
             let mut log = lock(&self.log);
             if let Some(why) = &log.failed {
                 return Err(StoreError::Failed(why.clone()));
@@ -389,15 +440,15 @@ impl ProfileStore {
                 return Ok(seq);
             }
             log.writer.rotate()?;
-            let parts = snapshot::serialize(
-                seq,
-                self.shards.iter().map(|s| lock(s)),
-                &lock(&self.hosts),
-                &self.identities.read().unwrap_or_else(|p| p.into_inner()),
-            );
-            (seq, parts)
+            seq
         };
-        let paused = started.elapsed();
+        let parts = snapshot::serialize(
+            seq,
+            self.shards.iter().map(|s| lock(s)),
+            || lock(&self.hosts),
+            || self.identities.read().unwrap_or_else(|p| p.into_inner()),
+        );
+        let serialized = started.elapsed();
         let bytes = snapshot::write(&self.dir, seq, &parts)?;
         drop(parts);
         // Everything up to `seq` is in the snapshot: older segments and snapshots go.
@@ -417,7 +468,7 @@ impl ProfileStore {
         tracing::info!(
             seq,
             bytes,
-            ingest_paused_ms = paused.as_secs_f64() * 1e3,
+            serialize_ms = serialized.as_secs_f64() * 1e3,
             seconds = started.elapsed().as_secs_f64(),
             "snapshot written"
         );
@@ -435,7 +486,7 @@ impl ProfileStore {
 
     /// Users held.
     pub fn user_count(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).users.len()).sum()
     }
 
     /// Counts and positions.
@@ -446,8 +497,8 @@ impl ProfileStore {
         };
         StoreStats {
             users: self.user_count() as u64,
-            hosts: lock(&self.hosts).len() as u64,
-            identities: self.identities.read().unwrap_or_else(|p| p.into_inner()).len() as u64,
+            hosts: lock(&self.hosts).book.len() as u64,
+            identities: self.identities.read().unwrap_or_else(|p| p.into_inner()).table.len() as u64,
             last_seq,
             snapshot_seq,
             log_bytes,
@@ -471,10 +522,11 @@ impl ProfileStore {
 }
 
 /// Applies one contract-valid event to its shard and the host book.
-fn apply_event(shard: &mut Shard, event: Event, observe_host: impl FnOnce(&Event)) -> Outcome {
-    let entry = match shard.get_mut(&event.user_id) {
+/// Applies one contract-valid event, which gets log sequence number `seq` if accepted.
+fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnOnce(&Event)) -> Outcome {
+    let entry = match shard.users.get_mut(&event.user_id) {
         Some(e) => e,
-        None => shard.entry(event.user_id.clone()).or_default(),
+        None => shard.users.entry(event.user_id.clone()).or_default(),
     };
     if entry.recent_ids.iter().any(|(_, id)| *id == event.event_id) {
         return Outcome::Duplicate;
@@ -493,14 +545,22 @@ fn apply_event(shard: &mut Shard, event: Event, observe_host: impl FnOnce(&Event
         return Outcome::Rejected(e.to_string());
     }
     observe_host(&event);
+    shard.seq = seq;
     let newest = entry.profile.newest_ms().unwrap_or(event.ts_ms);
     entry.recent_ids.push_back((event.ts_ms, event.event_id));
     entry.recent_ids.retain(|(ts, _)| *ts >= newest - OUT_OF_ORDER_TOLERANCE_MS);
     Outcome::Accepted
 }
 
-fn shard_of(hasher: &impl BuildHasher, user_id: &str, shards: usize) -> usize {
-    (hasher.hash_one(user_id) % shards as u64) as usize
+/// The shard of a user: FNV-1a of the id, the same in every process and version (a
+/// snapshot's shards are reused as they are).
+fn shard_of(user_id: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
 }
 
 fn spawn_snapshotter(store: Weak<ProfileStore>) {
