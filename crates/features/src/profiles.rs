@@ -51,6 +51,10 @@ impl UserProfile {
             }
             EventKind::Leave => {
                 self.visits.remove(room);
+                if self.visits.is_empty() {
+                    // Most users are in no room most of the time: free the table.
+                    self.visits = HashMap::new();
+                }
             }
             EventKind::Order => {
                 if let Some(v) = self.visits.get_mut(room) {

@@ -52,19 +52,33 @@ enum Record {
     Identities(Vec<IdentityLink>),
 }
 
-/// One user's profile and the ids of its events still inside the late window (for
-/// idempotency: an older duplicate is refused as late, so it is never applied twice).
+/// One user's profile and its events still inside the late window, as (time, 64-bit hash
+/// of the event id), for idempotency: an older duplicate is refused as late, so it is
+/// never applied twice. Two different ids of one user within five minutes sharing a
+/// 64-bit hash is the only way an event could be taken for a duplicate.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct UserEntry {
     pub(crate) profile: UserProfile,
-    recent_ids: VecDeque<(i64, String)>,
+    recent_ids: VecDeque<(i64, u64)>,
+}
+
+/// FNV-1a, 64 bits: the same in every process and version (hashes are in snapshots).
+fn fnv1a(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Users of one shard, and the sequence number of the last event applied to them: the
 /// shard holds every event of its users up to `seq` and none after it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Shard {
-    pub(crate) users: HashMap<String, UserEntry>,
+    /// Boxed: an entry is about 2.6 KB (four windows of 77 sums), and a hash table keeps
+    /// up to half its slots empty; empty slots then cost a pointer, not an entry.
+    pub(crate) users: HashMap<String, Box<UserEntry>>,
     pub(crate) seq: u64,
 }
 
@@ -528,7 +542,8 @@ fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnO
         Some(e) => e,
         None => shard.users.entry(event.user_id.clone()).or_default(),
     };
-    if entry.recent_ids.iter().any(|(_, id)| *id == event.event_id) {
+    let id_hash = fnv1a(&event.event_id);
+    if entry.recent_ids.iter().any(|(_, id)| *id == id_hash) {
         return Outcome::Duplicate;
     }
     if !entry.profile.accepts(event.ts_ms) {
@@ -547,20 +562,18 @@ fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnO
     observe_host(&event);
     shard.seq = seq;
     let newest = entry.profile.newest_ms().unwrap_or(event.ts_ms);
-    entry.recent_ids.push_back((event.ts_ms, event.event_id));
+    entry.recent_ids.push_back((event.ts_ms, id_hash));
     entry.recent_ids.retain(|(ts, _)| *ts >= newest - OUT_OF_ORDER_TOLERANCE_MS);
+    if entry.recent_ids.capacity() > 4 * entry.recent_ids.len().max(4) {
+        entry.recent_ids.shrink_to_fit();
+    }
     Outcome::Accepted
 }
 
 /// The shard of a user: FNV-1a of the id, the same in every process and version (a
 /// snapshot's shards are reused as they are).
 fn shard_of(user_id: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % shards as u64) as usize
+    (fnv1a(user_id) % shards as u64) as usize
 }
 
 fn spawn_snapshotter(store: Weak<ProfileStore>) {
