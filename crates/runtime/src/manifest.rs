@@ -83,6 +83,9 @@ pub struct Manifest {
     pub onnx_sha256: String,
     /// Golden examples.
     pub golden: GoldenRef,
+    /// Segment descriptions of a `segmentation` package (kept as given).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub segmentation: serde_json::Value,
 }
 
 /// `golden.json`: inputs and the training framework's outputs.

@@ -293,7 +293,16 @@ pub async fn score_tags(
             }
         }
     }
-    let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
+    let (scored, mut timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
+    let segments = if r.include_segment {
+        let (segments, t) = segments_of(state, &model, &scored, deadline).await?;
+        timing.queue_us += t.queue_us;
+        timing.compute_us += t.compute_us;
+        Some(segments)
+    } else {
+        None
+    };
+    let mut segments = segments.map(Vec::into_iter);
     let users = scored
         .into_iter()
         .zip(&r.users)
@@ -313,10 +322,79 @@ pub async fn score_tags(
                 tags: picked,
                 model: Some(s.model),
                 profile: source.profile_time(),
+                segment: segments.as_mut().and_then(Iterator::next),
             }
         })
         .collect();
     Ok(v1::ScoreTagsResponse { users, timing: Some(timing) })
+}
+
+/// Model answering segment requests.
+pub const SEGMENT_MODEL: &str = "user_segments";
+
+/// Each user's segment: the tag probabilities through the segment model (its stable
+/// version), nearest centroid first.
+async fn segments_of(
+    state: &AppState,
+    tags_model: &LoadedModel,
+    scored: &[Scored],
+    deadline: Option<Instant>,
+) -> Result<(Vec<v1::Segment>, v1::Timing), Status> {
+    let repo = state.repo()?;
+    let model = repo
+        .get(SEGMENT_MODEL, None)
+        .map_err(|e| Status::failed_precondition(format!("include_segment needs the {SEGMENT_MODEL} model: {e}")))?;
+    // The segment model's inputs are tag names: they must be this tag model's outputs.
+    let tags = output_names(tags_model);
+    let inputs = model.manifest().inputs.first().map_or(&[][..], |i| i.features.as_slice());
+    if inputs != tags {
+        return Err(Status::failed_precondition(format!(
+            "{SEGMENT_MODEL} version {} was fitted on other tags than {} version {} gives",
+            model.version(),
+            tags_model.name(),
+            tags_model.version()
+        )));
+    }
+    let mut values = Vec::with_capacity(scored.len() * model.width());
+    for s in scored {
+        values.extend_from_slice(&s.values);
+    }
+    model.validate(&values, scored.len()).map_err(|e| input_status(&e))?;
+    let outcome =
+        state.score(Job { model: model.clone(), values, rows: scored.len(), compare: vec![], deadline }).await?;
+    let distances = &outcome.scores.outputs[0];
+    let described: Vec<(String, String)> = (0..distances.width)
+        .map(|i| {
+            let d = &model.manifest().segmentation["segments"][i];
+            let name = d["name"].as_str().map_or_else(|| format!("segment_{i}"), str::to_owned);
+            (name, d["description"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let segments = (0..scored.len())
+        .map(|row| {
+            let d = &distances.values[row * distances.width..(row + 1) * distances.width];
+            // Nearest centroid; the first on a tie, as the analysis assigns.
+            let (id, distance) = d
+                .iter()
+                .copied()
+                .enumerate()
+                .fold((0, f32::INFINITY), |best, (i, x)| if x < best.1 { (i, x) } else { best });
+            v1::Segment {
+                id: id as u32,
+                name: described[id].0.clone(),
+                description: described[id].1.clone(),
+                distance,
+                model: Some(v1::ModelRef {
+                    name: SEGMENT_MODEL.to_owned(),
+                    version: model.version(),
+                    arm: v1::Arm::Stable as i32,
+                }),
+            }
+        })
+        .collect();
+    let timing =
+        v1::Timing { queue_us: outcome.queue.as_micros() as u64, compute_us: outcome.compute.as_micros() as u64 };
+    Ok((segments, timing))
 }
 
 fn tag_score(tags: &[String], i: usize, p: f32) -> v1::TagScore {

@@ -165,7 +165,11 @@ fn batch_scores_equal_the_servers_bit_for_bit() {
                     let a = client
                         .score_tags(v1::ScoreTagsRequest {
                             schema_hash: m.schema().hash.clone(),
-                            users: vec![v1::UserFeatures { user_id: format!("u{i:06}"), features: Some(dense(r)) }],
+                            users: vec![v1::UserFeatures {
+                                user_id: format!("u{i:06}"),
+                                features: Some(dense(r)),
+                                as_of_ms: None,
+                            }],
                             ..Default::default()
                         })
                         .await

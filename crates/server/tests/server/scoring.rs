@@ -250,3 +250,51 @@ async fn the_stream_answers_in_order_and_survives_a_bad_request() {
     assert_eq!(i, 30);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tag_answer_carries_the_nearest_segment_of_the_segment_model() {
+    let repo = repository(&["user_tags", "user_segments"]);
+    let server = start(config(repo.path())).await;
+    let mut client = scoring(&server).await;
+    let g = golden("user_tags");
+    let mut request = g.tags_request(20);
+    request.include_segment = true;
+    let answer = client.score_tags(request).await.unwrap().into_inner();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join("user_segments/1/manifest.json")).unwrap())
+            .unwrap();
+    let centroids: Vec<Vec<f64>> = manifest["segmentation"]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["centroid"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for u in &answer.users {
+        let probabilities: Vec<f64> = u.tags.iter().map(|t| f64::from(t.probability)).collect();
+        let distances: Vec<f64> =
+            centroids.iter().map(|c| c.iter().zip(&probabilities).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
+        let nearest = (0..distances.len()).min_by(|&a, &b| distances[a].total_cmp(&distances[b])).unwrap();
+        let segment = u.segment.as_ref().expect("segment asked for");
+        assert_eq!(segment.id as usize, nearest, "user {}", u.user_id);
+        assert!((f64::from(segment.distance) - distances[nearest]).abs() < 1e-4);
+        assert_eq!(segment.name, format!("segment_{nearest}"));
+        assert!(segment.description.starts_with("led by "), "{}", segment.description);
+        assert_eq!(segment.model.as_ref().unwrap().name, "user_segments");
+        seen.insert(segment.id);
+    }
+    // Without the flag there is no segment; without the model the flag is refused.
+    let plain = client.score_tags(g.tags_request(1)).await.unwrap().into_inner();
+    assert!(plain.users[0].segment.is_none());
+    server.shutdown().await.unwrap();
+
+    let repo = repository(&["user_tags"]);
+    let server = start(config(repo.path())).await;
+    let mut client = scoring(&server).await;
+    let mut request = g.tags_request(1);
+    request.include_segment = true;
+    let err = client.score_tags(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().starts_with("include_segment needs the user_segments model"), "{}", err.message());
+    server.shutdown().await.unwrap();
+}
