@@ -10,8 +10,8 @@ from conftest import MODELS, golden
 BUNDLED = sorted(p.name for p in MODELS.iterdir() if (p / "1" / "manifest.json").exists())
 
 
-def test_the_four_bundled_models_are_found():
-    assert BUNDLED == ["conversion", "taobao_purchase", "uci_session_conversion", "user_tags"]
+def test_the_five_bundled_models_are_found():
+    assert BUNDLED == ["conversion", "taobao_purchase", "uci_session_conversion", "user_segments", "user_tags"]
 
 
 def test_live_ready_and_server_metadata(server):
