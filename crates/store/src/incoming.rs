@@ -92,6 +92,16 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// Counts a refused event (late or invalid) and records why.
+    pub fn refuse(&mut self, index: usize, event_id: &str, late: bool, reason: String) {
+        if late {
+            self.late += 1;
+        } else {
+            self.rejected += 1;
+        }
+        self.errors.push(EventRejection { index, event_id: event_id.to_owned(), late, reason });
+    }
+
     /// Adds another report's counts (for a stream of batches).
     pub fn merge(&mut self, other: IngestReport, index_offset: usize) {
         self.received += other.received;

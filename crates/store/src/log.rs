@@ -47,12 +47,17 @@ pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 
 /// Segments in `dir`, sorted by first sequence number.
 pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    numbered_files(dir, "log-", ".wal")
+}
+
+/// Files `<prefix><number><suffix>` in `dir`, sorted by number.
+pub(crate) fn numbered_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name.strip_prefix("log-").and_then(|n| n.strip_suffix(".wal"))
+        if let Some(seq) = name.strip_prefix(prefix).and_then(|n| n.strip_suffix(suffix))
             && let Ok(seq) = seq.parse::<u64>()
         {
             out.push((seq, entry.path()));

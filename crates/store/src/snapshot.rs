@@ -12,7 +12,7 @@
 //! the parts that do not hold it yet.
 
 use crate::error::StoreError;
-use crate::log::sync_dir;
+use crate::log::{numbered_files, sync_dir};
 use crate::store::{Hosts, Identities, Shard};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -34,19 +34,7 @@ fn path_of(dir: &Path, seq: u64) -> PathBuf {
 }
 
 fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
-        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name.strip_prefix("snapshot-").and_then(|n| n.strip_suffix(".snap"))
-            && let Ok(seq) = seq.parse::<u64>()
-        {
-            out.push((seq, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    numbered_files(dir, "snapshot-", ".snap")
 }
 
 fn frame(out: &mut Vec<u8>, payload: &[u8]) {

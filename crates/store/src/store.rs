@@ -3,7 +3,7 @@
 
 use crate::error::{LookupError, StoreError};
 use crate::identity::{IdentityLink, IdentityTable};
-use crate::incoming::{EventRejection, IncomingEvent, IngestReport, Outcome};
+use crate::incoming::{IncomingEvent, IngestReport, Outcome};
 use crate::log::{Durability, LogWriter, replay, segments, sync_dir};
 use crate::snapshot;
 use liveprofile_events::Event;
@@ -357,24 +357,8 @@ impl ProfileStore {
             match outcome {
                 Outcome::Accepted => report.accepted += 1,
                 Outcome::Duplicate => report.duplicates += 1,
-                Outcome::Late(reason) => {
-                    report.late += 1;
-                    report.errors.push(EventRejection {
-                        index,
-                        event_id: incoming.event_id.clone(),
-                        late: true,
-                        reason,
-                    });
-                }
-                Outcome::Rejected(reason) => {
-                    report.rejected += 1;
-                    report.errors.push(EventRejection {
-                        index,
-                        event_id: incoming.event_id.clone(),
-                        late: false,
-                        reason,
-                    });
-                }
+                Outcome::Late(reason) => report.refuse(index, &incoming.event_id, true, reason),
+                Outcome::Rejected(reason) => report.refuse(index, &incoming.event_id, false, reason),
             }
         }
         drop(identities);
