@@ -259,12 +259,7 @@ async fn events_published_over_mqtt_reach_profiles_once() {
     let broker = mosquitto();
     let repo = repository(&["user_tags"]);
     let mut c = config(repo.path());
-    c.profiles.mqtt = Some(liveprofile_server::config::MqttConfig {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        topic: "live/+/+/events".into(),
-        client_id: format!("liveprofile-test-{}", std::process::id()),
-    });
+    c.profiles.mqtt = Some(mqtt_config(&broker, &format!("liveprofile-test-{}", std::process::id())));
     let server = start(c).await;
     let store = server.state().profiles.clone();
 
@@ -273,17 +268,8 @@ async fn events_published_over_mqtt_reach_profiles_once() {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
 
-    // Wait until the server's subscription is in place: publish probes until one lands.
+    wait_subscribed(&client, &store, "probe").await;
     let t = now_ms();
-    let until = Instant::now() + Duration::from_secs(20);
-    let mut probe = 0;
-    while store.user_features("probe", None).is_err() {
-        assert!(Instant::now() < until, "the server never received an MQTT message");
-        probe += 1;
-        let payload = format!(r#"{{"event_id":"probe-{probe}","ts_ms":{t},"user_id":"probe","kind":"like"}}"#);
-        client.publish("live/douyin/room-1/events", rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let before = store.stats();
 
     // JSON (platform and room from the topic), a JSON array, and a protobuf batch; one of
@@ -328,5 +314,73 @@ async fn events_published_over_mqtt_reach_profiles_once() {
     assert!(conversion.is_ok(), "the visit to the topic's room is open: {conversion:?}");
     let text = metrics(&server).await;
     assert_eq!(sample(&text, "liveprofile_ingest_events", &["path=\"mqtt\"", "outcome=\"rejected\""]), Some(1.0));
+    server.shutdown().await.unwrap();
+}
+
+fn mqtt_config(broker: &Broker, client_id: &str) -> liveprofile_server::config::MqttConfig {
+    liveprofile_server::config::MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        topic: "live/+/+/events".into(),
+        client_id: client_id.to_owned(),
+    }
+}
+
+/// Publishes probe events until the server has taken one in (its subscription is live).
+async fn wait_subscribed(client: &rumqttc::AsyncClient, store: &liveprofile_store::ProfileStore, user: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut probe = 0;
+    while store.user_features(user, None).is_err() {
+        assert!(Instant::now() < until, "the server never received an MQTT message");
+        probe += 1;
+        let payload =
+            format!(r#"{{"event_id":"{user}-{probe}","ts_ms":{},"user_id":"{user}","kind":"like"}}"#, now_ms());
+        client.publish("live/douyin/room-1/events", rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_messages_published_while_the_server_is_down_arrive_when_it_is_back() {
+    let broker = mosquitto();
+    let repo = repository(&["user_tags"]);
+    let data = tempfile::tempdir().unwrap();
+    let client_id = format!("liveprofile-restart-{}", std::process::id());
+    let config_with_mqtt = || {
+        let mut c = config(repo.path());
+        c.profiles.data_dir = data.path().to_owned();
+        c.profiles.mqtt = Some(mqtt_config(&broker, &client_id));
+        c
+    };
+    let mut options = rumqttc::MqttOptions::new("producer-restart", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+
+    let server = start(config_with_mqtt()).await;
+    wait_subscribed(&client, &server.state().profiles, "probe-a").await;
+    server.shutdown().await.unwrap();
+
+    // The server is down: the broker keeps QoS 1 messages for its persistent session.
+    let t = now_ms();
+    for i in 0..5 {
+        let payload = format!(r#"{{"event_id":"down-{i}","ts_ms":{},"user_id":"offline-fan","kind":"like"}}"#, t + i);
+        client.publish("live/kuaishou/room-3/events", rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let server = start(config_with_mqtt()).await;
+    let store = server.state().profiles.clone();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(f) = store.user_features("offline-fan", None)
+            && f.last_event_ms == Some(t + 4)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "messages published while the server was down never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.stats().accepted, 5, "the five queued events, each once");
     server.shutdown().await.unwrap();
 }
