@@ -69,7 +69,7 @@ fn lookup_status(e: &LookupError) -> Status {
     match e {
         LookupError::UnknownUser(_) => Status::not_found(e.to_string()),
         LookupError::NoOpenVisit { .. } => Status::failed_precondition(e.to_string()),
-        LookupError::InPast { .. } => Status::invalid_argument(e.to_string()),
+        LookupError::InPast { .. } | LookupError::InFuture { .. } => Status::invalid_argument(e.to_string()),
     }
 }
 

@@ -61,6 +61,14 @@ pub enum LookupError {
         /// The room.
         room_id: String,
     },
+    /// Features were asked as of a time ahead of the server's clock.
+    #[error("features asked as of {as_of_ms}, more than {max_skew_ms} ms ahead of the server clock")]
+    InFuture {
+        /// Time asked for.
+        as_of_ms: i64,
+        /// The allowed skew.
+        max_skew_ms: i64,
+    },
     /// Features were asked as of a time before the profile's state.
     #[error("features of user {user_id:?} asked as of {as_of_ms}, before the profile's state at {horizon_ms}")]
     InPast {

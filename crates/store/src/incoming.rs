@@ -5,6 +5,9 @@ use crate::identity::IdentityTable;
 use liveprofile_events::{Event, EventKind, Platform};
 use serde::{Deserialize, Serialize};
 
+/// How far ahead of the server's clock an event or a query time may be, milliseconds.
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60_000;
+
 /// One event as a producer sends it, over gRPC or as MQTT JSON (the JSON field names are
 /// these). Empty strings mean "absent".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,13 +125,22 @@ fn opt(s: &str) -> Option<String> {
 }
 
 impl IncomingEvent {
-    /// Checks the event against the contract and finds its unified user.
-    pub fn to_event(&self, identities: &IdentityTable) -> Result<Event, String> {
+    /// Checks the event against the contract and finds its unified user. An event stamped
+    /// more than [`MAX_CLOCK_SKEW_MS`] after `now_ms` is refused: taken in, it would move
+    /// its user's clock ahead and every real event after it would be late.
+    pub fn to_event(&self, identities: &IdentityTable, now_ms: i64) -> Result<Event, String> {
         if self.event_id.is_empty() {
             return Err("event_id is empty".to_owned());
         }
         if self.ts_ms <= 0 {
             return Err(format!("ts_ms {} is not a time after 1970 in milliseconds", self.ts_ms));
+        }
+        if self.ts_ms > now_ms + MAX_CLOCK_SKEW_MS {
+            return Err(format!(
+                "ts_ms {} is {} ms ahead of the server clock (at most {MAX_CLOCK_SKEW_MS} ms; milliseconds expected)",
+                self.ts_ms,
+                self.ts_ms - now_ms
+            ));
         }
         if self.platform.is_empty() {
             return Err("platform is empty".to_owned());

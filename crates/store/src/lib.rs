@@ -23,6 +23,6 @@ mod store;
 
 pub use error::{LookupError, StoreError};
 pub use identity::{IdentityLink, IdentityTable, read_identity_file};
-pub use incoming::{EventRejection, IncomingEvent, IngestReport, Outcome};
+pub use incoming::{EventRejection, IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
 pub use log::Durability;
 pub use store::{ProfileFeatures, ProfileStore, StoreOptions, StoreStats, now_ms};

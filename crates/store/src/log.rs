@@ -118,6 +118,11 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Makes everything written so far durable (whatever the durability setting).
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))
+    }
+
     /// Sequence number the next staged record gets.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
@@ -184,8 +189,9 @@ pub(crate) fn replay(
                 Frame::End => break,
                 Frame::Bad { reason, frame_len } => {
                     // Only the end of the last segment can be torn by a crash: a bad frame
-                    // with more data after it is damage, not an unfinished write.
-                    let at_end = frame_len.is_none_or(|n| offset + n >= len);
+                    // with more data after it is damage, not an unfinished write, unless
+                    // that data is all zeros (a file extended over blocks never written).
+                    let at_end = frame_len.is_none_or(|n| offset + n >= len) || zeros_from(path, offset)?;
                     if !is_last || !at_end {
                         return Err(StoreError::Corrupt {
                             path: path.display().to_string(),
@@ -237,6 +243,10 @@ fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> Frame {
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     let frame_len = Some((HEADER + len) as u64);
+    if len == 0 {
+        // Never written (every record has a payload): zeros where a frame should be.
+        return Frame::Bad { reason: "empty record".to_owned(), frame_len };
+    }
     if len > MAX_RECORD {
         return Frame::Bad { reason: format!("record length {len} is over the limit"), frame_len };
     }
@@ -250,6 +260,23 @@ fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> Frame {
         return Frame::Bad { reason: "checksum mismatch".to_owned(), frame_len };
     }
     Frame::Record((HEADER + len) as u64)
+}
+
+/// Whether the file holds only zero bytes from `offset` to its end.
+fn zeros_from(path: &Path, offset: u64) -> Result<bool, StoreError> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| StoreError::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = read_full(&mut f, &mut buf).map_err(|e| StoreError::io(path, e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        if n < buf.len() {
+            return Ok(true);
+        }
+    }
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.

@@ -3,7 +3,7 @@
 
 use crate::error::{LookupError, StoreError};
 use crate::identity::{IdentityLink, IdentityTable};
-use crate::incoming::{IncomingEvent, IngestReport, Outcome};
+use crate::incoming::{IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
 use crate::log::{Durability, LogWriter, replay, segments, sync_dir};
 use crate::snapshot;
 use liveprofile_events::Event;
@@ -328,8 +328,9 @@ impl ProfileStore {
         }
         let identities = self.identities.read().unwrap_or_else(|p| p.into_inner());
         let log = &mut *log;
+        let now = now_ms();
         for (index, incoming) in batch.iter().enumerate() {
-            let outcome = match incoming.to_event(&identities.table) {
+            let outcome = match incoming.to_event(&identities.table, now) {
                 Err(reason) => Outcome::Rejected(reason),
                 Ok(event) => {
                     let i = shard_of(&event.user_id, self.shards.len());
@@ -392,6 +393,10 @@ impl ProfileStore {
             Some(t) if t < horizon => {
                 return Err(LookupError::InPast { user_id: user_id.to_owned(), as_of_ms: t, horizon_ms: horizon });
             }
+            // Reading moves the window state to the time asked: never past the clock.
+            Some(t) if t > now_ms() + MAX_CLOCK_SKEW_MS => {
+                return Err(LookupError::InFuture { as_of_ms: t, max_skew_ms: MAX_CLOCK_SKEW_MS });
+            }
             Some(t) => t,
             None => now_ms().max(horizon),
         };
@@ -447,6 +452,17 @@ impl ProfileStore {
             || self.identities.read().unwrap_or_else(|p| p.into_inner()),
         );
         let serialized = started.elapsed();
+        // Parts may hold events applied by an ingest call that had not written them yet:
+        // wait for that call (it holds the log lock until its write), and make the log as
+        // durable as the snapshot before the snapshot exists, so that no part can be ahead
+        // of the log after a crash.
+        {
+            let mut log = lock(&self.log);
+            if let Some(why) = &log.failed {
+                return Err(StoreError::Failed(why.clone()));
+            }
+            log.writer.sync()?;
+        }
         let bytes = snapshot::write(&self.dir, seq, &parts)?;
         drop(parts);
         // Everything up to `seq` is in the snapshot: older segments and snapshots go.

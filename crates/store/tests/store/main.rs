@@ -371,3 +371,27 @@ fn snapshots_taken_while_events_arrive_recover_to_the_same_state() {
     let again = store.ingest(&batch).unwrap();
     assert_eq!(again.accepted, 0);
 }
+
+#[test]
+fn a_zero_filled_tail_is_cut_and_times_ahead_of_the_clock_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let now = liveprofile_store::now_ms();
+    let mut ahead = incoming("f1", "u1", now + 3_600_000, "like");
+    ahead.room_id = "r1".to_owned();
+    let report = store.ingest(&[incoming("e1", "u1", now, "enter"), ahead]).unwrap();
+    assert_eq!((report.accepted, report.rejected), (1, 1));
+    assert!(report.errors[0].reason.contains("ms ahead of the server clock"), "{}", report.errors[0].reason);
+    let err = store.user_features("u1", Some(now + 3_600_000)).unwrap_err();
+    assert!(matches!(err, LookupError::InFuture { .. }), "{err}");
+    drop(store);
+    // A crash can leave the file longer than what was written, the rest zeros.
+    let seg = only_segment(dir.path());
+    let before = std::fs::metadata(&seg).unwrap().len();
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
+    assert_eq!(store.stats().last_seq, 1);
+}
