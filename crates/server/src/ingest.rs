@@ -57,12 +57,13 @@ pub async fn ingest_batch(
     state: &AppState,
     path: &'static str,
     events: Vec<IncomingEvent>,
-) -> Result<IngestReport, StoreError> {
+) -> Result<IngestReport, Status> {
     let store = state.profiles.clone();
     let started = Instant::now();
     let report = tokio::task::spawn_blocking(move || store.ingest(&events))
         .await
-        .map_err(|e| StoreError::Failed(format!("ingest task failed: {e}")))??;
+        .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?
+        .map_err(|e| store_status(&e))?;
     state.metrics.count_ingest(path, &report, started.elapsed());
     Ok(report)
 }
@@ -82,8 +83,10 @@ impl Ingest for IngestService {
                 continue;
             }
             let events: Vec<IncomingEvent> = batch.events.into_iter().map(incoming).collect();
-            let report = ingest_batch(&self.state, "grpc", events).await.map_err(|e| store_status(&e))?;
+            let report = ingest_batch(&self.state, "grpc", events).await?;
             total.merge(report, seen);
+            // Keep one error past the limit so that the answer can say it was cut.
+            total.errors.truncate(MAX_ACK_ERRORS + 1);
             seen += n;
         }
         let truncated = total.errors.len() > MAX_ACK_ERRORS;

@@ -9,6 +9,10 @@
 //! store, and the session is persistent, so a message is redelivered after a crash until
 //! it is taken in; redelivered events are duplicates by `event_id` and are not applied
 //! twice. Messages waiting in the client are taken in together, one log write for all.
+//! A message received on an earlier connection is never acknowledged on a later one
+//! (its packet id may by then name another message): the broker delivers it again. When
+//! the store cannot take a batch in, the batch is retried until it can; nothing is
+//! acknowledged meanwhile.
 
 use crate::config::MqttConfig;
 use crate::ingest::ingest_batch;
@@ -17,6 +21,7 @@ use crate::state::AppState;
 use liveprofile_store::IncomingEvent;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,15 +45,21 @@ impl MqttIngest {
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, MAX_MESSAGES_PER_WRITE);
-        let (tx, rx) = mpsc::channel::<Publish>(4 * MAX_MESSAGES_PER_WRITE);
+        // Unbounded so that the event loop never waits on the worker (the worker's
+        // acknowledgements go through the event loop); the broker's in-flight window for
+        // QoS 1 (unacknowledged messages) bounds what can be waiting here.
+        let (tx, rx) = mpsc::unbounded_channel::<(u64, Publish)>();
+        let connection = Arc::new(AtomicU64::new(0));
         let topic = config.topic.clone();
         let broker = format!("{}:{}", config.host, config.port);
         let poller = {
             let client = client.clone();
+            let connection = connection.clone();
             tokio::spawn(async move {
                 loop {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            connection.fetch_add(1, Ordering::SeqCst);
                             tracing::info!(%broker, session_present = ack.session_present, "MQTT connected");
                             if !ack.session_present
                                 && let Err(e) = client.subscribe(topic.clone(), QoS::AtLeastOnce).await
@@ -60,7 +71,7 @@ impl MqttIngest {
                             tracing::info!(topic = %topic, codes = ?ack.return_codes, "MQTT subscribed");
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
-                            if tx.send(p).await.is_err() {
+                            if tx.send((connection.load(Ordering::SeqCst), p)).is_err() {
                                 return;
                             }
                         }
@@ -74,7 +85,7 @@ impl MqttIngest {
                 }
             })
         };
-        let worker = tokio::spawn(take_in(state, client.clone(), rx));
+        let worker = tokio::spawn(take_in(state, client.clone(), rx, connection));
         MqttIngest { client, tasks: vec![poller, worker] }
     }
 
@@ -88,8 +99,13 @@ impl MqttIngest {
 }
 
 /// Takes in messages in batches and acknowledges each once its events are durable.
-async fn take_in(state: Arc<AppState>, client: AsyncClient, mut rx: mpsc::Receiver<Publish>) {
-    let mut messages: Vec<Publish> = Vec::with_capacity(MAX_MESSAGES_PER_WRITE);
+async fn take_in(
+    state: Arc<AppState>,
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<(u64, Publish)>,
+    connection: Arc<AtomicU64>,
+) {
+    let mut messages: Vec<(u64, Publish)> = Vec::with_capacity(MAX_MESSAGES_PER_WRITE);
     while let Some(first) = rx.recv().await {
         messages.clear();
         messages.push(first);
@@ -101,7 +117,7 @@ async fn take_in(state: Arc<AppState>, client: AsyncClient, mut rx: mpsc::Receiv
         }
         let mut events = Vec::new();
         let mut refused = 0u64;
-        for m in &messages {
+        for (_, m) in &messages {
             match decode(&m.topic, &m.payload) {
                 Ok(decoded) => {
                     for d in decoded {
@@ -123,22 +139,27 @@ async fn take_in(state: Arc<AppState>, client: AsyncClient, mut rx: mpsc::Receiv
         if refused > 0 {
             state.metrics.ingest_events.with_label_values(&["mqtt", "rejected"]).inc_by(refused);
         }
-        if !events.is_empty() {
-            match ingest_batch(&state, "mqtt", events).await {
+        while !events.is_empty() {
+            match ingest_batch(&state, "mqtt", events.clone()).await {
                 Ok(report) => {
                     for e in &report.errors {
                         tracing::warn!(event_id = %e.event_id, late = e.late, reason = %e.reason, "MQTT event refused");
                     }
+                    break;
                 }
-                Err(e) => {
-                    // Not acknowledged: the broker delivers the messages again on the next
-                    // session.
-                    tracing::error!(error = %e, messages = messages.len(), "MQTT events not taken in");
-                    continue;
+                Err(status) => {
+                    // Nothing is acknowledged until the batch is in; acknowledging later
+                    // messages first would break the order of acknowledgements.
+                    tracing::error!(%status, messages = messages.len(), "MQTT events not taken in; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
-        for m in &messages {
+        let current = connection.load(Ordering::SeqCst);
+        for (received_on, m) in &messages {
+            if *received_on != current {
+                continue; // the broker delivers it again on this connection
+            }
             if let Err(e) = client.ack(m).await {
                 tracing::warn!(error = %e, "MQTT acknowledgement could not be queued");
             }

@@ -77,6 +77,8 @@ fn lookup_status(e: &LookupError) -> Status {
 struct Scored {
     values: Vec<f32>,
     model: v1::ModelRef,
+    /// The version that scored the row (stable, canary or pinned).
+    loaded: Arc<LoadedModel>,
 }
 
 struct Group {
@@ -180,6 +182,7 @@ async fn score_rows(
             results[i] = Some(Scored {
                 values: first.values[k * first.width..(k + 1) * first.width].to_vec(),
                 model: v1::ModelRef { name: g.model.name().to_owned(), version, arm: g.arm as i32 },
+                loaded: g.model.clone(),
             });
         }
     }
@@ -280,22 +283,13 @@ pub async fn score_tags(
     }
     // Check the tag filter against the model before scoring.
     let model = state.repo()?.get(name, r.version).map_err(|e| route_status(&e))?;
-    let tags = output_names(&model).to_vec();
-    let mut wanted = Vec::with_capacity(r.tags.len());
-    for t in &r.tags {
-        match tags.iter().position(|x| x == t) {
-            Some(i) => wanted.push(i),
-            None => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown tag {t:?}; model {name} has {}",
-                    tags.join(", ")
-                )));
-            }
-        }
+    let tags = output_names(&model);
+    if let Some(t) = r.tags.iter().find(|t| !tags.contains(t)) {
+        return Err(Status::invalid_argument(format!("unknown tag {t:?}; model {name} has {}", tags.join(", "))));
     }
     let (scored, mut timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
     let segments = if r.include_segment {
-        let (segments, t) = segments_of(state, &model, &scored, deadline).await?;
+        let (segments, t) = segments_of(state, &scored, deadline).await?;
         timing.queue_us += t.queue_us;
         timing.compute_us += t.compute_us;
         Some(segments)
@@ -308,10 +302,14 @@ pub async fn score_tags(
         .zip(&r.users)
         .zip(&rows)
         .map(|((s, u), (_, source))| {
-            let mut picked: Vec<v1::TagScore> = if wanted.is_empty() {
-                s.values.iter().enumerate().map(|(i, p)| tag_score(&tags, i, *p)).collect()
+            // Each row is labelled with the names of the version that scored it (a canary
+            // may differ from stable).
+            let tags = output_names(&s.loaded);
+            let mut picked: Vec<v1::TagScore> = if r.tags.is_empty() {
+                s.values.iter().enumerate().map(|(i, p)| tag_score(tags, i, *p)).collect()
             } else {
-                wanted.iter().map(|&i| tag_score(&tags, i, s.values[i])).collect()
+                let wanted = r.tags.iter().filter_map(|t| tags.iter().position(|x| x == t));
+                wanted.map(|i| tag_score(tags, i, s.values[i])).collect()
             };
             if r.top_k > 0 {
                 picked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
@@ -336,7 +334,6 @@ pub const SEGMENT_MODEL: &str = "user_segments";
 /// version), nearest centroid first.
 async fn segments_of(
     state: &AppState,
-    tags_model: &LoadedModel,
     scored: &[Scored],
     deadline: Option<Instant>,
 ) -> Result<(Vec<v1::Segment>, v1::Timing), Status> {
@@ -344,16 +341,23 @@ async fn segments_of(
     let model = repo
         .get(SEGMENT_MODEL, None)
         .map_err(|e| Status::failed_precondition(format!("include_segment needs the {SEGMENT_MODEL} model: {e}")))?;
-    // The segment model's inputs are tag names: they must be this tag model's outputs.
-    let tags = output_names(tags_model);
+    // The segment model's inputs are tag names: they must be the outputs of the version
+    // that scored each row.
     let inputs = model.manifest().inputs.first().map_or(&[][..], |i| i.features.as_slice());
-    if inputs != tags {
-        return Err(Status::failed_precondition(format!(
-            "{SEGMENT_MODEL} version {} was fitted on other tags than {} version {} gives",
-            model.version(),
-            tags_model.name(),
-            tags_model.version()
-        )));
+    let mut checked: Vec<&Arc<LoadedModel>> = Vec::new();
+    for s in scored {
+        if checked.iter().any(|m| Arc::ptr_eq(m, &s.loaded)) {
+            continue;
+        }
+        if inputs != output_names(&s.loaded) {
+            return Err(Status::failed_precondition(format!(
+                "{SEGMENT_MODEL} version {} was fitted on other tags than {} version {} gives",
+                model.version(),
+                s.loaded.name(),
+                s.loaded.version()
+            )));
+        }
+        checked.push(&s.loaded);
     }
     let mut values = Vec::with_capacity(scored.len() * model.width());
     for s in scored {
