@@ -288,6 +288,13 @@ impl RunningServer {
         }
         let _ = (&mut self.metrics).await;
         let _ = (&mut self.loader).await;
+        // A snapshot now makes the next start load it instead of replaying the log.
+        let store = self.state.profiles.clone();
+        match tokio::task::spawn_blocking(move || store.snapshot()).await {
+            Ok(Ok(seq)) => tracing::info!(seq, "profile store snapshot on shutdown"),
+            Ok(Err(e)) => tracing::error!(error = %e, "no snapshot on shutdown; the log keeps every event"),
+            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+        }
         let watch = self.watch.lock().expect("watch lock").take();
         drop(watch);
         Ok(())

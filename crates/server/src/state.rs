@@ -189,14 +189,14 @@ pub fn batch_status(e: BatchError) -> Status {
 }
 
 /// The deadline a caller set with the `grpc-timeout` header, if any. It is brought forward
-/// by a twentieth of the timeout (at most 2 ms) so that the DEADLINE_EXCEEDED answer
+/// by a twentieth of the timeout (at most 10 ms) so that the DEADLINE_EXCEEDED answer
 /// reaches the caller before its own timer fires and before the transport cancels the call.
 pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Instant>, Status> {
     let Some(v) = metadata.get("grpc-timeout") else { return Ok(None) };
     let text = v.to_str().map_err(|_| Status::invalid_argument("grpc-timeout is not ASCII"))?;
     let timeout = parse_grpc_timeout(text)
         .ok_or_else(|| Status::invalid_argument(format!("grpc-timeout {text:?} is not <digits><H|M|S|m|u|n>")))?;
-    let margin = (timeout / 20).min(Duration::from_millis(2));
+    let margin = (timeout / 20).min(Duration::from_millis(10));
     Ok(Some(Instant::now() + timeout - margin))
 }
 

@@ -86,7 +86,7 @@ async fn a_full_queue_refuses_at_once_and_deadlines_are_honoured() {
 
     // A deadline shorter than the batching delay: DEADLINE_EXCEEDED, not a late answer.
     let mut request = tonic::Request::new(g.tags_request(1));
-    request.set_timeout(Duration::from_millis(100));
+    request.set_timeout(Duration::from_millis(200));
     let s = client.clone().score_tags(request).await.unwrap_err();
     assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
     // The queue is free again afterwards.
