@@ -46,6 +46,8 @@ pub fn repository(models: &[&str]) -> tempfile::TempDir {
 pub fn config(root: &Path) -> ServerConfig {
     let mut c = ServerConfig::for_tests(root);
     c.admin_token = Some(TOKEN.to_owned());
+    // Inside the temporary repository (hidden folders are not models): removed with it.
+    c.profiles.data_dir = root.join(".profiles");
     c
 }
 
