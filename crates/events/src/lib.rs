@@ -16,6 +16,17 @@ pub use parquet_io::{
 };
 pub use time::{CHINA_OFFSET_MS, DAY_MS, HOUR_MS, MINUTE_MS, china_hour_of_day};
 
+/// A stable 64-bit hash of an id (FNV-1a): the same in every process and release, so it
+/// can be stored (snapshots) and shared between replicas (canary arms, user shards).
+pub fn stable_hash(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// Live-room categories the simulator schedules rooms in. Events may carry other
 /// category strings (the Taobao import uses numeric category ids).
 pub const LIVE_CATEGORIES: [&str; 6] = ["apparel", "beauty", "home", "food", "electronics", "maternal_baby"];

@@ -104,11 +104,6 @@ impl UserProfile {
         derive_conversion_features(&visit.so_far, decision_ms, host, &visit.user_at_enter, &mut out);
         Some(out)
     }
-
-    /// Events held in the window state and open visits (for memory accounting).
-    pub fn held(&self) -> (usize, usize) {
-        (self.state.held_events(), self.visits.len())
-    }
 }
 
 /// Recent visits and orders of every host's rooms.

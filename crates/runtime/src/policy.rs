@@ -50,12 +50,7 @@ pub const BUCKETS: u64 = 10_000;
 /// Stable bucket (0..[`BUCKETS`]) of a user id: FNV-1a 64, the same in every process and
 /// release, so a user sees one arm for the whole session and across restarts.
 pub fn user_bucket(user_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user_id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h % BUCKETS
+    liveprofile_events::stable_hash(user_id) % BUCKETS
 }
 
 /// Whether a user falls in a canary of `percent`.

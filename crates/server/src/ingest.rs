@@ -52,11 +52,12 @@ pub fn store_status(e: &StoreError) -> Status {
     }
 }
 
-/// Ingests one batch off the async runtime (the log write may wait for the disk).
+/// Ingests one batch off the async runtime (the log write may wait for the disk). Shared,
+/// so that a caller can retry the same batch without copying it.
 pub async fn ingest_batch(
     state: &AppState,
     path: &'static str,
-    events: Vec<IncomingEvent>,
+    events: Arc<[IncomingEvent]>,
 ) -> Result<IngestReport, Status> {
     let store = state.profiles.clone();
     let started = Instant::now();
@@ -82,7 +83,7 @@ impl Ingest for IngestService {
             if n == 0 {
                 continue;
             }
-            let events: Vec<IncomingEvent> = batch.events.into_iter().map(incoming).collect();
+            let events: Arc<[IncomingEvent]> = batch.events.into_iter().map(incoming).collect();
             let report = ingest_batch(&self.state, "grpc", events).await?;
             total.merge(report, seen);
             // Keep one error past the limit so that the answer can say it was cut.

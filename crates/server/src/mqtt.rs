@@ -139,6 +139,7 @@ async fn take_in(
         if refused > 0 {
             state.metrics.ingest_events.with_label_values(&["mqtt", "rejected"]).inc_by(refused);
         }
+        let events: Arc<[IncomingEvent]> = events.into();
         while !events.is_empty() {
             match ingest_batch(&state, "mqtt", events.clone()).await {
                 Ok(report) => {

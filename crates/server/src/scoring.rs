@@ -34,8 +34,8 @@ impl ScoringService {
 
 /// Where a row's feature values come from.
 pub(crate) enum RowValues<'a> {
-    /// Sent by the caller (or missing: an error when validated).
-    Given(Option<&'a v1::Features>),
+    /// Sent by the caller.
+    Given(&'a v1::Features),
     /// Read from the profile store, built with the schema of this hash.
     Profile { features: ProfileFeatures, schema_hash: &'static str },
 }
@@ -88,7 +88,8 @@ struct Group {
     rows: Vec<usize>,
 }
 
-/// Routes, validates and scores rows; answers in request order.
+/// Routes, validates and scores rows; answers in request order. The callers have checked
+/// the row count (before any profile lookup).
 async fn score_rows(
     state: &AppState,
     model_name: &str,
@@ -98,7 +99,6 @@ async fn score_rows(
     deadline: Option<Instant>,
 ) -> Result<(Vec<Scored>, v1::Timing), Status> {
     let repo = state.repo()?;
-    state.check_rows(rows.len())?;
     // Group rows by the version that answers them.
     let mut groups: Vec<Group> = Vec::new();
     let mut add = |model: Arc<LoadedModel>, arm: v1::Arm, compare: Vec<Arc<LoadedModel>>, row: usize| match groups
@@ -139,7 +139,7 @@ async fn score_rows(
         for &i in &g.rows {
             match &rows[i].1 {
                 RowValues::Given(features) => {
-                    dense_row(&g.model, schema_hash, i, *features, &mut values).map_err(|e| input_status(&e))?
+                    dense_row(&g.model, schema_hash, i, features, &mut values).map_err(|e| input_status(&e))?
                 }
                 RowValues::Profile { features, schema_hash: built } => {
                     let wanted = &g.model.schema().hash;
@@ -230,10 +230,10 @@ fn dense_row(
     model: &LoadedModel,
     schema_hash: &str,
     row: usize,
-    features: Option<&v1::Features>,
+    features: &v1::Features,
     out: &mut Vec<f32>,
 ) -> Result<(), InputError> {
-    match features.and_then(|f| f.values.as_ref()) {
+    match features.values.as_ref() {
         None => Err(InputError::Missing { row, feature: "features (named or dense)".to_owned() }),
         Some(v1::features::Values::Named(named)) => {
             model.dense_from_named(row, named.values.iter().map(|(k, v)| (k.as_str(), *v)), out)
@@ -270,7 +270,7 @@ pub async fn score_tags(
     let mut rows: Vec<(&str, RowValues<'_>)> = Vec::with_capacity(r.users.len());
     for (i, u) in r.users.iter().enumerate() {
         let values = match &u.features {
-            Some(f) => RowValues::Given(Some(f)),
+            Some(f) => RowValues::Given(f),
             None => {
                 if u.user_id.is_empty() {
                     return Err(Status::invalid_argument(format!("row {i}: user_id is empty")));
@@ -416,7 +416,7 @@ pub async fn score_conversion(
     let mut rows: Vec<(&str, RowValues<'_>)> = Vec::with_capacity(r.candidates.len());
     for (i, c) in r.candidates.iter().enumerate() {
         let values = match &c.features {
-            Some(f) => RowValues::Given(Some(f)),
+            Some(f) => RowValues::Given(f),
             None => {
                 if c.user_id.is_empty() || c.room_id.is_empty() {
                     return Err(Status::invalid_argument(format!(

@@ -6,12 +6,12 @@ use crate::identity::{IdentityLink, IdentityTable};
 use crate::incoming::{IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
 use crate::log::{Durability, LogWriter, replay, segments, sync_dir};
 use crate::snapshot;
-use liveprofile_events::Event;
+use liveprofile_events::{Event, stable_hash};
 use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, user_features};
 use liveprofile_features::profiles::{HostBook, UserProfile};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,16 +60,6 @@ enum Record {
 pub(crate) struct UserEntry {
     pub(crate) profile: UserProfile,
     recent_ids: VecDeque<(i64, u64)>,
-}
-
-/// FNV-1a, 64 bits: the same in every process and version (hashes are in snapshots).
-fn fnv1a(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Users of one shard, and the sequence number of the last event applied to them: the
@@ -525,11 +515,6 @@ impl ProfileStore {
         }
     }
 
-    /// The data folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The late window: an event older than its user's newest event by more than this is
     /// refused.
     pub const LATE_WINDOW_MS: i64 = OUT_OF_ORDER_TOLERANCE_MS;
@@ -542,7 +527,7 @@ fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnO
         Some(e) => e,
         None => shard.users.entry(event.user_id.clone()).or_default(),
     };
-    let id_hash = fnv1a(&event.event_id);
+    let id_hash = stable_hash(&event.event_id);
     if entry.recent_ids.iter().any(|(_, id)| *id == id_hash) {
         return Outcome::Duplicate;
     }
@@ -573,7 +558,7 @@ fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnO
 /// The shard of a user: FNV-1a of the id, the same in every process and version (a
 /// snapshot's shards are reused as they are).
 fn shard_of(user_id: &str, shards: usize) -> usize {
-    (fnv1a(user_id) % shards as u64) as usize
+    (stable_hash(user_id) % shards as u64) as usize
 }
 
 fn spawn_snapshotter(store: Weak<ProfileStore>) {
