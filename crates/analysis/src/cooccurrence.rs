@@ -109,11 +109,12 @@ pub fn pairs(table: &TagTable, options: &PairOptions) -> Vec<PairStats> {
     let n = table.len() as u64;
     let t = table.tags.len();
     let tests = (t * t.saturating_sub(1) / 2).max(1) as f64;
+    let counts: Vec<u64> = sets.iter().map(|s| count(s)).collect();
     let mut out = Vec::new();
     for i in 0..t {
-        let ci = count(&sets[i]);
+        let ci = counts[i];
         for j in i + 1..t {
-            let cj = count(&sets[j]);
+            let cj = counts[j];
             let both: u64 = sets[i].iter().zip(&sets[j]).map(|(x, y)| u64::from((x & y).count_ones())).sum();
             let (a_only, b_only) = (ci - both, cj - both);
             let neither = n - both - a_only - b_only;

@@ -198,12 +198,10 @@ pub fn segment(table: &TagTable, options: &SegmentOptions) -> Result<Segmentatio
     // Explained variance (singular value squared over n - 1) over the total variance of
     // the tag columns: the library's own figures are relative to the kept axes only.
     let explained: Vec<f64> = pca.singular_values().iter().map(|s| s * s / (n as f64 - 1.0)).collect();
-    let total_variance: f64 = (0..table.tags.len())
-        .map(|j| {
-            let col = data.column(j);
-            let mean = col.sum() / n as f64;
-            col.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n as f64 - 1.0)
-        })
+    let t = table.tags.len();
+    let overall: Vec<f64> = (0..t).map(|j| data.column(j).sum() / n as f64).collect();
+    let total_variance: f64 = (0..t)
+        .map(|j| data.column(j).iter().map(|x| (x - overall[j]) * (x - overall[j])).sum::<f64>() / (n as f64 - 1.0))
         .sum();
     let ratio: Vec<f64> =
         explained.iter().map(|e| if total_variance > 0.0 { e / total_variance } else { 0.0 }).collect();
@@ -211,8 +209,6 @@ pub fn segment(table: &TagTable, options: &SegmentOptions) -> Result<Segmentatio
     let projection: Vec<[f64; 2]> = projected.outer_iter().map(|r| [r[0], r[1]]).collect();
 
     // Describe each segment.
-    let t = table.tags.len();
-    let overall: Vec<f64> = (0..t).map(|j| data.column(j).sum() / n as f64).collect();
     let mut segments: Vec<Segment> = (0..k)
         .map(|c| {
             let members: Vec<usize> = (0..n).filter(|&i| labels[i] == c).collect();

@@ -34,7 +34,7 @@ impl std::fmt::Debug for Sink {
 }
 
 /// The temporary name of an output: hidden, beside it, with the process id.
-pub fn partial_path(path: &Path) -> PathBuf {
+fn partial_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
@@ -116,11 +116,6 @@ impl Sink {
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
-    }
-
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// Completes the file, syncs it, and renames it to its final name.

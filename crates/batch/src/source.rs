@@ -56,8 +56,6 @@ impl Format {
 pub struct Source {
     /// Schema of the batches (the selected columns, in file order).
     pub schema: SchemaRef,
-    /// Rows the file holds, when the format says so up front.
-    pub rows: Option<u64>,
     batches: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>,
     path: PathBuf,
 }
@@ -95,12 +93,10 @@ pub fn open(
             use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_err(&e))?;
             check(builder.schema())?;
-            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
             let mask = ProjectionMask::roots(builder.parquet_schema(), pick(builder.schema()));
             let reader = builder.with_projection(mask).with_batch_size(batch_rows).build().map_err(|e| read_err(&e))?;
             Ok(Source {
                 schema: arrow::array::RecordBatchReader::schema(&reader),
-                rows: Some(rows),
                 batches: Box::new(reader),
                 path: path.to_path_buf(),
             })
@@ -112,7 +108,7 @@ pub fn open(
             let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
             let reader = arrow::ipc::reader::FileReader::try_new(file, Some(projection)).map_err(|e| read_err(&e))?;
             let schema = reader.schema();
-            Ok(Source { schema, rows: None, batches: Box::new(reader), path: path.to_path_buf() })
+            Ok(Source { schema, batches: Box::new(reader), path: path.to_path_buf() })
         }
         Format::ArrowStream => {
             let reader =
@@ -122,7 +118,7 @@ pub fn open(
             let projection = pick(&full);
             let schema = Arc::new(full.project(&projection).map_err(|e| read_err(&e))?);
             let batches = reader.map(move |b| b.and_then(|b| b.project(&projection)));
-            Ok(Source { schema, rows: None, batches: Box::new(batches), path: path.to_path_buf() })
+            Ok(Source { schema, batches: Box::new(batches), path: path.to_path_buf() })
         }
         Format::Csv => {
             // Every column is read as text and numbers are parsed per value, so that a
@@ -145,7 +141,7 @@ pub fn open(
                 .build(BufReader::with_capacity(1 << 20, file))
                 .map_err(|e| read_err(&e))?;
             let schema = Arc::new(full.project(&projection).map_err(|e| read_err(&e))?);
-            Ok(Source { schema, rows: None, batches: Box::new(reader), path: path.to_path_buf() })
+            Ok(Source { schema, batches: Box::new(reader), path: path.to_path_buf() })
         }
     }
 }

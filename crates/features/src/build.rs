@@ -79,7 +79,7 @@ fn user_row(u: &UserEvents, opts: &UserTableOptions) -> Option<Row> {
 pub fn main_platform(events: &[FeatureEvent]) -> Platform {
     let mut counts = [0usize; Platform::ALL.len()];
     for e in events {
-        counts[e.platform as usize] += 1;
+        counts[e.platform.index()] += 1;
     }
     let best = (0..counts.len()).fold(0, |best, i| if counts[i] > counts[best] { i } else { best });
     Platform::ALL[best]

@@ -37,8 +37,8 @@ impl UserProfile {
         match e.kind {
             EventKind::Enter => {
                 let mut user_at_enter = Vec::with_capacity(user_features().len());
-                let as_of = self.state.newest_ms().unwrap_or(e.ts_ms).max(e.ts_ms).max(self.state.horizon_ms());
-                self.state.features(as_of, &mut user_at_enter)?;
+                // After `observe` the horizon is at least this event and the newest one.
+                self.state.features(self.state.horizon_ms(), &mut user_at_enter)?;
                 self.visits.insert(
                     room.clone(),
                     OpenVisit {

@@ -101,11 +101,6 @@ impl Checked<'_, '_> {
     pub fn score(self) -> Result<Scores, ScoreError> {
         self.model.score_checked(self.values, self.rows)
     }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
 }
 
 /// A model version ready to score.

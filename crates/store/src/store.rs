@@ -404,7 +404,7 @@ impl ProfileStore {
         let p = &entry.profile;
         let no_visit = || LookupError::NoOpenVisit { user_id: user_id.to_owned(), room_id: room_id.to_owned() };
         let host = p.open_visit_host(room_id).ok_or_else(no_visit)?;
-        let decision_ms = now_ms().max(p.newest_ms().unwrap_or(i64::MIN)).max(p.horizon_ms());
+        let decision_ms = now_ms().max(p.horizon_ms());
         let stats = match host {
             Some(h) => lock(&self.hosts).book.stats(h, decision_ms),
             None => Default::default(),

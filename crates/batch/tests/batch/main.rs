@@ -130,7 +130,10 @@ fn batch_scores_equal_the_servers_bit_for_bit() {
         let input = dir.path().join(format!("{name}.parquet"));
         write_input(&input, &feature_batch(&m, &rows));
         let output = dir.path().join(format!("{name}.scores.parquet"));
-        let report = score_file(&m, &input, &output, &options(Format::Parquet), &|_| {}).unwrap();
+        // Slices of 500 rows: the batch scorer runs its fixed 256-row plan and the symbolic
+        // plan for the rest, as on real jobs.
+        let opts = ScoreOptions { batch_rows: 1000, chunk_rows: 500, ..options(Format::Parquet) };
+        let report = score_file(&m, &input, &output, &opts, &|_| {}).unwrap();
         assert_eq!((report.rows_read, report.rows_scored, report.rows_rejected), (1000, 1000, 0));
         let out = read_output(&output);
         assert_eq!(out.num_rows(), 1000);
@@ -159,7 +162,7 @@ fn batch_scores_equal_the_servers_bit_for_bit() {
                 values: Some(v1::features::Values::Dense(v1::DenseFeatures { values: r.clone() })),
             };
             let mut out = Vec::new();
-            // One request per row for some, a batch for the rest: batching must not matter.
+            // One request per row (the server's batcher scores them alone or together).
             for (i, r) in rows.iter().enumerate().take(40) {
                 let bits = if name == "user_tags" {
                     let a = client

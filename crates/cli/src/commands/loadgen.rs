@@ -5,10 +5,7 @@ use liveprofile_server::loadgen::{LoadArgs, run as run_load};
 
 /// Runs the load; prints one human line and one JSON line on stdout.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let runtime = super::tokio_runtime()?;
     let report = runtime.block_on(run_load(args))?;
     outln!(
         "{} {:?} {} batch {} x{}: {:.0} req/s, {:.0} rows/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us, {} errors{}",
@@ -33,10 +30,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
 
 /// Runs the ingest benchmark; prints a summary and one JSON line on stdout.
 pub fn run_ingest_bench(args: liveprofile_server::ingest_bench::IngestBenchArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let runtime = super::tokio_runtime()?;
     let r = runtime.block_on(liveprofile_server::ingest_bench::run(args))?;
     if r.events_per_s > 0.0 {
         outln!(

@@ -23,6 +23,15 @@ pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
     bar
 }
 
+/// The async runtime of the network commands (serve, loadgen, ingest-bench).
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("grpc")
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
 /// Creates the parent folder of an output file if it does not exist.
 pub fn ensure_parent(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -5,10 +5,6 @@ use liveprofile_server::ServeArgs;
 /// Resolves the configuration and serves until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("grpc")
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let runtime = super::tokio_runtime()?;
     runtime.block_on(liveprofile_server::run(config, liveprofile_server::termination()))
 }
