@@ -201,7 +201,7 @@ def read_assignments(path: str | Path) -> dict[str, int]:
 
 
 def tag_schema(
-    tags_manifest: dict[str, Any], tags_schema: FeatureSchema, report: SegmentReport, centroids: np.ndarray
+    tags_manifest: dict[str, Any], tags_schema: FeatureSchema, report: SegmentReport
 ) -> FeatureSchema:
     """The input schema: the tags model's outputs as float32 features, one label per segment.
 
@@ -259,7 +259,7 @@ def build_model(centroids: np.ndarray, *, name: str = "user_segments"):
     import tensorflow as tf
 
     C = np.asarray(centroids, dtype=np.float32)
-    k, n = C.shape
+    _, n = C.shape
 
     class SquaredDistances(keras.layers.Layer):
         """sum over tags of (x - c)^2 for every centroid c."""

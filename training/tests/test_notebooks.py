@@ -149,8 +149,8 @@ def _check_segmentation_manifest(m, test):
     )
     assert tags_manifest["outputs"][0]["names"] == inp["features"]
     assert tags_manifest["onnx_sha256"] == tags_model["onnx_sha256"]
-    # every user checked, none disagreeing beyond a float32 tie
-    assert test["onnx_rows"] == m["training_data"]["rows"]["test"] > 0
+    # every user the segments were fitted on checked, none disagreeing beyond a float32 tie
+    assert test["onnx_rows"] == m["training_data"]["rows"]["train"] > 0
     assert test["onnx_margin_of_disagreements"] <= 1e-5
 
 
