@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 20_000;
-const BATCH_REPS: usize = 50;
+const BATCH_REPS: usize = 300;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

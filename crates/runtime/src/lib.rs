@@ -8,10 +8,12 @@
 //!   through `ArcSwap`, traffic policies (stable, canary, shadow) and bundles.
 
 pub mod error;
+pub mod fast_ln;
 pub mod manifest;
 pub mod model;
 pub mod package;
 pub mod policy;
+pub mod profile;
 pub mod repository;
 pub mod rewrite;
 pub mod shadow;
@@ -21,5 +23,6 @@ pub use manifest::Manifest;
 pub use model::{CHUNK_ROWS, Checked, LoadedModel, OutputScores, Scores};
 pub use package::load_package;
 pub use policy::{Arm, Canary, TrafficPolicy};
+pub use profile::{NodeTime, PlanProfile};
 pub use repository::{ModelRepository, RepoEvent, RepositoryConfig, Route, RouteError};
 pub use shadow::{Divergence, ShadowScorer};

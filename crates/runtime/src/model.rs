@@ -19,7 +19,10 @@ type State = TypedSimpleState<TypedModel, Plan>;
 /// its own state per plan, reused across calls; a thread drops the states of plans that
 /// no longer exist on its next call.
 pub(crate) struct PlanPool {
-    plan: Plan,
+    pub(crate) plan: Plan,
+    /// The plan takes its input transposed, `[features, rows]` (see
+    /// [`crate::rewrite::to_feature_major`]); callers always give rows.
+    pub(crate) feature_major: bool,
     alive: Arc<()>,
     id: u64,
 }
@@ -37,8 +40,22 @@ thread_local! {
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 impl PlanPool {
-    pub(crate) fn new(plan: Plan) -> Self {
-        PlanPool { plan, alive: Arc::new(()), id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed) }
+    pub(crate) fn new(plan: Plan, feature_major: bool) -> Self {
+        PlanPool { plan, feature_major, alive: Arc::new(()), id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// The input tensor for `rows` rows of `width` values, in the plan's layout.
+    pub(crate) fn input(&self, values: &[f32], rows: usize, width: usize) -> TractResult<Tensor> {
+        if !self.feature_major || rows == 1 {
+            let shape = if self.feature_major { [width, rows] } else { [rows, width] };
+            return Tensor::from_shape(&shape, values);
+        }
+        if values.len() != rows * width {
+            return Err(TractError::msg(format!("{} values for {rows} rows of {width}", values.len())));
+        }
+        let mut t = Tensor::zero::<f32>(&[width, rows])?;
+        transpose(values, rows, width, t.as_slice_mut::<f32>()?);
+        Ok(t)
     }
 
     fn run(&self, input: Tensor) -> TractResult<TVec<TValue>> {
@@ -64,6 +81,44 @@ impl PlanPool {
     pub(crate) fn ops(&self) -> Vec<String> {
         self.plan.model().nodes().iter().map(|n| format!("{} {}", n.op().name(), n.name)).collect()
     }
+}
+
+/// Writes the `rows x width` row-major matrix `values` into `out` column by column
+/// (`width x rows`), in 8 x 8 tiles so that reads and writes both stay within a few
+/// cache lines.
+fn transpose(values: &[f32], rows: usize, width: usize, out: &mut [f32]) {
+    const T: usize = 8;
+    let full_rows = rows - rows % T;
+    let full_cols = width - width % T;
+    for r0 in (0..full_rows).step_by(T) {
+        for c0 in (0..full_cols).step_by(T) {
+            let mut tile = [[0f32; T]; T];
+            for (i, line) in tile.iter_mut().enumerate() {
+                line.copy_from_slice(&values[(r0 + i) * width + c0..][..T]);
+            }
+            for (j, dst) in out[c0 * rows..].chunks_exact_mut(rows).take(T).enumerate() {
+                for (i, line) in tile.iter().enumerate() {
+                    dst[r0 + i] = line[j];
+                }
+            }
+        }
+        for c in full_cols..width {
+            for i in 0..T {
+                out[c * rows + r0 + i] = values[(r0 + i) * width + c];
+            }
+        }
+    }
+    for r in full_rows..rows {
+        for c in 0..width {
+            out[c * rows + r] = values[r * width + c];
+        }
+    }
+}
+
+/// A category value is the index of one of its `size` values.
+#[inline(always)]
+fn category_ok(v: f32, size: usize) -> bool {
+    v.fract() == 0.0 && v >= 0.0 && v < size as f32
 }
 
 /// Rows of the fixed-size plan that long batches are cut into.
@@ -117,6 +172,8 @@ pub struct LoadedModel {
     pub(crate) probabilities: bool,
     pub(crate) feature_index: HashMap<String, usize>,
     pub(crate) category_sizes: Vec<Option<usize>>,
+    /// (feature index, vocabulary size) of the category features.
+    pub(crate) category_columns: Vec<(usize, usize)>,
     pub(crate) load_ms: f64,
 }
 
@@ -130,24 +187,32 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 impl LoadedModel {
-    pub(crate) fn new(manifest: Manifest, schema: FeatureSchema, dir: PathBuf, single: Plan, batch: Plan) -> Self {
+    pub(crate) fn new(
+        manifest: Manifest,
+        schema: FeatureSchema,
+        dir: PathBuf,
+        single: PlanPool,
+        batch: PlanPool,
+    ) -> Self {
         let probabilities = matches!(manifest.task.as_str(), "binary_classification" | "multi_label");
         let feature_index = schema.features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         let category_sizes = schema
             .features
             .iter()
             .map(|f| (f.dtype == Dtype::Category).then(|| f.vocabulary.as_ref().map_or(0, Vec::len)))
-            .collect();
+            .collect::<Vec<_>>();
+        let category_columns = category_sizes.iter().enumerate().filter_map(|(i, s)| s.map(|s| (i, s))).collect();
         LoadedModel {
             manifest,
             schema,
             dir,
-            single: PlanPool::new(single),
-            batch: PlanPool::new(batch),
+            single,
+            batch,
             chunk: None,
             probabilities,
             feature_index,
             category_sizes,
+            category_columns,
             load_ms: 0.0,
         }
     }
@@ -252,6 +317,16 @@ impl LoadedModel {
                 expected: w,
             });
         }
+        // The common case in two passes the compiler vectorises; the first fault (in row
+        // order) is looked for only when there is one.
+        let finite = values.iter().fold(true, |ok, v| ok & v.is_finite());
+        let categories_ok = self
+            .category_columns
+            .iter()
+            .all(|&(i, size)| values.iter().skip(i).step_by(w).fold(true, |ok, v| ok & category_ok(*v, size)));
+        if finite && categories_ok {
+            return Ok(());
+        }
         for (r, chunk) in values.chunks_exact(w).enumerate() {
             for (i, v) in chunk.iter().enumerate() {
                 if !v.is_finite() {
@@ -262,7 +337,7 @@ impl LoadedModel {
                     });
                 }
                 if let Some(size) = self.category_sizes[i]
-                    && (v.fract() != 0.0 || *v < 0.0 || *v >= size as f32)
+                    && !category_ok(*v, size)
                 {
                     return Err(InputError::BadCategory {
                         row: r,
@@ -338,7 +413,7 @@ impl LoadedModel {
     }
 
     pub(crate) fn run_plan(&self, pool: &PlanPool, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
-        let input = Tensor::from_shape(&[rows, self.width()], values).map_err(|e| ScoreError::Engine(e.to_string()))?;
+        let input = pool.input(values, rows, self.width()).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let out = pool.run(input).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
         for t in out.iter() {
@@ -354,5 +429,24 @@ impl LoadedModel {
             outputs.push(OutputScores { width: v.len() / rows, values });
         }
         Ok(Scores { rows, outputs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_puts_every_value_at_its_column_position_for_any_shape() {
+        for (rows, width) in [(1, 1), (8, 8), (256, 222), (13, 9), (7, 17), (17, 7), (9, 8)] {
+            let values: Vec<f32> = (0..rows * width).map(|i| i as f32).collect();
+            let mut out = vec![f32::NAN; rows * width];
+            transpose(&values, rows, width, &mut out);
+            for r in 0..rows {
+                for c in 0..width {
+                    assert_eq!(out[c * rows + r], values[r * width + c], "{rows}x{width} at ({r}, {c})");
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::PackageError;
 use crate::manifest::{Golden, Manifest, read_json, read_manifest, read_schema};
-use crate::model::{CHUNK_ROWS, LoadedModel, Plan, PlanPool};
+use crate::model::{CHUNK_ROWS, LoadedModel, PlanPool};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
@@ -133,19 +133,24 @@ enum Rows {
     Fixed(usize),
 }
 
-fn compile(proto: &pb::ModelProto, width: usize, rows: Rows) -> TractResult<Plan> {
+/// Compiles a plan for `rows` rows. `feature_major`: the graph was rewritten by
+/// [`crate::rewrite::to_feature_major`] and takes `[features, rows]`.
+fn compile(proto: &pb::ModelProto, width: usize, rows: Rows, feature_major: bool) -> TractResult<PlanPool> {
     let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
     let batch = model.symbols.sym("batch");
-    let dims: TVec<TDim> = match rows {
-        Rows::Fixed(n) => tvec!(n.into(), width.into()),
-        Rows::Any => tvec!(batch.to_dim(), width.into()),
+    let rows: TDim = match rows {
+        Rows::Fixed(n) => n.into(),
+        Rows::Any => batch.to_dim(),
     };
+    let dims: TVec<TDim> = if feature_major { tvec!(width.into(), rows) } else { tvec!(rows, width.into()) };
     model.set_input_fact(0, f32::fact(dims).into())?;
     let outputs = model.output_outlets()?.len();
     for o in 0..outputs {
         model.set_output_fact(o, InferenceFact::default())?;
     }
-    Ok(Arc::new(model.into_optimized()?.into_runnable()?))
+    let mut optimized = model.into_optimized()?;
+    crate::fast_ln::replace_ln(&mut optimized)?;
+    Ok(PlanPool::new(Arc::new(optimized.into_runnable()?), feature_major))
 }
 
 fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<(), PackageError> {
@@ -211,15 +216,15 @@ fn check_golden(model: &LoadedModel, golden: &Golden, tolerance: f32) -> Result<
 /// Compiles the plan for exactly [`CHUNK_ROWS`] rows (tract optimises fixed shapes further
 /// than symbolic ones) and keeps it only if it gives the symbolic-batch plan's bits on the
 /// golden rows, so that using it never changes a score.
-fn attach_chunk_plan(model: &mut LoadedModel, proto: &pb::ModelProto, golden: &Golden) {
+fn attach_chunk_plan(model: &mut LoadedModel, proto: &pb::ModelProto, feature_major: bool, golden: &Golden) {
     let width = model.width();
     let Some(rows) = golden.inputs.get(&model.manifest.inputs[0].name) else { return };
     let mut flat = Vec::with_capacity(CHUNK_ROWS * width);
     for i in 0..CHUNK_ROWS {
         flat.extend_from_slice(&rows[i % rows.len()]);
     }
-    let plan = match compile(proto, width, Rows::Fixed(CHUNK_ROWS)) {
-        Ok(p) => PlanPool::new(p),
+    let plan = match compile(proto, width, Rows::Fixed(CHUNK_ROWS), feature_major) {
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!(model = model.name(), error = %e, "no fixed-size plan; batches use the symbolic one");
             return;
@@ -263,13 +268,17 @@ pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
     // Exact rewrites for speed; the golden examples below check the result.
     crate::rewrite::gathers_to_matmul(&mut proto);
     let width = schema.features.len();
-    let single = compile(&proto, width, Rows::Fixed(1)).map_err(|e| PackageError::Compile(format!("{e:#}")))?;
-    let batch = compile(&proto, width, Rows::Any).map_err(|e| PackageError::Compile(format!("{e:#}")))?;
+    // Batches run transposed where the graph allows it (single rows gain nothing from it).
+    let mut batch_proto = proto.clone();
+    let feature_major = crate::rewrite::to_feature_major(&mut batch_proto);
+    let compile_err = |e: TractError| PackageError::Compile(format!("{e:#}"));
+    let single = compile(&proto, width, Rows::Fixed(1), false).map_err(compile_err)?;
+    let batch = compile(&batch_proto, width, Rows::Any, feature_major).map_err(compile_err)?;
     let golden: Golden = read_json(dir, &manifest.golden.file)?;
     let tolerance = manifest.golden.tolerance as f32;
     let mut model = LoadedModel::new(manifest, schema, dir.to_path_buf(), single, batch);
     check_golden(&model, &golden, tolerance)?;
-    attach_chunk_plan(&mut model, &proto, &golden);
+    attach_chunk_plan(&mut model, &batch_proto, feature_major, &golden);
     // Warm both plans (and fill the state pools) before the model is reported ready.
     let zeros = vec![0.0f32; width * 8];
     for _ in 0..WARMUP_RUNS {

@@ -94,6 +94,186 @@ pub fn gathers_to_matmul(proto: &mut pb::ModelProto) -> usize {
     rewritten
 }
 
+/// Element-wise ops that do not care how a matrix is laid out.
+const UNARY: &[&str] = &[
+    "Abs",
+    "Cast",
+    "Ceil",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Identity",
+    "Log",
+    "Neg",
+    "Not",
+    "Reciprocal",
+    "Relu",
+    "Sigmoid",
+    "Softplus",
+    "Sqrt",
+    "Tanh",
+];
+/// Broadcasting element-wise ops: transposing both operands of a 2-D broadcast keeps it valid.
+const BINARY: &[&str] = &["Add", "Div", "Equal", "Greater", "Less", "Max", "Min", "Mul", "Pow", "Sub"];
+
+fn attr_i(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i)
+}
+
+fn set_attr_i(node: &mut pb::NodeProto, name: &str, value: i64) {
+    node.attribute.retain(|a| a.name != name);
+    node.attribute.push(pb::AttributeProto { name: name.into(), r#type: 2, i: value, ..Default::default() });
+}
+
+/// Suffix of the tensors a rewrite adds or renames.
+const FM: &str = "__feature_major";
+
+/// Rewrites a graph of 2-D activations (`[batch, features]` in, `[batch, outputs]` out) to
+/// work on transposed activations (`[features, batch]`), and transposes only the outputs
+/// back. tract packs the activation operand of each matrix product before multiplying;
+/// with the batch axis contiguous that packing is a run of block copies, and with the
+/// feature axis contiguous (the ONNX layout) an element-by-element gather that cost as
+/// much as the products themselves. A matrix product `x W` becomes `W^T x^T`: the same dot
+/// products, which the kernels may sum in another order (the golden examples check the
+/// result like every other rewrite).
+///
+/// Applies only when every node is one this function knows to be layout-free or knows how
+/// to transpose (`Gemm`/`MatMul` with a constant right operand, `Concat`, element-wise ops
+/// whose constants are scalars or per-feature vectors); otherwise the graph is left as it
+/// is and `false` returned. The input keeps its name, with the shape `[features, batch]`.
+pub fn to_feature_major(proto: &mut pb::ModelProto) -> bool {
+    let Some(original) = proto.graph.as_ref() else { return false };
+    let mut graph = original.clone();
+    if graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name)).count() != 1 {
+        return false;
+    }
+    // Constant nodes become initializers (the same tensors).
+    let mut constant_nodes = Vec::new();
+    for node in &graph.node {
+        if node.op_type == "Constant" {
+            match node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()) {
+                Some(t) => constant_nodes.push(pb::TensorProto { name: node.output[0].clone(), ..t.clone() }),
+                None => return false,
+            }
+        }
+    }
+    graph.node.retain(|n| n.op_type != "Constant");
+    graph.initializer.extend(constant_nodes);
+    let mut constants: HashMap<String, pb::TensorProto> =
+        graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let mut added: Vec<pb::TensorProto> = Vec::new();
+    // A per-feature constant ([F] or [1, F]) as a column [F, 1]; scalars stay as they are.
+    let mut column = |name: &str, constants: &mut HashMap<String, pb::TensorProto>| -> Option<String> {
+        let t = constants.get(name)?;
+        let size: i64 = t.dims.iter().product();
+        if t.dims.is_empty() || size == 1 {
+            return Some(name.to_string());
+        }
+        let features = match t.dims.as_slice() {
+            [f] | [1, f] => *f,
+            _ => return None,
+        };
+        let new_name = format!("{name}{FM}");
+        if !constants.contains_key(&new_name) {
+            let mut c = t.clone();
+            c.name = new_name.clone();
+            c.dims = vec![features, 1];
+            constants.insert(new_name.clone(), c.clone());
+            added.push(c);
+        }
+        Some(new_name)
+    };
+    for node in graph.node.iter_mut() {
+        if !node.domain.is_empty() {
+            return false;
+        }
+        let op = node.op_type.as_str();
+        if UNARY.contains(&op) {
+            continue;
+        } else if BINARY.contains(&op) {
+            if node.input.len() != 2 {
+                return false;
+            }
+            for i in 0..2 {
+                if constants.contains_key(&node.input[i]) {
+                    match column(&node.input[i], &mut constants) {
+                        Some(n) => node.input[i] = n,
+                        None => return false,
+                    }
+                }
+            }
+        } else if op == "Concat" {
+            match attr_i(node, "axis", 1) {
+                1 | -1 => set_attr_i(node, "axis", 0),
+                _ => return false,
+            }
+        } else if op == "Gemm" || op == "MatMul" {
+            let (trans_a, trans_b) =
+                if op == "Gemm" { (attr_i(node, "transA", 0), attr_i(node, "transB", 0)) } else { (0, 0) };
+            if node.input.len() < 2 || trans_a != 0 || constants.contains_key(&node.input[0]) {
+                return false;
+            }
+            match constants.get(&node.input[1]) {
+                Some(w) if w.dims.len() == 2 => {}
+                _ => return false,
+            }
+            if let Some(c) = node.input.get(2).filter(|c| !c.is_empty()).cloned() {
+                match column(&c, &mut constants) {
+                    Some(n) => node.input[2] = n,
+                    None => return false,
+                }
+            }
+            // y^T = op(W)^T x^T (+ c as a column).
+            node.input.swap(0, 1);
+            node.op_type = "Gemm".into();
+            set_attr_i(node, "transA", 1 - trans_b);
+            set_attr_i(node, "transB", 0);
+        } else {
+            return false;
+        }
+    }
+    // Outputs: computed transposed, then transposed back under their own names.
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    for name in &outputs {
+        let inner = format!("{name}{FM}");
+        for node in graph.node.iter_mut() {
+            for o in node.output.iter_mut().filter(|o| *o == name) {
+                o.clone_from(&inner);
+            }
+            for i in node.input.iter_mut().filter(|i| *i == name) {
+                i.clone_from(&inner);
+            }
+        }
+        graph.node.push(pb::NodeProto {
+            op_type: "Transpose".into(),
+            name: format!("{name}{FM}/transpose"),
+            input: vec![inner],
+            output: vec![name.clone()],
+            attribute: vec![pb::AttributeProto {
+                name: "perm".into(),
+                r#type: 7,
+                ints: vec![1, 0],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    graph.initializer.extend(added);
+    // Shapes recorded for intermediate tensors describe the old layout.
+    graph.value_info.clear();
+    let input = graph.input.iter_mut().find(|i| !constants.contains_key(&i.name)).expect("one input");
+    if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        && let Some(shape) = t.shape.as_mut()
+        && shape.dim.len() == 2
+    {
+        shape.dim.swap(0, 1);
+    } else {
+        return false;
+    }
+    proto.graph = Some(graph);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +286,45 @@ mod tests {
         assert_eq!(gathers_to_matmul(&mut proto), 3);
         let graph = proto.graph.unwrap();
         assert!(graph.node.iter().all(|n| n.op_type != "Gather"));
+    }
+
+    fn bundled(name: &str) -> pb::ModelProto {
+        let path = format!("{}/../../models/{name}/1/model.onnx", env!("CARGO_MANIFEST_DIR"));
+        tract_onnx::onnx().proto_model_for_path(path).unwrap()
+    }
+
+    fn input_dims(proto: &pb::ModelProto) -> Vec<String> {
+        let graph = proto.graph.as_ref().unwrap();
+        let Some(pb::type_proto::Value::TensorType(t)) = graph.input[0].r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            panic!("tensor input")
+        };
+        t.shape.as_ref().unwrap().dim.iter().map(|d| format!("{:?}", d.value)).collect()
+    }
+
+    #[test]
+    fn dense_graphs_go_feature_major_and_transpose_their_outputs_back() {
+        for name in ["user_tags", "conversion", "taobao_purchase", "uci_session_conversion"] {
+            let mut proto = bundled(name);
+            gathers_to_matmul(&mut proto);
+            let before = input_dims(&proto);
+            assert!(to_feature_major(&mut proto), "{name}");
+            let after = input_dims(&proto);
+            assert_eq!(after, vec![before[1].clone(), before[0].clone()], "{name}");
+            let graph = proto.graph.unwrap();
+            let output = &graph.output[0].name;
+            let last = graph.node.iter().find(|n| n.output.contains(output)).unwrap();
+            assert_eq!(last.op_type, "Transpose", "{name}");
+            assert!(graph.node.iter().all(|n| n.op_type != "MatMul"), "{name}: products become Gemm");
+        }
+    }
+
+    #[test]
+    fn graphs_with_other_ops_are_left_as_they_are() {
+        // Reshape has no transposed form here.
+        let mut proto = bundled("user_segments");
+        let before = proto.clone();
+        assert!(!to_feature_major(&mut proto));
+        assert_eq!(proto, before);
     }
 }

@@ -1,8 +1,9 @@
-//! `liveprofile model check|inspect`: for data scientists, with exit codes a script can
-//! use (0 = the package would be served, 1 = refused, 2 = usage error).
+//! `liveprofile model check|inspect|profile`: for data scientists, with exit codes a script
+//! can use (0 = the package would be served, 1 = refused, 2 = usage error).
 
 use clap::{Args, Subcommand};
 use liveprofile_runtime::load_package;
+use liveprofile_runtime::manifest::Golden;
 use std::path::PathBuf;
 
 /// Model package commands.
@@ -13,6 +14,22 @@ pub enum ModelCommand {
     Check(PathArgs),
     /// Print a package's inputs, outputs, tags, metrics and schema hash (after checking it).
     Inspect(PathArgs),
+    /// Time every node of the plan that serving runs for a batch size, on the package's
+    /// golden inputs (after checking it); prints JSON, slowest node first.
+    Profile(ProfileArgs),
+}
+
+/// A package folder and the batch to profile.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Package folder: models/<name>/<version>.
+    path: PathBuf,
+    /// Rows per run (1 = the single-row plan; 256 = the fixed chunk plan long batches use).
+    #[arg(long, default_value_t = liveprofile_runtime::CHUNK_ROWS)]
+    rows: usize,
+    /// Timed runs (after as many untimed ones).
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
 }
 
 /// A package folder.
@@ -27,6 +44,7 @@ pub fn run(cmd: ModelCommand) -> u8 {
     let (path, inspect) = match &cmd {
         ModelCommand::Check(a) => (&a.path, false),
         ModelCommand::Inspect(a) => (&a.path, true),
+        ModelCommand::Profile(a) => return profile(a),
     };
     match load_package(path) {
         Err(e) => {
@@ -64,6 +82,38 @@ pub fn run(cmd: ModelCommand) -> u8 {
             });
             outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
             0
+        }
+    }
+}
+
+fn profile(args: &ProfileArgs) -> u8 {
+    let model = match load_package(&args.path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("refused: {}: {e}", args.path.display());
+            return 1;
+        }
+    };
+    let golden_path = model.dir().join(&model.manifest().golden.file);
+    let golden: Golden = match std::fs::read(&golden_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("refused: {}: {e}", golden_path.display());
+            return 1;
+        }
+    };
+    let examples = golden.inputs.values().next().map(Vec::as_slice).unwrap_or_default();
+    match model.profile(examples, args.rows, args.runs) {
+        Ok(p) => {
+            outln!("{}", serde_json::to_string_pretty(&p).expect("json"));
+            0
+        }
+        Err(e) => {
+            eprintln!("profile failed: {e:#}");
+            1
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The `liveprofile` binary as a process: recovery of the profile store after `kill -9`.
+//! The `liveprofile` binary as a process: recovery of the profile store after `kill -9`;
+//! the model commands' exit codes and profile.
 
 use liveprofile_server::proto::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
 use liveprofile_server::synthetic::SyntheticEvents;
@@ -141,4 +142,32 @@ fn authorized<T>(message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     r
+}
+
+#[test]
+fn model_commands_answer_with_exit_codes_and_profile_the_served_plan() {
+    let liveprofile = || Command::new(env!("CARGO_BIN_EXE_liveprofile"));
+    let package = models().join("user_tags/1");
+    let out = liveprofile().args(["model", "check"]).arg(&package).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: user_tags version 1"));
+
+    let out =
+        liveprofile().args(["model", "profile"]).arg(&package).args(["--rows", "256", "--runs", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let profile: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(profile["plan"], "chunk");
+    assert_eq!(profile["rows"], 256);
+    let ops: Vec<&str> = profile["nodes"].as_array().unwrap().iter().map(|n| n["op"].as_str().unwrap()).collect();
+    // The logarithm of the count features runs vectorised, and the products run on tract's kernels.
+    assert!(ops.contains(&"VectorLn") && !ops.contains(&"Ln"), "{ops:?}");
+    assert!(ops.contains(&"OptMatMul"), "{ops:?}");
+    assert!(profile["scored_micros_per_run"].as_f64().unwrap() > 0.0);
+
+    let out = liveprofile().args(["model", "profile"]).arg(&package).args(["--rows", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let empty = tempfile::tempdir().unwrap();
+    let out = liveprofile().args(["model", "check"]).arg(empty.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("refused: "));
 }
