@@ -153,7 +153,7 @@ fn score_slice(
     // with their reason, and the rest scored.
     let mut scored: Option<liveprofile_runtime::Scores> = None;
     if converted.good_rows() > 0 {
-        let first = model.check(&converted.values, converted.good_rows()).map(|c| c.score());
+        let first = model.check_feature_major(&converted.values, converted.good_rows()).map(|c| c.score());
         scored = match first {
             Ok(s) => Some(s.map_err(engine)?),
             Err(_) => {
@@ -161,8 +161,9 @@ fn score_slice(
                 match converted.good_rows() {
                     0 => None,
                     n => {
-                        let checked =
-                            model.check(&converted.values, n).map_err(|e| BatchError::Score(e.to_string()))?;
+                        let checked = model
+                            .check_feature_major(&converted.values, n)
+                            .map_err(|e| BatchError::Score(e.to_string()))?;
                         Some(checked.score().map_err(engine)?)
                     }
                 }

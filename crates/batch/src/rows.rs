@@ -1,4 +1,4 @@
-//! From input columns to dense rows in the model's feature order, with every bad value
+//! From input columns to the model's features (kept column by column), with every bad value
 //! found and named (row, column, reason) rather than dropped or clipped.
 
 use crate::error::BatchError;
@@ -68,7 +68,9 @@ pub struct Reject {
 /// Rows of a batch ready to score.
 #[derive(Debug, Default)]
 pub struct Converted {
-    /// Good rows, row-major in feature order.
+    /// Good rows, feature-major in schema order: the first feature's value in every good
+    /// row, then the second feature's, and so on (columnar input stays columnar; see
+    /// [`LoadedModel::check_feature_major`]).
     pub values: Vec<f32>,
     /// Whether each batch row is good (all true when there are no rejects).
     pub good: Vec<bool>,
@@ -83,23 +85,20 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
     let w = model.width();
     let mut values = vec![0f32; n * w];
     let mut fault: Vec<Option<(usize, String)>> = vec![None; n];
-    // Numeric columns without nulls (the usual case) are copied below row by row, writing
-    // each row once in order; the rest are handled here value by value.
-    let mut plain: Vec<(usize, ArrayRef)> = Vec::with_capacity(plan.features.len());
-    for (j, &c) in plan.features.iter().enumerate() {
+    for ((j, &c), dst) in plan.features.iter().enumerate().zip(values.chunks_exact_mut(n.max(1))) {
         let column: &ArrayRef = batch.column(c);
         match column.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                 let strings = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
                 let strings = strings.as_string::<i32>();
-                for r in 0..n {
+                for (r, v) in dst.iter_mut().enumerate() {
                     if strings.is_null(r) || strings.value(r).trim().is_empty() {
                         fault[r].get_or_insert((j, "missing value".to_owned()));
                         continue;
                     }
                     let text = strings.value(r).trim();
                     match text.parse::<f32>() {
-                        Ok(v) => values[r * w + j] = v,
+                        Ok(x) => *v = x,
                         Err(_) => {
                             fault[r].get_or_insert((j, format!("not a number: {text:?}")));
                         }
@@ -108,29 +107,16 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
             }
             _ => {
                 let cast = arrow::compute::cast(column, &DataType::Float32).map_err(|e| e.to_string())?;
-                if cast.null_count() == 0 {
-                    plain.push((j, cast));
-                    continue;
-                }
                 let floats = cast.as_primitive::<Float32Type>();
-                let raw = floats.values();
-                {
-                    for (r, v) in raw.iter().enumerate() {
+                dst.copy_from_slice(&floats.values()[..n]);
+                if floats.null_count() > 0 {
+                    for (r, f) in fault.iter_mut().enumerate() {
                         if floats.is_null(r) {
-                            fault[r].get_or_insert((j, "missing value".to_owned()));
-                        } else {
-                            values[r * w + j] = *v;
+                            f.get_or_insert((j, "missing value".to_owned()));
                         }
                     }
                 }
             }
-        }
-    }
-    let columns: Vec<(usize, &[f32])> =
-        plain.iter().map(|(j, a)| (*j, &a.as_primitive::<Float32Type>().values()[..n])).collect();
-    for (r, row) in values.chunks_exact_mut(w.max(1)).enumerate() {
-        for &(j, src) in &columns {
-            row[j] = src[r];
         }
     }
     let names = &model.schema().features;
@@ -144,7 +130,8 @@ pub fn convert(batch: &RecordBatch, plan: &ColumnPlan, model: &LoadedModel) -> R
     }
     let mut converted = Converted { values, good, rejects };
     if !converted.rejects.is_empty() {
-        converted.compact(w, None);
+        let keep = converted.good.clone();
+        converted.compact(w, &keep);
     }
     Ok(converted)
 }
@@ -155,25 +142,13 @@ impl Converted {
         self.good.iter().filter(|g| **g).count()
     }
 
-    /// Keeps the values of good rows only. `values` holds either every row (`None`) or
-    /// the rows that were good before `newly_bad` were found.
-    fn compact(&mut self, w: usize, newly_bad: Option<&[bool]>) {
-        let mut kept = Vec::with_capacity(self.values.len());
-        match newly_bad {
-            None => {
-                for (r, g) in self.good.iter().enumerate() {
-                    if *g {
-                        kept.extend_from_slice(&self.values[r * w..(r + 1) * w]);
-                    }
-                }
-            }
-            Some(bad) => {
-                for (k, b) in bad.iter().enumerate() {
-                    if !b {
-                        kept.extend_from_slice(&self.values[k * w..(k + 1) * w]);
-                    }
-                }
-            }
+    /// Keeps the values of the rows of `values` marked in `keep` (one flag per row that
+    /// `values` holds now).
+    fn compact(&mut self, w: usize, keep: &[bool]) {
+        let rows = keep.len();
+        let mut kept = Vec::with_capacity(keep.iter().filter(|k| **k).count() * w);
+        for column in self.values.chunks_exact(rows.max(1)).take(w) {
+            kept.extend(column.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| *v));
         }
         self.values = kept;
     }
@@ -184,17 +159,22 @@ impl Converted {
     pub fn reject_invalid(&mut self, model: &LoadedModel) {
         let w = model.width();
         let good_rows: Vec<usize> = (0..self.good.len()).filter(|&r| self.good[r]).collect();
-        let mut bad = vec![false; good_rows.len()];
+        let m = good_rows.len();
+        let mut keep = vec![true; m];
+        let mut row = vec![0f32; w];
         for (k, &r) in good_rows.iter().enumerate() {
-            if let Err(e) = model.validate(&self.values[k * w..(k + 1) * w], 1) {
-                bad[k] = true;
+            for (f, v) in row.iter_mut().enumerate() {
+                *v = self.values[f * m + k];
+            }
+            if let Err(e) = model.validate(&row, 1) {
+                keep[k] = false;
                 self.good[r] = false;
                 let (column, reason) = describe(&e);
                 self.rejects.push(Reject { row: r, column, reason });
             }
         }
         self.rejects.sort_by_key(|x| x.row);
-        self.compact(w, Some(&bad));
+        self.compact(w, &keep);
     }
 }
 

@@ -20,7 +20,7 @@ pub mod shadow;
 
 pub use error::{InputError, PackageError, ScoreError};
 pub use manifest::Manifest;
-pub use model::{CHUNK_ROWS, Checked, LoadedModel, OutputScores, Scores};
+pub use model::{CHUNK_ROWS, Checked, Dense, LoadedModel, OutputScores, Scores};
 pub use package::load_package;
 pub use policy::{Arm, Canary, TrafficPolicy};
 pub use profile::{NodeTime, PlanProfile};

@@ -44,17 +44,43 @@ impl PlanPool {
         PlanPool { plan, feature_major, alive: Arc::new(()), id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
-    /// The input tensor for `rows` rows of `width` values, in the plan's layout.
-    pub(crate) fn input(&self, values: &[f32], rows: usize, width: usize) -> TractResult<Tensor> {
-        if !self.feature_major || rows == 1 {
-            let shape = if self.feature_major { [width, rows] } else { [rows, width] };
-            return Tensor::from_shape(&shape, values);
+    /// The input tensor for rows `start..start + n` of `values` (`rows` rows of `width`
+    /// values in all), in the plan's layout.
+    pub(crate) fn input(
+        &self,
+        values: Dense<'_>,
+        rows: usize,
+        start: usize,
+        n: usize,
+        width: usize,
+    ) -> TractResult<Tensor> {
+        let data = values.slice();
+        if data.len() != rows * width || start + n > rows {
+            return Err(TractError::msg(format!(
+                "{} values for rows {start}..{} of {rows} x {width}",
+                data.len(),
+                start + n
+            )));
         }
-        if values.len() != rows * width {
-            return Err(TractError::msg(format!("{} values for {rows} rows of {width}", values.len())));
+        let shape = if self.feature_major { [width, n] } else { [n, width] };
+        match values {
+            Dense::RowMajor(v) if !self.feature_major || n == 1 => {
+                return Tensor::from_shape(&shape, &v[start * width..(start + n) * width]);
+            }
+            Dense::FeatureMajor(v) if self.feature_major && n == rows => return Tensor::from_shape(&shape, v),
+            _ => {}
         }
-        let mut t = Tensor::zero::<f32>(&[width, rows])?;
-        transpose(values, rows, width, t.as_slice_mut::<f32>()?);
+        let mut t = Tensor::zero::<f32>(&shape)?;
+        let out = t.as_slice_mut::<f32>()?;
+        match values {
+            Dense::RowMajor(v) => transpose(&v[start * width..], n, width, width, out, n),
+            Dense::FeatureMajor(v) if self.feature_major => {
+                for (f, dst) in out.chunks_exact_mut(n).enumerate() {
+                    dst.copy_from_slice(&v[f * rows + start..][..n]);
+                }
+            }
+            Dense::FeatureMajor(v) => transpose(&v[start..], width, n, rows, out, width),
+        }
         Ok(t)
     }
 
@@ -83,36 +109,39 @@ impl PlanPool {
     }
 }
 
-/// Writes the `rows x width` row-major matrix `values` into `out` column by column
-/// (`width x rows`), in 8 x 8 tiles so that reads and writes both stay within a few
-/// cache lines.
-fn transpose(values: &[f32], rows: usize, width: usize, out: &mut [f32]) {
+/// Writes the transpose of the `rows x cols` matrix whose row `i` starts at
+/// `src[i * src_stride]` into `dst`, whose row `j` starts at `dst[j * dst_stride]`; in 8 x 8
+/// tiles so that reads and writes both stay within a few cache lines.
+fn transpose(src: &[f32], rows: usize, cols: usize, src_stride: usize, dst: &mut [f32], dst_stride: usize) {
     const T: usize = 8;
     let full_rows = rows - rows % T;
-    let full_cols = width - width % T;
+    let full_cols = cols - cols % T;
     for r0 in (0..full_rows).step_by(T) {
         for c0 in (0..full_cols).step_by(T) {
             let mut tile = [[0f32; T]; T];
             for (i, line) in tile.iter_mut().enumerate() {
-                line.copy_from_slice(&values[(r0 + i) * width + c0..][..T]);
+                line.copy_from_slice(&src[(r0 + i) * src_stride + c0..][..T]);
             }
-            for (j, dst) in out[c0 * rows..].chunks_exact_mut(rows).take(T).enumerate() {
-                for (i, line) in tile.iter().enumerate() {
-                    dst[r0 + i] = line[j];
-                }
+            for (j, column) in tile_columns(&tile).iter().enumerate() {
+                dst[(c0 + j) * dst_stride + r0..][..T].copy_from_slice(column);
             }
         }
-        for c in full_cols..width {
+        for c in full_cols..cols {
             for i in 0..T {
-                out[c * rows + r0 + i] = values[(r0 + i) * width + c];
+                dst[c * dst_stride + r0 + i] = src[(r0 + i) * src_stride + c];
             }
         }
     }
     for r in full_rows..rows {
-        for c in 0..width {
-            out[c * rows + r] = values[r * width + c];
+        for c in 0..cols {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
         }
     }
+}
+
+#[inline(always)]
+fn tile_columns<const T: usize>(tile: &[[f32; T]; T]) -> [[f32; T]; T] {
+    std::array::from_fn(|j| std::array::from_fn(|i| tile[i][j]))
 }
 
 /// A category value is the index of one of its `size` values.
@@ -142,11 +171,29 @@ pub struct OutputScores {
     pub values: Vec<f32>,
 }
 
-/// Rows that passed [`LoadedModel::check`] for that model.
+/// Dense feature values of several rows, in schema order, in one of two layouts.
+#[derive(Debug, Clone, Copy)]
+pub enum Dense<'v> {
+    /// Row after row, `rows x width` (the ONNX input layout; requests arrive so).
+    RowMajor(&'v [f32]),
+    /// Feature after feature, `width x rows` (columnar files arrive so).
+    FeatureMajor(&'v [f32]),
+}
+
+impl<'v> Dense<'v> {
+    fn slice(self) -> &'v [f32] {
+        match self {
+            Dense::RowMajor(v) | Dense::FeatureMajor(v) => v,
+        }
+    }
+}
+
+/// Rows that passed [`LoadedModel::check`] (or [`LoadedModel::check_feature_major`]) for
+/// that model.
 #[derive(Debug, Clone, Copy)]
 pub struct Checked<'m, 'v> {
     model: &'m LoadedModel,
-    values: &'v [f32],
+    values: Dense<'v>,
     rows: usize,
 }
 
@@ -303,46 +350,59 @@ impl LoadedModel {
         Ok(())
     }
 
-    /// Checks dense rows: width, finiteness, category indices.
+    /// Checks dense rows (row-major): width, finiteness, category indices.
     pub fn validate(&self, values: &[f32], rows: usize) -> Result<(), InputError> {
+        self.validate_dense(Dense::RowMajor(values), rows)
+    }
+
+    fn validate_dense(&self, values: Dense<'_>, rows: usize) -> Result<(), InputError> {
         if rows == 0 {
             return Err(InputError::EmptyBatch);
         }
         let w = self.width();
-        if values.len() != rows * w {
-            let row = values.len() / w.max(1);
+        let data = values.slice();
+        if data.len() != rows * w {
+            let row = data.len() / w.max(1);
             return Err(InputError::WrongWidth {
                 row: row.min(rows - 1),
-                got: values.len() - (rows - 1).min(row) * w,
+                got: data.len() - (rows - 1).min(row) * w,
                 expected: w,
             });
         }
-        // The common case in two passes the compiler vectorises; the first fault (in row
-        // order) is looked for only when there is one.
-        let finite = values.iter().fold(true, |ok, v| ok & v.is_finite());
-        let categories_ok = self
-            .category_columns
-            .iter()
-            .all(|&(i, size)| values.iter().skip(i).step_by(w).fold(true, |ok, v| ok & category_ok(*v, size)));
+        // The common case in passes the compiler vectorises; the first fault (in row order)
+        // is looked for only when there is one.
+        let finite = data.iter().fold(true, |ok, v| ok & v.is_finite());
+        let categories_ok = self.category_columns.iter().all(|&(i, size)| {
+            let ok = |all: bool, v: &f32| all & category_ok(*v, size);
+            match values {
+                Dense::RowMajor(v) => v.iter().skip(i).step_by(w).fold(true, ok),
+                Dense::FeatureMajor(v) => v[i * rows..(i + 1) * rows].iter().fold(true, ok),
+            }
+        });
         if finite && categories_ok {
             return Ok(());
         }
-        for (r, chunk) in values.chunks_exact(w).enumerate() {
-            for (i, v) in chunk.iter().enumerate() {
+        let value = |r: usize, i: usize| match values {
+            Dense::RowMajor(v) => v[r * w + i],
+            Dense::FeatureMajor(v) => v[i * rows + r],
+        };
+        for r in 0..rows {
+            for i in 0..w {
+                let v = value(r, i);
                 if !v.is_finite() {
                     return Err(InputError::NotFinite {
                         row: r,
                         feature: self.schema.features[i].name.clone(),
-                        value: *v,
+                        value: v,
                     });
                 }
                 if let Some(size) = self.category_sizes[i]
-                    && !category_ok(*v, size)
+                    && !category_ok(v, size)
                 {
                     return Err(InputError::BadCategory {
                         row: r,
                         feature: self.schema.features[i].name.clone(),
-                        value: *v,
+                        value: v,
                         size,
                     });
                 }
@@ -370,21 +430,32 @@ impl LoadedModel {
     /// Validates rows once and returns them ready to score with [`Checked::score`]: for
     /// callers that validate (and report bad rows) before they score.
     pub fn check<'m, 'v>(&'m self, values: &'v [f32], rows: usize) -> Result<Checked<'m, 'v>, InputError> {
-        self.validate(values, rows)?;
-        Ok(Checked { model: self, values, rows })
+        self.validate_dense(Dense::RowMajor(values), rows)?;
+        Ok(Checked { model: self, values: Dense::RowMajor(values), rows })
     }
 
-    fn score_checked(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
+    /// [`LoadedModel::check`] for feature-major values (`width x rows`: each feature's
+    /// values of every row, then the next feature's), as columnar files hold them. The
+    /// scores are the same bits as for the same rows given row by row.
+    pub fn check_feature_major<'m, 'v>(
+        &'m self,
+        values: &'v [f32],
+        rows: usize,
+    ) -> Result<Checked<'m, 'v>, InputError> {
+        self.validate_dense(Dense::FeatureMajor(values), rows)?;
+        Ok(Checked { model: self, values: Dense::FeatureMajor(values), rows })
+    }
+
+    fn score_checked(&self, values: Dense<'_>, rows: usize) -> Result<Scores, ScoreError> {
         let Some(chunk) = self.chunk.as_ref().filter(|_| rows >= CHUNK_ROWS) else {
-            return self.run_plan(&self.batch, values, rows);
+            return self.run_plan(&self.batch, values, rows, 0, rows);
         };
-        let w = self.width();
         let mut out: Option<Scores> = None;
         let mut start = 0;
         while start < rows {
             let n = if rows - start >= CHUNK_ROWS { CHUNK_ROWS } else { rows - start };
-            let part = &values[start * w..(start + n) * w];
-            let s = if n == CHUNK_ROWS { self.run_plan(chunk, part, n)? } else { self.run_plan(&self.batch, part, n)? };
+            let pool = if n == CHUNK_ROWS { chunk } else { &self.batch };
+            let s = self.run_plan(pool, values, rows, start, n)?;
             match out.as_mut() {
                 None => {
                     let mut first = s;
@@ -409,11 +480,19 @@ impl LoadedModel {
     /// Scores rows already validated.
     pub(crate) fn score_unchecked(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
         let pool = if rows == 1 { &self.single } else { &self.batch };
-        self.run_plan(pool, values, rows)
+        self.run_plan(pool, Dense::RowMajor(values), rows, 0, rows)
     }
 
-    pub(crate) fn run_plan(&self, pool: &PlanPool, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
-        let input = pool.input(values, rows, self.width()).map_err(|e| ScoreError::Engine(e.to_string()))?;
+    /// Runs rows `start..start + n` of `values` (`rows` in all) on one plan.
+    pub(crate) fn run_plan(
+        &self,
+        pool: &PlanPool,
+        values: Dense<'_>,
+        rows: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<Scores, ScoreError> {
+        let input = pool.input(values, rows, start, n, self.width()).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let out = pool.run(input).map_err(|e| ScoreError::Engine(e.to_string()))?;
         let mut outputs = Vec::with_capacity(self.manifest.outputs.len());
         for t in out.iter() {
@@ -426,9 +505,9 @@ impl LoadedModel {
                     *x = x.clamp(0.0, 1.0);
                 }
             }
-            outputs.push(OutputScores { width: v.len() / rows, values });
+            outputs.push(OutputScores { width: v.len() / n, values });
         }
-        Ok(Scores { rows, outputs })
+        Ok(Scores { rows: n, outputs })
     }
 }
 
@@ -441,10 +520,20 @@ mod tests {
         for (rows, width) in [(1, 1), (8, 8), (256, 222), (13, 9), (7, 17), (17, 7), (9, 8)] {
             let values: Vec<f32> = (0..rows * width).map(|i| i as f32).collect();
             let mut out = vec![f32::NAN; rows * width];
-            transpose(&values, rows, width, &mut out);
+            transpose(&values, rows, width, width, &mut out, rows);
             for r in 0..rows {
                 for c in 0..width {
                     assert_eq!(out[c * rows + r], values[r * width + c], "{rows}x{width} at ({r}, {c})");
+                }
+            }
+            // A block of a wider matrix, into a block of a taller one.
+            let (stride, dst_stride) = (width + 3, rows + 5);
+            let wide: Vec<f32> = (0..rows * stride).map(|i| i as f32).collect();
+            let mut out = vec![f32::NAN; width * dst_stride];
+            transpose(&wide, rows, width, stride, &mut out, dst_stride);
+            for r in 0..rows {
+                for c in 0..width {
+                    assert_eq!(out[c * dst_stride + r], wide[r * stride + c]);
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::error::PackageError;
 use crate::manifest::{Golden, Manifest, read_json, read_manifest, read_schema};
-use crate::model::{CHUNK_ROWS, LoadedModel, PlanPool};
+use crate::model::{CHUNK_ROWS, Dense, LoadedModel, PlanPool};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
@@ -230,7 +230,11 @@ fn attach_chunk_plan(model: &mut LoadedModel, proto: &pb::ModelProto, feature_ma
             return;
         }
     };
-    let same = match (model.run_plan(&plan, &flat, CHUNK_ROWS), model.run_plan(&model.batch, &flat, CHUNK_ROWS)) {
+    let input = Dense::RowMajor(&flat);
+    let same = match (
+        model.run_plan(&plan, input, CHUNK_ROWS, 0, CHUNK_ROWS),
+        model.run_plan(&model.batch, input, CHUNK_ROWS, 0, CHUNK_ROWS),
+    ) {
         (Ok(a), Ok(b)) => a
             .outputs
             .iter()

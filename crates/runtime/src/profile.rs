@@ -55,7 +55,7 @@ impl LoadedModel {
             _ => (&self.batch, "symbolic"),
         };
         let values: Vec<f32> = examples.iter().cycle().take(rows).flatten().copied().collect();
-        let input = pool.input(&values, rows, self.width())?;
+        let input = pool.input(crate::model::Dense::RowMajor(&values), rows, 0, rows, self.width())?;
         let model = pool.plan.model();
         let mut spent = vec![Duration::ZERO; model.nodes().len()];
         let mut state = SimpleState::new(pool.plan.clone())?;

@@ -183,3 +183,43 @@ fn long_batches_on_the_fixed_size_plan_give_the_symbolic_plans_bits() {
         assert!(model.score_batched(&bad, n).is_err());
     }
 }
+
+#[test]
+fn feature_major_rows_score_the_same_bits_and_fail_at_the_same_place() {
+    use liveprofile_runtime::{CHUNK_ROWS, InputError};
+    for name in ["user_tags", "conversion", "taobao_purchase", "uci_session_conversion", "user_segments"] {
+        let model = load_package(&bundled_models().join(name).join("1")).unwrap();
+        let w = model.width();
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.dir().join("golden.json")).unwrap()).unwrap();
+        let rows: Vec<Vec<f32>> = serde_json::from_value(golden["inputs"]["features"].clone()).unwrap();
+        for n in [1, 5, CHUNK_ROWS, 2 * CHUNK_ROWS + 77] {
+            let flat: Vec<f32> = (0..n).flat_map(|i| rows[(i * 5 + 1) % rows.len()].clone()).collect();
+            let by_feature: Vec<f32> =
+                (0..w).flat_map(|f| (0..n).map(|r| flat[r * w + f]).collect::<Vec<_>>()).collect();
+            let a = model.check(&flat, n).unwrap().score().unwrap();
+            let b = model.check_feature_major(&by_feature, n).unwrap().score().unwrap();
+            assert_eq!(a.rows, b.rows);
+            for (x, y) in a.outputs.iter().zip(&b.outputs) {
+                assert_eq!(x.width, y.width);
+                assert!(
+                    x.values.iter().map(|v| v.to_bits()).eq(y.values.iter().map(|v| v.to_bits())),
+                    "{name}, {n} rows"
+                );
+            }
+            // The first fault in row order is named the same way in both layouts.
+            if n > 3 {
+                let (mut bad, mut bad_by_feature) = (flat.clone(), by_feature.clone());
+                for (r, f) in [(3, w - 1), (2, w - 1), (3, 0)] {
+                    bad[r * w + f] = f32::INFINITY;
+                    bad_by_feature[f * n + r] = f32::INFINITY;
+                }
+                let e1 = model.check(&bad, n).unwrap_err();
+                let e2 = model.check_feature_major(&bad_by_feature, n).unwrap_err();
+                assert!(matches!(&e1, InputError::NotFinite { row: 2, .. }), "{e1}");
+                assert_eq!(e1.to_string(), e2.to_string());
+            }
+        }
+        assert!(model.check_feature_major(&[0.0; 3], 1).is_err());
+    }
+}
