@@ -97,6 +97,50 @@ impl ElementWiseMiniOp for VectorLn {
     }
 }
 
+/// `ln(max(x, 0) + 1)` on f32 tensors in one pass over cache-sized blocks: the
+/// `Log(Relu(x) + 1)` with which the bundled models take the logarithm of their count
+/// features, three tract nodes and three passes over the batch otherwise. The same
+/// arithmetic as the three ops, so the same bits.
+#[derive(Debug, Clone)]
+pub struct Log1pRelu;
+
+/// ONNX operator name of [`Log1pRelu`] in rewritten graphs (see
+/// [`crate::rewrite::fuse_log1p_relu`]).
+pub const LOG1P_RELU_OP: &str = "LiveprofileLog1pRelu";
+
+/// Replaces every value `x` by `ln(max(x, 0) + 1)`.
+pub fn log1p_relu_in_place(xs: &mut [f32]) {
+    for block in xs.chunks_mut(BLOCK) {
+        for x in block.iter_mut() {
+            *x = if *x > 0.0 { *x } else { 0.0 } + 1.0;
+        }
+        ln_in_place(block);
+    }
+}
+
+impl ElementWiseMiniOp for Log1pRelu {
+    fn name(&self) -> String {
+        "Log1pRelu".into()
+    }
+
+    fn eval_in_place(&self, t: &mut Tensor, _out_dt: Option<DatumType>) -> TractResult<()> {
+        log1p_relu_in_place(t.as_slice_mut::<f32>()?);
+        Ok(())
+    }
+
+    fn same_as(&self, other: &dyn ElementWiseMiniOp) -> bool {
+        other.is::<Log1pRelu>()
+    }
+}
+
+/// The ONNX framework with [`LOG1P_RELU_OP`] registered.
+pub fn onnx() -> tract_onnx::Onnx {
+    use tract_onnx::tract_hir::ops::element_wise::ElementWiseIntoHir;
+    let mut onnx = tract_onnx::onnx();
+    onnx.op_register.insert(LOG1P_RELU_OP, |_, _| Ok((ElementWiseOp(Box::new(Log1pRelu), None).into_hir(), vec![])));
+    onnx
+}
+
 /// Puts [`VectorLn`] in place of every f32 `Ln` node of an optimised model; returns how
 /// many it replaced.
 pub fn replace_ln(model: &mut TypedModel) -> TractResult<usize> {
@@ -143,6 +187,16 @@ mod tests {
         for x in [0.0f32, -0.0, -1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE / 4.0] {
             let (got, want) = (ln(x), x.ln());
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "ln({x}) = {got}, std {want}");
+        }
+    }
+
+    #[test]
+    fn log1p_relu_is_the_log_of_relu_plus_one() {
+        let values: Vec<f32> = (0..3000).map(|i| (i as f32 - 1500.0) * 0.731).chain([-0.0, 0.0, 1e30, -1e30]).collect();
+        let mut fused = values.clone();
+        log1p_relu_in_place(&mut fused);
+        for (x, got) in values.iter().zip(&fused) {
+            assert_eq!(got.to_bits(), ln(x.max(0.0) + 1.0).to_bits(), "x = {x}");
         }
     }
 

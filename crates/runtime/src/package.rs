@@ -136,7 +136,7 @@ enum Rows {
 /// Compiles a plan for `rows` rows. `feature_major`: the graph was rewritten by
 /// [`crate::rewrite::to_feature_major`] and takes `[features, rows]`.
 fn compile(proto: &pb::ModelProto, width: usize, rows: Rows, feature_major: bool) -> TractResult<PlanPool> {
-    let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
+    let mut model = crate::fast_ln::onnx().model_for_proto_model(proto)?;
     let batch = model.symbols.sym("batch");
     let rows: TDim = match rows {
         Rows::Fixed(n) => n.into(),
@@ -271,6 +271,7 @@ pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
     check_contract(&manifest, graph, &schema.names())?;
     // Exact rewrites for speed; the golden examples below check the result.
     crate::rewrite::gathers_to_matmul(&mut proto);
+    crate::rewrite::fuse_log1p_relu(&mut proto);
     let width = schema.features.len();
     // Batches run transposed where the graph allows it (single rows gain nothing from it).
     let mut batch_proto = proto.clone();

@@ -112,7 +112,78 @@ const UNARY: &[&str] = &[
     "Softplus",
     "Sqrt",
     "Tanh",
+    crate::fast_ln::LOG1P_RELU_OP,
 ];
+
+fn scalar_value(t: &pb::TensorProto) -> Option<f32> {
+    if t.data_type != FLOAT || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    match (t.float_data.first(), t.raw_data.get(..4)) {
+        (Some(v), _) => Some(*v),
+        (None, Some(b)) => Some(f32::from_le_bytes(b.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Fuses `Log(Add(Relu(x), 1))` (either operand order of the `Add`, a constant 1.0) into
+/// one [`crate::fast_ln::Log1pRelu`] node where the intermediate values feed nothing else.
+/// Returns the number of fusions.
+pub fn fuse_log1p_relu(proto: &mut pb::ModelProto) -> usize {
+    let Some(graph) = proto.graph.as_mut() else { return 0 };
+    let mut ones: std::collections::HashSet<String> =
+        graph.initializer.iter().filter(|t| scalar_value(t) == Some(1.0)).map(|t| t.name.clone()).collect();
+    for node in &graph.node {
+        if node.op_type == "Constant"
+            && let Some(t) = node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref())
+            && scalar_value(t) == Some(1.0)
+        {
+            ones.insert(node.output[0].clone());
+        }
+    }
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for name in graph.node.iter().flat_map(|n| n.input.iter()).chain(graph.output.iter().map(|o| &o.name)) {
+        *uses.entry(name.clone()).or_default() += 1;
+    }
+    let producer: HashMap<String, usize> =
+        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
+    let mut dropped = std::collections::HashSet::new();
+    let mut fused = Vec::new();
+    for (i, log) in graph.node.iter().enumerate() {
+        if log.op_type != "Log" || !log.domain.is_empty() || log.input.len() != 1 {
+            continue;
+        }
+        let Some(&a) = producer.get(&log.input[0]) else { continue };
+        let add = &graph.node[a];
+        if add.op_type != "Add" || add.input.len() != 2 || uses.get(&add.output[0]) != Some(&1) {
+            continue;
+        }
+        let relu_output = match (ones.contains(&add.input[0]), ones.contains(&add.input[1])) {
+            (false, true) => &add.input[0],
+            (true, false) => &add.input[1],
+            _ => continue,
+        };
+        let Some(&r) = producer.get(relu_output) else { continue };
+        let relu = &graph.node[r];
+        if relu.op_type != "Relu" || relu.input.len() != 1 || uses.get(relu_output) != Some(&1) {
+            continue;
+        }
+        fused.push((i, relu.input[0].clone()));
+        dropped.extend([a, r]);
+    }
+    for (i, input) in &fused {
+        let node = &mut graph.node[*i];
+        node.op_type = crate::fast_ln::LOG1P_RELU_OP.into();
+        node.input = vec![input.clone()];
+    }
+    let mut index = 0;
+    graph.node.retain(|_| {
+        index += 1;
+        !dropped.contains(&(index - 1))
+    });
+    fused.len()
+}
+
 /// Broadcasting element-wise ops: transposing both operands of a 2-D broadcast keeps it valid.
 const BINARY: &[&str] = &["Add", "Div", "Equal", "Greater", "Less", "Max", "Min", "Mul", "Pow", "Sub"];
 
@@ -304,7 +375,7 @@ mod tests {
 
     #[test]
     fn dense_graphs_go_feature_major_and_transpose_their_outputs_back() {
-        for name in ["user_tags", "conversion", "taobao_purchase", "uci_session_conversion"] {
+        for name in ["user_tags", "conversion", "taobao_purchase", "uci_session_conversion", "user_segments"] {
             let mut proto = bundled(name);
             gathers_to_matmul(&mut proto);
             let before = input_dims(&proto);
@@ -320,9 +391,26 @@ mod tests {
     }
 
     #[test]
-    fn graphs_with_other_ops_are_left_as_they_are() {
-        // Reshape has no transposed form here.
+    fn log_of_relu_plus_one_becomes_one_node() {
+        for name in ["user_tags", "conversion", "taobao_purchase", "uci_session_conversion"] {
+            let mut proto = bundled(name);
+            let before = proto.graph.as_ref().unwrap().node.len();
+            assert_eq!(fuse_log1p_relu(&mut proto), 1, "{name}");
+            let graph = proto.graph.unwrap();
+            assert_eq!(graph.node.len(), before - 2, "{name}");
+            assert!(graph.node.iter().all(|n| n.op_type != "Log"), "{name}");
+        }
+        // Nothing to fuse in the segment graph.
         let mut proto = bundled("user_segments");
+        assert_eq!(fuse_log1p_relu(&mut proto), 0);
+    }
+
+    #[test]
+    fn graphs_with_other_ops_are_left_as_they_are() {
+        // Softmax works along an axis: no layout-free form here.
+        let mut proto = bundled("user_tags");
+        let graph = proto.graph.as_mut().unwrap();
+        graph.node.iter_mut().find(|n| n.op_type == "Sigmoid").unwrap().op_type = "Softmax".into();
         let before = proto.clone();
         assert!(!to_feature_major(&mut proto));
         assert_eq!(proto, before);
