@@ -1,5 +1,9 @@
-//! Graph rewrites applied before compiling, each exact and each checked afterwards by the
-//! golden examples.
+//! Graph rewrites applied before compiling, each checked afterwards by the golden examples:
+//!
+//! - [`gathers_to_matmul`] (exact, below);
+//! - [`fuse_log1p_relu`]: `Log(Relu(x) + 1)` as one vectorised op (the same arithmetic);
+//! - [`to_feature_major`]: batch plans on transposed activations (the same dot products,
+//!   which the kernels may sum in another order).
 //!
 //! `Gather` along the feature axis with constant indices (column selection, one-hot
 //! expansion of category columns) is slow in tract: on a 17-feature model three such nodes
