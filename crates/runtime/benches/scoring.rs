@@ -119,8 +119,9 @@ fn main() {
         // machine hits both sides alike; each side reports its best round.
         let (mut p50, mut p99, mut rows_s) = (f64::INFINITY, f64::INFINITY, 0f64);
         let (mut op50, mut op99, mut orows): (Option<f64>, Option<f64>, Option<f64>) = (None, None, None);
-        let best_min = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
+        // The better of two optional figures (`pick` is f64::min or f64::max).
+        let best = |a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64| match (a, b) {
+            (Some(a), Some(b)) => Some(pick(a, b)),
             (a, b) => a.or(b),
         };
         for _ in 0..ROUNDS {
@@ -145,12 +146,9 @@ fn main() {
             rows_s = rows_s.max(1024.0 * BATCH_REPS as f64 / t.elapsed().as_secs_f64());
             let ort = peer(&pkg.join("model.onnx"), w);
             let f = |k: &str| ort.as_ref().and_then(|o| o[k].as_f64());
-            op50 = best_min(op50, f("single_p50_us"));
-            op99 = best_min(op99, f("single_p99_us"));
-            orows = match (orows, f("batch1024_rows_per_s")) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
+            op50 = best(op50, f("single_p50_us"), f64::min);
+            op99 = best(op99, f("single_p99_us"), f64::min);
+            orows = best(orows, f("batch1024_rows_per_s"), f64::max);
         }
         let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
         println!(

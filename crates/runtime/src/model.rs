@@ -219,8 +219,6 @@ pub struct LoadedModel {
     pub(crate) probabilities: bool,
     pub(crate) feature_index: HashMap<String, usize>,
     pub(crate) category_sizes: Vec<Option<usize>>,
-    /// (feature index, vocabulary size) of the category features.
-    pub(crate) category_columns: Vec<(usize, usize)>,
     pub(crate) load_ms: f64,
 }
 
@@ -247,8 +245,7 @@ impl LoadedModel {
             .features
             .iter()
             .map(|f| (f.dtype == Dtype::Category).then(|| f.vocabulary.as_ref().map_or(0, Vec::len)))
-            .collect::<Vec<_>>();
-        let category_columns = category_sizes.iter().enumerate().filter_map(|(i, s)| s.map(|s| (i, s))).collect();
+            .collect();
         LoadedModel {
             manifest,
             schema,
@@ -259,7 +256,6 @@ impl LoadedModel {
             probabilities,
             feature_index,
             category_sizes,
-            category_columns,
             load_ms: 0.0,
         }
     }
@@ -372,7 +368,8 @@ impl LoadedModel {
         // The common case in passes the compiler vectorises; the first fault (in row order)
         // is looked for only when there is one.
         let finite = data.iter().fold(true, |ok, v| ok & v.is_finite());
-        let categories_ok = self.category_columns.iter().all(|&(i, size)| {
+        let mut categories = self.category_sizes.iter().enumerate().filter_map(|(i, s)| s.map(|s| (i, s)));
+        let categories_ok = categories.all(|(i, size)| {
             let ok = |all: bool, v: &f32| all & category_ok(*v, size);
             match values {
                 Dense::RowMajor(v) => v.iter().skip(i).step_by(w).fold(true, ok),

@@ -1,7 +1,9 @@
 //! Where a plan spends its time: each node of the plan that a batch of a given size runs
 //! on, timed over repeated runs of the same input.
 
-use crate::model::{CHUNK_ROWS, LoadedModel, PlanPool};
+use crate::error::ScoreError;
+use crate::manifest::{Golden, read_json};
+use crate::model::{CHUNK_ROWS, Dense, LoadedModel, PlanPool, Scores};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
@@ -19,43 +21,51 @@ pub struct NodeTime {
 /// A plan's per-node profile.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PlanProfile {
-    /// Which plan ran: `single` (1 row), `chunk` (exactly [`CHUNK_ROWS`] rows) or
-    /// `symbolic` (any other number).
+    /// Which plan the scoring call runs: `single` (one row through
+    /// [`LoadedModel::score`]), `chunk` (batches of at least [`CHUNK_ROWS`] rows, in
+    /// chunks of that many) or `symbolic` (other batches).
     pub plan: &'static str,
-    /// Rows per run.
+    /// Rows per scoring call.
     pub rows: usize,
+    /// Rows per plan run: `rows`, or [`CHUNK_ROWS`] for the chunk plan.
+    pub plan_rows: usize,
     /// Runs timed (after as many untimed warm-up runs).
     pub runs: usize,
-    /// Mean wall time of a whole plan run, microseconds.
+    /// Mean wall time of one plan run, microseconds.
     pub micros_per_run: f64,
-    /// Mean wall time of scoring the same rows as the server and the batch scorer do
-    /// (checks, input layout, chunks, output copies), microseconds.
+    /// Mean wall time of the whole scoring call for `rows` rows (checks, input layout,
+    /// every chunk, output copies), microseconds.
     pub scored_micros_per_run: f64,
-    /// Every node, slowest first.
+    /// Every node of one plan run, slowest first.
     pub nodes: Vec<NodeTime>,
 }
 
 impl LoadedModel {
-    /// Runs `runs` batches of `rows` rows, taken in turn from `examples` (the golden inputs,
-    /// say), on the plan that serving picks for that many rows, and times each node.
-    pub fn profile(&self, examples: &[Vec<f32>], rows: usize, runs: usize) -> TractResult<PlanProfile> {
+    /// Scores batches of `rows` rows, taken in turn from the package's golden inputs,
+    /// `runs` times, and times each node of the plan that call runs on (a single row as
+    /// [`LoadedModel::score`] runs it, more rows as [`crate::Checked::score`] does: the
+    /// server's and the batch scorer's path).
+    pub fn profile(&self, rows: usize, runs: usize) -> TractResult<PlanProfile> {
+        let golden: Golden =
+            read_json(&self.dir, &self.manifest.golden.file).map_err(|e| TractError::msg(e.to_string()))?;
+        let examples = golden.inputs.get(&self.manifest.inputs[0].name).map(Vec::as_slice).unwrap_or_default();
         if examples.is_empty() || rows == 0 {
-            return Err(TractError::msg(format!("nothing to profile: {} examples, {rows} rows", examples.len())));
-        }
-        if let Some(bad) = examples.iter().find(|r| r.len() != self.width()) {
             return Err(TractError::msg(format!(
-                "an example has {} values, the model {} features",
-                bad.len(),
-                self.width()
+                "nothing to profile: {} golden examples, {rows} rows",
+                examples.len()
             )));
         }
-        let (pool, plan): (&PlanPool, &'static str) = match (&self.chunk, rows) {
-            (_, 1) => (&self.single, "single"),
-            (Some(c), CHUNK_ROWS) => (c, "chunk"),
-            _ => (&self.batch, "symbolic"),
-        };
         let values: Vec<f32> = examples.iter().cycle().take(rows).flatten().copied().collect();
-        let input = pool.input(crate::model::Dense::RowMajor(&values), rows, 0, rows, self.width())?;
+        let score = || -> Result<Scores, ScoreError> {
+            if rows == 1 { self.score(&values, 1) } else { self.check(&values, rows)?.score() }
+        };
+        score().map_err(|e| TractError::msg(e.to_string()))?;
+        let (pool, plan, plan_rows): (&PlanPool, &'static str, usize) = match &self.chunk {
+            _ if rows == 1 => (&self.single, "single", 1),
+            Some(c) if rows >= CHUNK_ROWS => (c, "chunk", CHUNK_ROWS),
+            _ => (&self.batch, "symbolic", rows),
+        };
+        let input = pool.input(Dense::RowMajor(&values), rows, 0, plan_rows, self.width())?;
         let model = pool.plan.model();
         let mut spent = vec![Duration::ZERO; model.nodes().len()];
         let mut state = SimpleState::new(pool.plan.clone())?;
@@ -92,8 +102,7 @@ impl LoadedModel {
         for timed in [false, true] {
             for _ in 0..runs {
                 let started = Instant::now();
-                let scores = self.check(&values, rows).map_err(|e| TractError::msg(e.to_string()))?.score();
-                std::hint::black_box(scores.map_err(|e| TractError::msg(e.to_string()))?);
+                std::hint::black_box(score().map_err(|e| TractError::msg(e.to_string()))?);
                 if timed {
                     scored += started.elapsed();
                 }
@@ -102,6 +111,7 @@ impl LoadedModel {
         Ok(PlanProfile {
             plan,
             rows,
+            plan_rows,
             runs,
             micros_per_run: per_run(total),
             scored_micros_per_run: per_run(scored),

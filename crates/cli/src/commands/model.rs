@@ -3,7 +3,6 @@
 
 use clap::{Args, Subcommand};
 use liveprofile_runtime::load_package;
-use liveprofile_runtime::manifest::Golden;
 use std::path::PathBuf;
 
 /// Model package commands.
@@ -24,7 +23,8 @@ pub enum ModelCommand {
 pub struct ProfileArgs {
     /// Package folder: models/<name>/<version>.
     path: PathBuf,
-    /// Rows per run (1 = the single-row plan; 256 = the fixed chunk plan long batches use).
+    /// Rows per scoring call (1 = the single-row plan; 256 or more = the fixed chunk plan
+    /// long batches run on, in 256-row chunks).
     #[arg(long, default_value_t = liveprofile_runtime::CHUNK_ROWS)]
     rows: usize,
     /// Timed runs (after as many untimed ones).
@@ -94,19 +94,7 @@ fn profile(args: &ProfileArgs) -> u8 {
             return 1;
         }
     };
-    let golden_path = model.dir().join(&model.manifest().golden.file);
-    let golden: Golden = match std::fs::read(&golden_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("refused: {}: {e}", golden_path.display());
-            return 1;
-        }
-    };
-    let examples = golden.inputs.values().next().map(Vec::as_slice).unwrap_or_default();
-    match model.profile(examples, args.rows, args.runs) {
+    match model.profile(args.rows, args.runs) {
         Ok(p) => {
             outln!("{}", serde_json::to_string_pretty(&p).expect("json"));
             0
