@@ -10,7 +10,7 @@ Modules:
 * :mod:`.golden` - golden examples (test rows plus edge cases) with Keras outputs;
 * :mod:`.export` - tf2onnx conversion, parity check, atomic publication;
 * :mod:`.package` - manifest, publication and verification of model packages;
-* :mod:`.data` - repository paths and seeded stratified splits.
+* :mod:`.data` - repository paths, the real data sets ($LIVEPROFILE_DATASETS), seeded splits.
 * :mod:`.segments` - the cross-tag analysis' k-means segments as a distance graph.
 """
 

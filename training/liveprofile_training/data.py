@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,67 @@ import numpy as np
 TRAINING_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = TRAINING_DIR.parent
 
+# The real data sets of full training live outside the repository, in a folder named by
+# $LIVEPROFILE_DATASETS (relative paths from the repository root), by default
+# ../shared/datasets beside the repository. training/datasets/README.md says where to get
+# each file. The tests use only files in the repository (BUNDLED_*, SYNTHETIC_*).
+DATASETS_ENV = "LIVEPROFILE_DATASETS"
+DEFAULT_DATASETS = "../shared/datasets"
+UCI_CSV = "uci-online-shoppers/online_shoppers_intention.csv"
+TAOBAO_CSV = "taobao-userbehavior/UserBehavior.csv"
+BUNDLED_DATASETS = TRAINING_DIR / "datasets"
+BUNDLED_UCI_CSV = BUNDLED_DATASETS / UCI_CSV  # a copy of the real file (CC BY 4.0)
+SYNTHETIC_TAOBAO_CSV = BUNDLED_DATASETS / "taobao-synthetic" / "UserBehavior.synthetic.csv"  # made up, for tests
+
+_WHERE_TO_GET = {
+    UCI_CSV: (
+        "the UCI Machine Learning Repository, Online Shoppers Purchasing Intention Dataset (id 468, CC BY 4.0): "
+        "https://archive.ics.uci.edu/dataset/468/online+shoppers+purchasing+intention+dataset; "
+        f"an identical copy ships in the repository as {BUNDLED_UCI_CSV.relative_to(REPO_ROOT)}"
+    ),
+    TAOBAO_CSV: (
+        "Alibaba Tianchi, User Behavior Data from Taobao for Recommendation (dataset 649, research use with "
+        "citation): https://tianchi.aliyun.com/dataset/649; it is not in the repository"
+    ),
+}
+
+
+class DatasetMissing(FileNotFoundError):
+    """A real data set that full training needs is not where it should be."""
+
 
 def resolve(path: str | Path) -> Path:
     """A path relative to the repository root (absolute paths are kept)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
+def datasets_dir() -> Path:
+    """The folder of the real data sets: $LIVEPROFILE_DATASETS, else ../shared/datasets."""
+    return resolve(os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS)
+
+
+def dataset_file(relative: str) -> Path:
+    """A file of the real data sets, e.g. ``dataset_file(UCI_CSV)``.
+
+    Raises :class:`DatasetMissing` naming the file, the folder searched, how that folder
+    is chosen and where to get the data.
+    """
+    folder = datasets_dir()
+    path = folder / relative
+    if path.is_file():
+        return path
+    origin = (
+        f"${DATASETS_ENV}={os.environ[DATASETS_ENV]}" if os.environ.get(DATASETS_ENV)
+        else f"${DATASETS_ENV} unset: default {DEFAULT_DATASETS} beside the repository"
+    )
+    source = _WHERE_TO_GET.get(relative, "see training/datasets/README.md")
+    raise DatasetMissing(
+        f"data set file not found: {path}\n"
+        f"  the real data sets are read from {folder} ({origin});\n"
+        f"  put {relative} there, or set {DATASETS_ENV} to the folder that holds it.\n"
+        f"  Get it from {source}. See training/datasets/README.md."
+    )
 
 
 def stratified_split(
