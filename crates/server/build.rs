@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "liveprofile/v1/scoring.proto",
         "liveprofile/v1/admin.proto",
         "liveprofile/v1/profiles.proto",
+        "liveprofile/v1/experiments.proto",
         "inference/grpc_service.proto",
     ];
     for f in &files {

@@ -60,12 +60,19 @@ enum Command {
     Score(Box<commands::score::ScoreArgs>),
     /// Simulate multi-platform live-commerce traffic into an event Parquet file.
     Simulate(commands::simulate::SimulateArgs),
+    /// The KPIs (orders per visit, GMV per user, ...) per platform, category and China day
+    /// of an event file, as kpis.json and kpis.html.
+    Kpis(commands::kpis::KpisArgs),
     /// Import real event data into the event contract.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
     /// The feature pipeline: schema, user feature tables, conversion examples.
     #[command(subcommand)]
     Features(commands::features::FeaturesCommand),
+    /// A/B experiments: check a definition, analyse one over events and exposures, export
+    /// the exposures a server logged.
+    #[command(subcommand)]
+    Experiment(commands::experiment::ExperimentCommand),
     /// Check or inspect a model package.
     #[command(subcommand)]
     Model(commands::model::ModelCommand),
@@ -87,8 +94,10 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => commands::score::run(*args),
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
+        Command::Kpis(args) => commands::kpis::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),
+        Command::Experiment(cmd) => commands::experiment::run(cmd),
         Command::Model(cmd) => return std::process::ExitCode::from(commands::model::run(cmd)),
     };
     match result {

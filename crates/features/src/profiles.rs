@@ -90,6 +90,15 @@ impl UserProfile {
         self.state.features(as_of_ms, out)
     }
 
+    /// Platform and category of the user's open visit to `room_id` (the category as the
+    /// conversion schema's vocabulary names it), if the visit is open.
+    pub fn open_visit_context(&self, room_id: &str) -> Option<(liveprofile_events::Platform, String)> {
+        let v = self.visits.get(room_id)?;
+        let category = crate::conversion::CATEGORY_VOCAB.get(usize::from(v.so_far.category)).copied().unwrap_or("other");
+        let platform = *liveprofile_events::Platform::ALL.get(usize::from(v.so_far.platform))?;
+        Some((platform, category.to_owned()))
+    }
+
     /// Host of the user's open visit to `room_id`, if the visit is open and not converted.
     /// `Some(None)` is an open visit to a room whose host is unknown.
     pub fn open_visit_host(&self, room_id: &str) -> Option<Option<&str>> {

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Time to finish running requests after SIGTERM, in seconds [default: 10].
     #[arg(long, env = "LIVEPROFILE_DRAIN_SECONDS")]
     pub drain_seconds: Option<u64>,
+    /// Experiments folder: one `<name>.toml` definition per experiment, watched; created
+    /// experiments are written there [default: data/experiments].
+    #[arg(long, env = "LIVEPROFILE_EXPERIMENTS")]
+    pub experiments: Option<PathBuf>,
     /// Profile store folder: append-only log and snapshots [default: data/profiles].
     #[arg(long, env = "LIVEPROFILE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -118,6 +122,7 @@ struct FileConfig {
     keep_versions: Option<usize>,
     shadow_queue: Option<usize>,
     drain_seconds: Option<u64>,
+    experiments: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     durability: Option<String>,
     snapshot_every: Option<u64>,
@@ -164,6 +169,8 @@ pub struct ServerConfig {
     pub shadow_queue: usize,
     /// Drain time on shutdown.
     pub drain: Duration,
+    /// Experiments folder (definitions, watched).
+    pub experiments: PathBuf,
     /// The profile store and its ingest paths.
     pub profiles: ProfilesConfig,
 }
@@ -226,6 +233,7 @@ impl ServerConfig {
         c.profiles.data_dir = std::env::temp_dir().join(format!("liveprofile-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&c.profiles.data_dir);
         c.profiles.durability = Durability::Write;
+        c.experiments = c.profiles.data_dir.join("experiments");
         c
     }
 }
@@ -262,6 +270,7 @@ impl ServeArgs {
             keep_versions: self.keep_versions.or(file.keep_versions).unwrap_or(3),
             shadow_queue: self.shadow_queue.or(file.shadow_queue).unwrap_or(4096),
             drain: Duration::from_secs(self.drain_seconds.or(file.drain_seconds).unwrap_or(10)),
+            experiments: self.experiments.or(file.experiments).unwrap_or_else(|| PathBuf::from("data/experiments")),
             profiles: ProfilesConfig {
                 data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data/profiles")),
                 durability: self

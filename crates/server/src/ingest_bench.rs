@@ -198,7 +198,7 @@ fn spawn_producers(
 async fn score_by_id(scoring: &mut ScoringClient<Channel>, user: &str) -> anyhow::Result<i64> {
     let answer = scoring
         .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: user.to_owned(), features: None, as_of_ms: None }],
+            users: vec![v1::UserFeatures { user_id: user.to_owned(), ..Default::default() }],
             top_k: 1,
             ..Default::default()
         })

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod batcher;
 pub mod config;
+pub mod experiments;
 pub mod ingest;
 pub mod ingest_bench;
 pub mod kserve;

@@ -132,7 +132,7 @@ fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
                 .map(|(i, r)| v1::UserFeatures {
                     user_id: format!("load-{i}"),
                     features: Some(dense(r)),
-                    as_of_ms: None,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
@@ -147,6 +147,7 @@ fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
                     user_id: format!("load-{i}"),
                     room_id: "room".to_owned(),
                     features: Some(dense(r)),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub ingest_events: IntCounterVec,
     /// Time to take in one batch of events and make it durable, microseconds.
     pub ingest_us: HistogramVec,
+    /// First exposures of users to experiments, logged.
+    pub experiment_exposures: prometheus::IntCounter,
     model_events: IntGaugeVec,
     stable_version: IntGaugeVec,
     loaded_versions: IntGaugeVec,
@@ -103,7 +105,12 @@ impl Metrics {
         let mva = ["model", "version", "arm"];
         let mv = ["model", "version"];
         let div = ["model", "answered_version", "compared_version"];
+        let experiment_exposures =
+            prometheus::IntCounter::new("liveprofile_experiment_exposures", "First exposures to experiments logged")
+                .expect("metric definition");
+        r.register(Box::new(experiment_exposures.clone())).expect("metric registration");
         Metrics {
+            experiment_exposures,
             request_success: counter(&r, "nv_inference_request_success", "Requests answered", &mva),
             request_failure: counter(
                 &r,

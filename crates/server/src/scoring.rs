@@ -2,6 +2,7 @@
 //! bidirectional stream of both.
 
 use crate::batcher::Job;
+use crate::experiments::{AnswerContext, ExperimentRouter};
 use crate::proto::v1::{self, scoring_server::Scoring};
 use crate::state::{AppState, input_status, output_names, route_status};
 use liveprofile_runtime::{Arm, InputError, LoadedModel};
@@ -84,8 +85,17 @@ struct Scored {
 struct Group {
     model: Arc<LoadedModel>,
     arm: v1::Arm,
+    /// The experiment and arm that answered, for experiment groups.
+    experiment: Option<(String, String)>,
     compare: Vec<Arc<LoadedModel>>,
     rows: Vec<usize>,
+}
+
+/// One row to score: who, where the answer is used, and where its features come from.
+pub(crate) struct Row<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) context: AnswerContext,
+    pub(crate) values: RowValues<'a>,
 }
 
 /// Routes, validates and scores rows; answers in request order. The callers have checked
@@ -95,27 +105,46 @@ async fn score_rows(
     model_name: &str,
     version: Option<u32>,
     schema_hash: &str,
-    rows: &[(&str, RowValues<'_>)],
+    rows: &[Row<'_>],
     deadline: Option<Instant>,
 ) -> Result<(Vec<Scored>, v1::Timing), Status> {
     let repo = state.repo()?;
-    // Group rows by the version that answers them.
+    // Group rows by the version (and experiment arm) that answers them.
     let mut groups: Vec<Group> = Vec::new();
-    let mut add = |model: Arc<LoadedModel>, arm: v1::Arm, compare: Vec<Arc<LoadedModel>>, row: usize| match groups
+    let mut add = |model: Arc<LoadedModel>,
+                   arm: v1::Arm,
+                   experiment: Option<(String, String)>,
+                   compare: Vec<Arc<LoadedModel>>,
+                   row: usize| match groups
         .iter_mut()
-        .find(|g| Arc::ptr_eq(&g.model, &model) && g.arm == arm)
+        .find(|g| Arc::ptr_eq(&g.model, &model) && g.arm == arm && g.experiment == experiment)
     {
         Some(g) => g.rows.push(row),
-        None => groups.push(Group { model, arm, compare, rows: vec![row] }),
+        None => groups.push(Group { model, arm, experiment, compare, rows: vec![row] }),
     };
-    // A pinned version is looked up once per request, not once per row.
+    // A pinned version is looked up once per request, not once per row; a pinned answer
+    // is never an experiment's.
     let pinned = version.map(|v| repo.get(model_name, Some(v)).map_err(|e| route_status(&e))).transpose()?;
-    for (i, (user, _)) in rows.iter().enumerate() {
+    let router = if pinned.is_none() { ExperimentRouter::for_model(state, model_name) } else { None };
+    let mut exposures = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let user = row.user;
         if user.is_empty() {
             return Err(Status::invalid_argument(format!("row {i}: user_id is empty")));
         }
+        if let Some(routed) = router.as_ref().and_then(|r| r.route(user, &row.context)) {
+            let model = match routed.version {
+                Some(v) => repo.get(model_name, Some(v)),
+                None => repo.get(model_name, None),
+            }
+            .map_err(|e| route_status(&e))?;
+            let label = (routed.exposure.experiment.clone(), routed.exposure.arm.clone());
+            exposures.push(routed.exposure);
+            add(model, v1::Arm::Experiment, Some(label), vec![], i);
+            continue;
+        }
         match &pinned {
-            Some(model) => add(model.clone(), v1::Arm::Pinned, vec![], i),
+            Some(model) => add(model.clone(), v1::Arm::Pinned, None, vec![], i),
             None => {
                 let route = repo.route(model_name, user).map_err(|e| route_status(&e))?;
                 let mut compare: Vec<Arc<LoadedModel>> = route.shadow.into_iter().collect();
@@ -128,16 +157,18 @@ async fn score_rows(
                         v1::Arm::Canary
                     }
                 };
-                add(route.model, arm, compare, i);
+                add(route.model, arm, None, compare, i);
             }
         }
     }
+    // Exposures are durable before any answer leaves.
+    crate::experiments::record_exposures(state, exposures).await?;
     // Validate every group before queueing any, so a bad row fails the request at once.
     let mut jobs = Vec::with_capacity(groups.len());
     for g in &groups {
         let mut values = Vec::with_capacity(g.rows.len() * g.model.width());
         for &i in &g.rows {
-            match &rows[i].1 {
+            match &rows[i].values {
                 RowValues::Given(features) => {
                     dense_row(&g.model, schema_hash, i, features, &mut values).map_err(|e| input_status(&e))?
                 }
@@ -179,9 +210,16 @@ async fn score_rows(
         timing.compute_us = timing.compute_us.max(outcome.compute.as_micros() as u64);
         let first = &outcome.scores.outputs[0];
         for (k, &i) in g.rows.iter().enumerate() {
+            let (experiment, experiment_arm) = g.experiment.clone().unwrap_or_default();
             results[i] = Some(Scored {
                 values: first.values[k * first.width..(k + 1) * first.width].to_vec(),
-                model: v1::ModelRef { name: g.model.name().to_owned(), version, arm: g.arm as i32 },
+                model: v1::ModelRef {
+                    name: g.model.name().to_owned(),
+                    version,
+                    arm: g.arm as i32,
+                    experiment,
+                    experiment_arm,
+                },
                 loaded: g.model.clone(),
             });
         }
@@ -207,6 +245,7 @@ fn arm_name(arm: v1::Arm) -> &'static str {
         v1::Arm::Stable => "stable",
         v1::Arm::Canary => "canary",
         v1::Arm::Pinned => "pinned",
+        v1::Arm::Experiment => "experiment",
         v1::Arm::Unspecified => "",
     }
 }
@@ -267,8 +306,9 @@ pub async fn score_tags(
 ) -> Result<v1::ScoreTagsResponse, Status> {
     let name = model_or(&r.model, DEFAULT_TAGS_MODEL);
     state.check_rows(r.users.len())?;
-    let mut rows: Vec<(&str, RowValues<'_>)> = Vec::with_capacity(r.users.len());
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(r.users.len());
     for (i, u) in r.users.iter().enumerate() {
+        let context = AnswerContext::parse(i, &u.platform, &u.category, &u.room_id)?;
         let values = match &u.features {
             Some(f) => RowValues::Given(f),
             None => {
@@ -279,7 +319,7 @@ pub async fn score_tags(
                 RowValues::Profile { features, schema_hash: user_schema_hash() }
             }
         };
-        rows.push((u.user_id.as_str(), values));
+        rows.push(Row { user: u.user_id.as_str(), context, values });
     }
     // Check the tag filter against the model before scoring.
     let model = state.repo()?.get(name, r.version).map_err(|e| route_status(&e))?;
@@ -301,7 +341,8 @@ pub async fn score_tags(
         .into_iter()
         .zip(&r.users)
         .zip(&rows)
-        .map(|((s, u), (_, source))| {
+        .map(|((s, u), row)| {
+            let source = &row.values;
             // Each row is labelled with the names of the version that scored it (a canary
             // may differ from stable).
             let tags = output_names(&s.loaded);
@@ -392,6 +433,7 @@ async fn segments_of(
                     name: SEGMENT_MODEL.to_owned(),
                     version: model.version(),
                     arm: v1::Arm::Stable as i32,
+                    ..Default::default()
                 }),
             }
         })
@@ -413,8 +455,12 @@ pub async fn score_conversion(
 ) -> Result<v1::ScoreConversionResponse, Status> {
     let name = model_or(&r.model, DEFAULT_CONVERSION_MODEL);
     state.check_rows(r.candidates.len())?;
-    let mut rows: Vec<(&str, RowValues<'_>)> = Vec::with_capacity(r.candidates.len());
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(r.candidates.len());
     for (i, c) in r.candidates.iter().enumerate() {
+        let mut context = AnswerContext::parse(i, &c.platform, &c.category, &c.room_id)?;
+        if context.platform.is_none() && context.category.is_empty() && !c.room_id.is_empty() {
+            context.fill_from_visit(state, &c.user_id);
+        }
         let values = match &c.features {
             Some(f) => RowValues::Given(f),
             None => {
@@ -428,19 +474,19 @@ pub async fn score_conversion(
                 RowValues::Profile { features, schema_hash: conversion_schema_hash() }
             }
         };
-        rows.push((c.user_id.as_str(), values));
+        rows.push(Row { user: c.user_id.as_str(), context, values });
     }
     let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
     let scores = scored
         .into_iter()
         .zip(&r.candidates)
         .zip(&rows)
-        .map(|((s, c), (_, source))| v1::ConversionScore {
+        .map(|((s, c), row)| v1::ConversionScore {
             user_id: c.user_id.clone(),
             room_id: c.room_id.clone(),
             probability: s.values[0],
             model: Some(s.model),
-            profile: source.profile_time(),
+            profile: row.values.profile_time(),
         })
         .collect();
     Ok(v1::ScoreConversionResponse { scores, timing: Some(timing) })

@@ -8,11 +8,12 @@
 
 use crate::admin::{AdminAuth, AdminService};
 use crate::config::ServerConfig;
+use crate::experiments::{ExperimentAdminService, FolderWatch};
 use crate::ingest::{IngestService, ProfileAdminService};
 use crate::kserve::KServeService;
 use crate::mqtt::MqttIngest;
 use crate::proto::v1::{
-    ingest_server::IngestServer, model_admin_server::ModelAdminServer, profile_admin_server::ProfileAdminServer,
+    experiment_admin_server::ExperimentAdminServer, ingest_server::IngestServer, model_admin_server::ModelAdminServer, profile_admin_server::ProfileAdminServer,
     scoring_server::ScoringServer,
 };
 use crate::proto::{self, inference::grpc_inference_service_server::GrpcInferenceServiceServer};
@@ -35,6 +36,7 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "inference.GRPCInferenceService",
     "liveprofile.v1.Ingest",
     "liveprofile.v1.ProfileAdmin",
+    "liveprofile.v1.ExperimentAdmin",
 ];
 
 /// A running server.
@@ -143,6 +145,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .max_encoding_message_size(limit),
         move |r| auth.check(r),
     );
+    let auth = AdminAuth::new(config.admin_token.as_deref());
+    let experiment_admin = InterceptedService::new(
+        ExperimentAdminServer::new(ExperimentAdminService::new(state.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        move |r| auth.check(r),
+    );
     let mqtt = config.profiles.mqtt.as_ref().map(|m| MqttIngest::start(state.clone(), m));
 
     let mut builder = Server::builder().tcp_nodelay(true);
@@ -157,7 +166,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .add_service(kserve)
         .add_service(admin)
         .add_service(ingest)
-        .add_service(profile_admin);
+        .add_service(profile_admin)
+        .add_service(experiment_admin);
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
@@ -212,10 +222,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 Err(e) => tracing::error!(error = %e, "model folder cannot be watched; new versions need LoadModel"),
             }
             state.set_repository(repo.clone());
+            // Experiment definitions are checked against loaded models: read the folder
+            // once the models are in, then at every rescan period.
+            let mut experiments = FolderWatch::default();
+            let mut next_scan = tokio::time::Instant::now();
             // Health follows readiness: a model whose every version is refused keeps the
             // server NOT_SERVING until a good version appears.
             let mut serving = false;
             while !state.is_stopping() {
+                if tokio::time::Instant::now() >= next_scan {
+                    let s = state.clone();
+                    let mut watch = std::mem::take(&mut experiments);
+                    experiments = tokio::task::spawn_blocking(move || {
+                        watch.scan(&s, &s.config.experiments);
+                        watch
+                    })
+                    .await
+                    .unwrap_or_default();
+                    next_scan = tokio::time::Instant::now() + state.config.rescan;
+                }
                 let ready = state.is_ready();
                 if ready != serving {
                     serving = ready;

@@ -7,10 +7,15 @@
 //! (see [`calibration`]) and comes with a ground-truth file of every user's traits and
 //! the true probabilities behind the tag labels ([`truth`]).
 //!
+//! An experiment can be planted ([`experiment`]): its arms' users behave differently in its
+//! target while it runs, and the exposures the server would have logged are written beside
+//! the events.
+//!
 //! Output is deterministic for a seed whatever the thread count: every user has their own
 //! random stream, and users are written in id order.
 
 pub mod calibration;
+pub mod experiment;
 mod output;
 pub mod truth;
 pub mod users;
@@ -18,7 +23,8 @@ pub mod visits;
 pub mod world;
 
 pub use calibration::{CalibrationReport, CalibrationStats};
-pub use output::{SimulationSummary, truth_path_for};
+pub use experiment::{Effect, EffectKey, PlantedExperiment};
+pub use output::{SimulationSummary, exposures_path_for, truth_path_for};
 
 use rand_pcg::Pcg64Mcg;
 use users::UserTraits;
@@ -50,6 +56,12 @@ pub enum SimError {
     /// Writing the output failed.
     #[error(transparent)]
     Io(#[from] liveprofile_events::EventIoError),
+    /// A planted experiment or effect is unusable.
+    #[error("{0}")]
+    Experiment(String),
+    /// Writing the exposures failed.
+    #[error(transparent)]
+    Exposures(#[from] liveprofile_experiments::ExposureIoError),
 }
 
 /// The simulator: a world plus the configuration.
@@ -57,6 +69,7 @@ pub enum SimError {
 pub struct Simulator {
     config: SimConfig,
     world: World,
+    planted: Option<PlantedExperiment>,
 }
 
 /// One simulated user: id, traits and their events in time order.
@@ -87,7 +100,7 @@ impl Simulator {
             return Err(SimError::Config("--days must be between 1 and 3650".into()));
         }
         let world = World::new(config.seed);
-        Ok(Simulator { config, world })
+        Ok(Simulator { config, world, planted: None })
     }
 
     /// The world.
@@ -100,12 +113,27 @@ impl Simulator {
         &self.config
     }
 
+    /// Plants an experiment: its arms' effects change their users' visits in its target
+    /// while it runs, and [`Simulator::write`] writes the exposures beside the events (see
+    /// [`experiment`]).
+    pub fn with_experiment(mut self, planted: PlantedExperiment) -> Self {
+        self.planted = Some(planted);
+        self
+    }
+
+    /// The planted experiment, if any.
+    pub fn planted(&self) -> Option<&PlantedExperiment> {
+        self.planted.as_ref()
+    }
+
     /// Simulates user `index` (deterministic for the seed).
     pub fn user(&self, index: u32) -> SimUser {
         let mut rng = user_rng(self.config.seed, index);
         let traits = UserTraits::sample(&mut rng, &self.world);
         let mut events = Vec::new();
-        visits::simulate_user(&mut rng, &self.world, &traits, self.config.start_ms, self.config.days, &mut events);
+        let effect = self.planted.as_ref().map(|x| x.for_user(&Self::user_id(index)));
+        let (start_ms, days) = (self.config.start_ms, self.config.days);
+        visits::simulate_user_in(&mut rng, &self.world, &traits, start_ms, days, effect.as_ref(), &mut events);
         SimUser { index, traits, events }
     }
 

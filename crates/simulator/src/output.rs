@@ -1,15 +1,18 @@
 //! Running a simulation to files: events streamed to Parquet in bounded memory (users are
 //! generated in parallel chunks and written in order by one writer thread), the
-//! ground-truth file beside them, and the calibration figures measured on the output.
+//! ground-truth file beside them, the exposures of a planted experiment, and the
+//! calibration figures measured on the output.
 
 use crate::calibration::{CalibrationReport, CalibrationStats};
+use crate::experiment::PlantedExperiment;
 use crate::truth::tag_probabilities;
 use crate::visits::{NONE_U32, SimEvent};
 use crate::world::World;
 use crate::{SimError, SimUser, Simulator};
 use arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
-use liveprofile_events::{EventIoError, EventParts, EventWriter, LIVE_CATEGORIES, Platform};
+use liveprofile_events::{EventIoError, EventKind, EventParts, EventWriter, LIVE_CATEGORIES, Platform};
+use liveprofile_experiments::{Exposure, assign, write_exposures};
 use liveprofile_features::tags::{NIGHT_HOURS, Tag};
 use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
@@ -33,12 +36,44 @@ pub struct SimulationSummary {
     pub truth_path: PathBuf,
     /// The seed's figures measured on the written events.
     pub calibration: CalibrationReport,
+    /// Exposure file of the planted experiment, if there is one.
+    pub exposures_path: Option<PathBuf>,
+    /// Exposed users per arm of the planted experiment, in definition order.
+    pub exposed_per_arm: Vec<(String, u64)>,
 }
 
 /// The ground-truth file written beside `events`: `x.parquet` -> `x.truth.parquet`.
 pub fn truth_path_for(events: &Path) -> PathBuf {
     let stem = events.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     events.with_file_name(format!("{stem}.truth.parquet"))
+}
+
+/// The exposures file written beside `events` when an experiment is planted:
+/// `x.parquet` -> `x.exposures.parquet`.
+pub fn exposures_path_for(events: &Path) -> PathBuf {
+    let stem = events.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    events.with_file_name(format!("{stem}.exposures.parquet"))
+}
+
+/// The exposure the server would have logged for `user`: their first room `enter` that the
+/// experiment covers (target and window), if any.
+fn first_exposure(world: &World, x: &PlantedExperiment, user: &SimUser) -> Option<Exposure> {
+    let e = user
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Enter && x.covers(usize::from(e.platform), usize::from(e.category), e.ts_ms))?;
+    let experiment = x.experiment();
+    let user_id = Simulator::user_id(user.index);
+    let arm = assign(experiment, &user_id);
+    Some(Exposure {
+        user_id,
+        experiment: experiment.name.clone(),
+        arm: experiment.arms[arm].name.clone(),
+        ts_ms: e.ts_ms,
+        platform: Platform::ALL[usize::from(e.platform)],
+        category: LIVE_CATEGORIES[usize::from(e.category)].to_owned(),
+        room_id: Some(format!("{}-d{}", world.hosts[usize::from(e.host)].id, e.room_day)),
+    })
 }
 
 fn platform_account(seed: u64, index: u32, p: usize) -> u64 {
@@ -48,8 +83,10 @@ fn platform_account(seed: u64, index: u32, p: usize) -> u64 {
 }
 
 impl Simulator {
-    /// Simulates every user and writes events to `out` and the ground truth beside it.
-    /// `progress` is called with the number of users done after each chunk.
+    /// Simulates every user and writes events to `out` and the ground truth beside it,
+    /// with the exposures of a planted experiment (see [`exposures_path_for`]; without one,
+    /// a stale exposures file there is removed). `progress` is called with the number of
+    /// users done after each chunk.
     pub fn write(&self, out: &Path, progress: &(dyn Fn(u32) + Sync)) -> Result<SimulationSummary, SimError> {
         let truth_path = truth_path_for(out);
         let mut events = EventWriter::create(out)?;
@@ -58,20 +95,37 @@ impl Simulator {
         let world = &self.world;
         let seed = self.config.seed;
         let users = self.config.users;
+        let planted = self.planted.as_ref();
+        let exposures_path = exposures_path_for(out);
         let written = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || -> Result<(u64, CalibrationStats), EventIoError> {
+            let writer = scope.spawn(|| -> Result<(u64, CalibrationStats, Vec<(String, u64)>), SimError> {
                 let mut stats = CalibrationStats::default();
                 let mut ids = IdBuffers::default();
+                let mut exposures = Vec::new();
                 for chunk in rx {
                     for user in &chunk {
                         write_user(&mut events, &mut stats, &mut ids, world, seed, user)?;
                         truth.append(world, user)?;
+                        if let Some(x) = planted.and_then(|x| first_exposure(world, x, user)) {
+                            exposures.push(x);
+                        }
                     }
                     progress(chunk.last().map_or(0, |u| u.index + 1));
                 }
+                // Exposures first: when they cannot be written, no events are published.
+                let mut per_arm = Vec::new();
+                if let Some(x) = planted {
+                    write_exposures(&exposures_path, &exposures)?;
+                    per_arm = x.experiment().arms.iter().map(|a| (a.name.clone(), 0)).collect();
+                    for e in &exposures {
+                        if let Some(i) = x.experiment().arm_index(&e.arm) {
+                            per_arm[i].1 += 1;
+                        }
+                    }
+                }
                 let n = events.finish()?;
                 truth.finish()?;
-                Ok((n, stats))
+                Ok((n, stats, per_arm))
             });
             let mut start = 0;
             while start < users {
@@ -85,8 +139,23 @@ impl Simulator {
             drop(tx);
             writer.join().expect("writer thread does not panic")
         });
-        let (n, stats) = written?;
-        Ok(SimulationSummary { users, events: n, truth_path, calibration: stats.report() })
+        let (n, stats, exposed_per_arm) = written?;
+        if planted.is_none() {
+            match std::fs::remove_file(&exposures_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(EventIoError::Io { path: exposures_path.display().to_string(), source: e }.into());
+                }
+                _ => {}
+            }
+        }
+        Ok(SimulationSummary {
+            users,
+            events: n,
+            truth_path,
+            calibration: stats.report(),
+            exposures_path: planted.is_some().then_some(exposures_path),
+            exposed_per_arm,
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! One user's days: Poisson visits per day, each placed on a platform, category, hour and
 //! room, and filled with the events of a visit (enter, interactions, items, order, leave).
 
+use crate::experiment::UserEffect;
 use crate::users::{UserTraits, pick_index};
 use crate::world::{Host, MEDIAN_PRICE, PRICE_SIGMA, World};
 use liveprofile_events::{DAY_MS, EventKind, HOUR_MS};
@@ -100,6 +101,21 @@ pub fn simulate_user(
     days: u32,
     out: &mut Vec<SimEvent>,
 ) {
+    simulate_user_in(rng, world, user, start_ms, days, None, out);
+}
+
+/// [`simulate_user`] for a user in a planted experiment: `effect` changes the user's visits
+/// that the experiment covers (without it, or with factors of 1, the events are those of
+/// [`simulate_user`] exactly).
+pub fn simulate_user_in(
+    rng: &mut Pcg64Mcg,
+    world: &World,
+    user: &UserTraits,
+    start_ms: i64,
+    days: u32,
+    effect: Option<&UserEffect<'_>>,
+    out: &mut Vec<SimEvent>,
+) {
     let first = out.len();
     let visits = Poisson::new(user.visits_per_day).expect("positive rate");
     for day in 0..days as i32 {
@@ -111,7 +127,7 @@ pub fn simulate_user(
             let t0 = start_ms + i64::from(day) * DAY_MS + i64::from(h) * HOUR_MS + rng.random_range(0..HOUR_MS);
             let host_idx = choose_host(rng, world, user, p, c, h);
             let room_day = if h < world.hosts[host_idx as usize].slot_start_hour { day - 1 } else { day };
-            simulate_visit(rng, world, user, VisitPlace { p, c, host_idx, room_day, t0 }, out);
+            simulate_visit(rng, world, user, VisitPlace { p, c, host_idx, room_day, t0 }, effect, out);
         }
     }
     out[first..].sort_by_key(|e| e.ts_ms);
@@ -125,10 +141,21 @@ struct VisitPlace {
     t0: i64,
 }
 
-fn simulate_visit(rng: &mut Pcg64Mcg, world: &World, user: &UserTraits, at: VisitPlace, out: &mut Vec<SimEvent>) {
+fn simulate_visit(
+    rng: &mut Pcg64Mcg,
+    world: &World,
+    user: &UserTraits,
+    at: VisitPlace,
+    effect: Option<&UserEffect<'_>>,
+    out: &mut Vec<SimEvent>,
+) {
     let host = &world.hosts[at.host_idx as usize];
     let profile = &world.platforms[at.p];
-    let ordered = rng.random::<f64>() < order_probability(world, user, host);
+    let mut p_order = order_probability(world, user, host);
+    if let Some(effect) = effect {
+        p_order = effect.order_probability(at.p, at.c, at.t0, p_order);
+    }
+    let ordered = rng.random::<f64>() < p_order;
     let noise = LogNormal::new(-0.32, 0.8).expect("valid").sample(rng);
     let buyer = if ordered { BUYER_WATCH_FACTOR } else { 1.0 };
     let watch_s =

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// Another store (in this or another process) has the data folder open.
     #[error("profile data folder {0} is in use by another process")]
     InUse(String),
+    /// An experiment cannot be started (name taken by another definition, too many).
+    #[error("{0}")]
+    Experiment(String),
     /// The identity file could not be read.
     #[error("identity file {path}, line {line}: {reason}")]
     IdentityFile {

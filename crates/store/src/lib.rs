@@ -15,6 +15,7 @@
 //!   the segments and snapshots they cover are then deleted.
 
 mod error;
+mod experiments;
 mod identity;
 mod incoming;
 mod log;
@@ -22,6 +23,7 @@ mod snapshot;
 mod store;
 
 pub use error::{LookupError, StoreError};
+pub use experiments::{ExperimentStatus, ExperimentTable, MAX_EXPERIMENTS};
 pub use identity::{IdentityLink, IdentityTable, read_identity_file};
 pub use incoming::{EventRejection, IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
 pub use log::Durability;

@@ -1,10 +1,11 @@
 //! Snapshots: the whole state at a log sequence number, in one file written to a
 //! temporary name, synced and renamed into place (`snapshot-<seq>.snap`).
 //!
-//! Layout: the magic `LPSNAP01`, then frames like the log's (length, crc32, payload):
+//! Layout: the magic `LPSNAP02`, then frames like the log's (length, crc32, payload):
 //! a header (sequence number, shard count), one frame per shard, the host book, the
-//! identity table, and a trailer repeating the sequence number. A file without its
-//! trailer is not a snapshot.
+//! identity table, the experiments, and a trailer repeating the sequence number. A file
+//! without its trailer is not a snapshot. Snapshots of the first layout (`LPSNAP01`, no
+//! experiments frame) are still read.
 //!
 //! The snapshot of sequence number `S` holds every record up to `S`; its parts are read
 //! one after another while events keep arriving, so each part also holds the records it
@@ -12,6 +13,7 @@
 //! the parts that do not hold it yet.
 
 use crate::error::StoreError;
+use crate::experiments::ExperimentBook;
 use crate::log::{numbered_files, sync_dir};
 use crate::store::{Hosts, Identities, Shard};
 use std::fs::{self, File};
@@ -19,7 +21,9 @@ use std::io::{BufWriter, Read, Write};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"LPSNAP01";
+const MAGIC: &[u8; 8] = b"LPSNAP02";
+/// The first layout, without experiments.
+const MAGIC_V1: &[u8; 8] = b"LPSNAP01";
 
 /// A loaded snapshot.
 pub(crate) struct SnapshotParts {
@@ -27,6 +31,7 @@ pub(crate) struct SnapshotParts {
     pub(crate) shards: Vec<Shard>,
     pub(crate) hosts: Hosts,
     pub(crate) identities: Identities,
+    pub(crate) experiments: ExperimentBook,
 }
 
 fn path_of(dir: &Path, seq: u64) -> PathBuf {
@@ -46,11 +51,17 @@ fn frame(out: &mut Vec<u8>, payload: &[u8]) {
 /// Serializes the state into framed chunks. Each part is locked only while it is read,
 /// and the host book and identity table only after the last shard (ingest locks a shard
 /// and then the host book, so taking them in the other order could deadlock).
-pub(crate) fn serialize<G: Deref<Target = Shard>, H: Deref<Target = Hosts>, I: Deref<Target = Identities>>(
+pub(crate) fn serialize<
+    G: Deref<Target = Shard>,
+    H: Deref<Target = Hosts>,
+    I: Deref<Target = Identities>,
+    X: Deref<Target = ExperimentBook>,
+>(
     seq: u64,
     shards: impl ExactSizeIterator<Item = G>,
     hosts: impl FnOnce() -> H,
     identities: impl FnOnce() -> I,
+    experiments: impl FnOnce() -> X,
 ) -> Vec<Vec<u8>> {
     let mut chunks = Vec::with_capacity(shards.len() + 4);
     let mut header = Vec::new();
@@ -66,6 +77,7 @@ pub(crate) fn serialize<G: Deref<Target = Shard>, H: Deref<Target = Hosts>, I: D
     let mut rest = Vec::new();
     frame(&mut rest, &postcard::to_stdvec(&*hosts()).expect("hosts serialize"));
     frame(&mut rest, &postcard::to_stdvec(&*identities()).expect("identities serialize"));
+    frame(&mut rest, &postcard::to_stdvec(&*experiments()).expect("experiments serialize"));
     frame(&mut rest, &postcard::to_stdvec(&seq).expect("trailer serializes"));
     chunks.push(rest);
     chunks
@@ -117,7 +129,11 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
     let corrupt = |reason: String| StoreError::Corrupt { path: path.display().to_string(), reason };
     let mut bytes = Vec::new();
     File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| StoreError::io(&path, e))?;
-    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+    let (mut rest, has_experiments) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
+        (rest, true)
+    } else if let Some(rest) = bytes.strip_prefix(MAGIC_V1.as_slice()) {
+        (rest, false)
+    } else {
         return Err(corrupt("does not start with the snapshot magic".to_owned()));
     };
     let mut next = |what: &str| -> Result<&[u8], StoreError> {
@@ -145,9 +161,14 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
     }
     let hosts = postcard::from_bytes(next("host book")?).map_err(|e| decode("host book", e))?;
     let identities = postcard::from_bytes(next("identity table")?).map_err(|e| decode("identity table", e))?;
+    let experiments = if has_experiments {
+        postcard::from_bytes(next("experiments")?).map_err(|e| decode("experiments", e))?
+    } else {
+        ExperimentBook::default()
+    };
     let trailer: u64 = postcard::from_bytes(next("trailer")?).map_err(|e| decode("trailer", e))?;
     if trailer != seq {
         return Err(corrupt(format!("trailer says sequence {trailer}, the name {seq}")));
     }
-    Ok(Some(SnapshotParts { seq, shards, hosts, identities }))
+    Ok(Some(SnapshotParts { seq, shards, hosts, identities, experiments }))
 }

@@ -2,11 +2,13 @@
 //! table; every accepted event and identity change is logged before it is acknowledged.
 
 use crate::error::{LookupError, StoreError};
+use crate::experiments::{ExperimentBook, ExperimentStatus, ExperimentTable, MAX_EXPERIMENTS};
 use crate::identity::{IdentityLink, IdentityTable};
 use crate::incoming::{IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
 use crate::log::{Durability, LogWriter, replay, segments, sync_dir};
 use crate::snapshot;
-use liveprofile_events::{Event, stable_hash};
+use liveprofile_events::{Event, Platform, stable_hash};
+use liveprofile_experiments::{Experiment, Exposure};
 use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, user_features};
 use liveprofile_features::profiles::{HostBook, UserProfile};
 use serde::{Deserialize, Serialize};
@@ -45,11 +47,14 @@ impl StoreOptions {
     }
 }
 
-/// One log record.
+/// One log record. New kinds go at the end (a record's kind is its position).
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
     Event(Event),
     Identities(Vec<IdentityLink>),
+    ExperimentStarted(Experiment),
+    ExperimentStopped { name: String, ts_ms: i64 },
+    Exposures(Vec<Exposure>),
 }
 
 /// One user's profile and its events still inside the late window, as (time, 64-bit hash
@@ -150,6 +155,10 @@ pub struct ProfileStore {
     shards: Vec<Mutex<Shard>>,
     hosts: Mutex<Hosts>,
     identities: RwLock<Identities>,
+    /// Experiments' definitions, exposures and outcome accumulators.
+    experiments: Mutex<ExperimentBook>,
+    /// The definitions alone, for routing without the book's lock.
+    running: RwLock<Arc<Vec<ExperimentStatus>>>,
     log: Mutex<LogState>,
     /// One snapshot at a time.
     snapshotting: Mutex<()>,
@@ -203,11 +212,13 @@ impl ProfileStore {
         let mut shards: Vec<Shard> = (0..options.shards.max(1)).map(|_| Shard::default()).collect();
         let mut hosts = Hosts::default();
         let mut identities = Identities::default();
+        let mut book = ExperimentBook::default();
         let mut snapshot_seq = 0;
         if let Some(parts) = snapshot::load_newest(&dir)? {
             snapshot_seq = parts.seq;
             hosts = parts.hosts;
             identities = parts.identities;
+            book = parts.experiments;
             if parts.shards.len() != shards.len() {
                 // Each shard's sequence number is only valid for its own users: keep the
                 // snapshot's sharding.
@@ -237,10 +248,29 @@ impl ProfileStore {
                             hosts.seq = seq;
                         }
                     };
+                    // Every logged event was accepted: the experiments take it in too.
+                    if seq > book.seq {
+                        book.observe(&e, seq);
+                    }
                     if seq > shards[i].seq {
                         apply_event(&mut shards[i], e, seq, observe_host);
                     } else {
                         observe_host(&e);
+                    }
+                }
+                Record::ExperimentStarted(x) => {
+                    if seq > book.seq {
+                        book.start(x, seq);
+                    }
+                }
+                Record::ExperimentStopped { name, ts_ms } => {
+                    if seq > book.seq {
+                        book.stop(&name, ts_ms, seq);
+                    }
+                }
+                Record::Exposures(xs) => {
+                    if seq > book.seq {
+                        book.expose(&xs, seq);
                     }
                 }
                 Record::Identities(links) => {
@@ -254,11 +284,14 @@ impl ProfileStore {
             Ok(())
         })?;
         let writer = LogWriter::open(&dir, append_to, last_seq + 1, options.durability)?;
+        let running = RwLock::new(Arc::new(book.experiments.values().map(ExperimentStatus::of).collect()));
         let store = Arc::new(ProfileStore {
             dir: dir.clone(),
             shards: shards.into_iter().map(Mutex::new).collect(),
             hosts: Mutex::new(hosts),
             identities: RwLock::new(identities),
+            experiments: Mutex::new(book),
+            running,
             snapshotting: Mutex::new(()),
             log: Mutex::new(LogState {
                 writer,
@@ -334,9 +367,12 @@ impl ProfileStore {
                     // Lock order everywhere: log, then a shard, then the host book.
                     let seq = log.writer.next_seq();
                     let outcome = apply_event(&mut shard, event, seq, |e| {
-                        let mut hosts = lock(&self.hosts);
-                        hosts.book.observe(e);
-                        hosts.seq = seq;
+                        {
+                            let mut hosts = lock(&self.hosts);
+                            hosts.book.observe(e);
+                            hosts.seq = seq;
+                        }
+                        lock(&self.experiments).observe(e, seq);
                     });
                     if outcome == Outcome::Accepted {
                         report.last_seq = log.writer.stage(&log.scratch);
@@ -440,6 +476,7 @@ impl ProfileStore {
             self.shards.iter().map(|s| lock(s)),
             || lock(&self.hosts),
             || self.identities.read().unwrap_or_else(|p| p.into_inner()),
+            || lock(&self.experiments),
         );
         let serialized = started.elapsed();
         // Parts may hold events applied by an ingest call that had not written them yet:
@@ -513,6 +550,158 @@ impl ProfileStore {
             snapshots: self.counters.snapshots.load(Ordering::Relaxed),
             recovered_records: self.recovered_records,
         }
+    }
+
+    /// The unified user of an account: the identity table's user when `platform` and `id`
+    /// name a linked account, else `id` itself (already a unified id).
+    pub fn unified_user(&self, platform: Option<Platform>, id: &str) -> String {
+        let Some(platform) = platform else { return id.to_owned() };
+        let ids = self.identities.read().unwrap_or_else(|p| p.into_inner());
+        ids.table.resolve(platform, id).unwrap_or(id).to_owned()
+    }
+
+    /// Platform and category of the user's open visit to `room_id`, if one is open.
+    pub fn open_visit_context(&self, user_id: &str, room_id: &str) -> Option<(Platform, String)> {
+        let i = shard_of(user_id, self.shards.len());
+        let shard = lock(&self.shards[i]);
+        shard.users.get(user_id)?.profile.open_visit_context(room_id)
+    }
+
+    /// Starts an experiment, durably. `Ok(false)` when an identical definition already runs;
+    /// a different experiment of the same name is refused.
+    pub fn start_experiment(&self, experiment: Experiment) -> Result<bool, StoreError> {
+        let mut log = lock(&self.log);
+        if let Some(why) = &log.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        {
+            let book = lock(&self.experiments);
+            if let Some(held) = book.experiments.get(&experiment.name) {
+                if held.experiment() == &experiment {
+                    return Ok(false);
+                }
+                return Err(StoreError::Experiment(format!(
+                    "an experiment named {} with another definition is held; pick a new name",
+                    experiment.name
+                )));
+            }
+            if book.experiments.len() >= MAX_EXPERIMENTS {
+                return Err(StoreError::Experiment(format!(
+                    "{MAX_EXPERIMENTS} experiments are held, the limit; delete one first"
+                )));
+            }
+        }
+        let bytes = postcard::to_stdvec(&Record::ExperimentStarted(experiment.clone())).expect("definitions serialize");
+        let seq = log.writer.stage(&bytes);
+        self.commit(&mut log)?;
+        let mut book = lock(&self.experiments);
+        book.start(experiment, seq);
+        self.publish_running(&book);
+        Ok(true)
+    }
+
+    /// Stops an experiment at `ts_ms`, durably; `Ok(false)` when there is none of that name.
+    pub fn stop_experiment(&self, name: &str, ts_ms: i64) -> Result<bool, StoreError> {
+        let mut log = lock(&self.log);
+        if let Some(why) = &log.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        match lock(&self.experiments).experiments.get(name) {
+            None => return Ok(false),
+            Some(x) if x.stopped_ms().is_some() => return Ok(true),
+            Some(_) => {}
+        }
+        let record = Record::ExperimentStopped { name: name.to_owned(), ts_ms };
+        let seq = log.writer.stage(&postcard::to_stdvec(&record).expect("stops serialize"));
+        self.commit(&mut log)?;
+        let mut book = lock(&self.experiments);
+        book.stop(name, ts_ms, seq);
+        self.publish_running(&book);
+        Ok(true)
+    }
+
+    fn publish_running(&self, book: &ExperimentBook) {
+        let list = Arc::new(book.experiments.values().map(ExperimentStatus::of).collect());
+        *self.running.write().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    /// The experiments held (definitions and stop times; counts as of the last start or
+    /// stop: see [`ProfileStore::experiment_status`] for current counts).
+    pub fn experiments(&self) -> Arc<Vec<ExperimentStatus>> {
+        self.running.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One experiment's current status.
+    pub fn experiment_status(&self, name: &str) -> Option<ExperimentStatus> {
+        lock(&self.experiments).experiments.get(name).map(ExperimentStatus::of)
+    }
+
+    /// One experiment's live per-user table.
+    pub fn experiment_table(&self, name: &str) -> Option<ExperimentTable> {
+        let book = lock(&self.experiments);
+        let o = book.experiments.get(name)?;
+        Some(ExperimentTable { status: ExperimentStatus::of(o), rows: o.table() })
+    }
+
+    /// Whether a user has been exposed to an experiment.
+    pub fn is_exposed(&self, experiment: &str, user_id: &str) -> bool {
+        lock(&self.experiments).is_exposed(experiment, user_id)
+    }
+
+    /// Records first exposures durably (as durable as events) before it returns; exposures
+    /// of users already exposed to that experiment are skipped. Returns how many were new.
+    pub fn record_exposures(&self, exposures: &[Exposure]) -> Result<usize, StoreError> {
+        let fresh = |book: &ExperimentBook| -> Vec<Exposure> {
+            let mut out: Vec<Exposure> = Vec::new();
+            for x in exposures {
+                let known = book.experiments.contains_key(&x.experiment);
+                let dup = out.iter().any(|y| y.experiment == x.experiment && y.user_id == x.user_id);
+                if known && !dup && !book.is_exposed(&x.experiment, &x.user_id) {
+                    out.push(x.clone());
+                }
+            }
+            out
+        };
+        // Most answers go to users exposed before: settle those without the log.
+        if fresh(&lock(&self.experiments)).is_empty() {
+            return Ok(0);
+        }
+        let mut log = lock(&self.log);
+        if let Some(why) = &log.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        // Checked again under the log lock: another answer may have logged them meanwhile.
+        let new = fresh(&lock(&self.experiments));
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let record = Record::Exposures(new);
+        let seq = log.writer.stage(&postcard::to_stdvec(&record).expect("exposures serialize"));
+        let Record::Exposures(new) = record else { unreachable!() };
+        lock(&self.experiments).expose(&new, seq);
+        self.commit(&mut log)?;
+        Ok(new.len())
+    }
+
+    /// Every exposure held, by experiment (the first per user), for export.
+    pub fn exposures(&self, experiment: &str) -> Option<Vec<Exposure>> {
+        let book = lock(&self.experiments);
+        let o = book.experiments.get(experiment)?;
+        let arms = &o.experiment().arms;
+        Some(
+            o.table()
+                .into_iter()
+                .map(|r| Exposure {
+                    experiment: experiment.to_owned(),
+                    arm: arms[r.arm].name.clone(),
+                    ts_ms: r.first_exposure_ms,
+                    platform: r.platform,
+                    category: r.category,
+                    room_id: r.room_id,
+                    user_id: r.user_id,
+                })
+                .collect(),
+        )
     }
 
     /// The late window: an event older than its user's newest event by more than this is

@@ -171,7 +171,7 @@ fn batch_scores_equal_the_servers_bit_for_bit() {
                             users: vec![v1::UserFeatures {
                                 user_id: format!("u{i:06}"),
                                 features: Some(dense(r)),
-                                as_of_ms: None,
+                                ..Default::default()
                             }],
                             ..Default::default()
                         })

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod analyze;
+pub mod experiment;
 pub mod features;
 pub mod import;
+pub mod kpis;
 pub mod loadgen;
 pub mod model;
 pub mod score;

@@ -141,7 +141,7 @@ impl Golden {
             .map(|i| v1::UserFeatures {
                 user_id: format!("u{i:08}"),
                 features: Some(if dense { self.dense(i % self.rows.len()) } else { self.named(i % self.rows.len()) }),
-                as_of_ms: None,
+                ..Default::default()
             })
             .collect()
     }

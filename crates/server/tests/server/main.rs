@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod experiments;
 mod kserve;
 mod load;
 mod profiles;

@@ -63,7 +63,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         let user = SyntheticEvents::user_id(k);
         let by_id = scoring
             .score_tags(v1::ScoreTagsRequest {
-                users: vec![v1::UserFeatures { user_id: user.clone(), features: None, as_of_ms: Some(as_of) }],
+                users: vec![v1::UserFeatures { user_id: user.clone(), features: None, as_of_ms: Some(as_of), ..Default::default() }],
                 ..Default::default()
             })
             .await
@@ -73,7 +73,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         let given = scoring
             .score_tags(v1::ScoreTagsRequest {
                 schema_hash: schema_hash.clone(),
-                users: vec![v1::UserFeatures { user_id: user.clone(), features: dense(features), as_of_ms: None }],
+                users: vec![v1::UserFeatures { user_id: user.clone(), features: dense(features), ..Default::default() }],
                 ..Default::default()
             })
             .await
@@ -105,6 +105,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
                 user_id: "viewer-1".into(),
                 room_id: room.clone(),
                 features: None,
+..Default::default()
             }],
             ..Default::default()
         })
@@ -126,6 +127,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
                 user_id: "viewer-1".into(),
                 room_id: room.clone(),
                 features: dense(features),
+..Default::default()
             }],
             ..Default::default()
         })
@@ -137,7 +139,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     // Error codes.
     let unknown = scoring
         .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "nobody".into(), features: None, as_of_ms: None }],
+            users: vec![v1::UserFeatures { user_id: "nobody".into(), features: None, ..Default::default() }],
             ..Default::default()
         })
         .await
@@ -146,7 +148,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     assert_eq!(unknown.message(), "no profile for user \"nobody\": none of its events has been ingested");
     let past = scoring
         .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "user-0".into(), features: None, as_of_ms: Some(start_ms) }],
+            users: vec![v1::UserFeatures { user_id: "user-0".into(), features: None, as_of_ms: Some(start_ms), ..Default::default() }],
             ..Default::default()
         })
         .await
@@ -158,6 +160,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
                 user_id: "viewer-1".into(),
                 room_id: "room-elsewhere".into(),
                 features: None,
+..Default::default()
             }],
             ..Default::default()
         })
@@ -203,7 +206,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     assert_eq!(ack.accepted, 1, "{:?}", ack.errors);
     let tags = scoring
         .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "viewer-1".into(), features: None, as_of_ms: None }],
+            users: vec![v1::UserFeatures { user_id: "viewer-1".into(), features: None, ..Default::default() }],
             ..Default::default()
         })
         .await

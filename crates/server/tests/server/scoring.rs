@@ -56,6 +56,7 @@ async fn tags_and_conversion_equal_the_golden_outputs_by_name_and_dense() {
             user_id: format!("u{i}"),
             room_id: format!("room-{i}"),
             features: Some(if i % 2 == 0 { c.dense(i) } else { c.named(i) }),
+            ..Default::default()
         })
         .collect();
     let answer = client
@@ -123,7 +124,7 @@ async fn every_bad_request_gets_its_code_and_a_message_naming_the_fault() {
             edit(&mut n.values);
         }
         v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "u1".into(), features: Some(f), as_of_ms: None }],
+            users: vec![v1::UserFeatures { user_id: "u1".into(), features: Some(f), ..Default::default() }],
             ..Default::default()
         }
     };
@@ -156,7 +157,7 @@ async fn every_bad_request_gets_its_code_and_a_message_naming_the_fault() {
         n.values.insert("platform".into(), 1.5);
     }
     let r = v1::ScoreConversionRequest {
-        candidates: vec![v1::ConversionCandidate { user_id: "u1".into(), room_id: "r".into(), features: Some(f) }],
+        candidates: vec![v1::ConversionCandidate { user_id: "u1".into(), room_id: "r".into(), features: Some(f), ..Default::default() }],
         ..Default::default()
     };
     check(
@@ -216,6 +217,7 @@ async fn the_stream_answers_in_order_and_survives_a_bad_request() {
                     user_id: "u1".into(),
                     room_id: "r1".into(),
                     features: Some(c.dense(0)),
+..Default::default()
                 }],
                 ..Default::default()
             }),

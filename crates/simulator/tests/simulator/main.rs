@@ -2,4 +2,5 @@
 //! and ground truth that matches the labels the feature pipeline computes.
 
 mod calibration;
+mod experiments;
 mod truth;

@@ -1,0 +1,4 @@
+//! Integration tests of the experiments crate.
+
+mod analysis;
+mod definitions;
