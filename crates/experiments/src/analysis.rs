@@ -25,8 +25,8 @@ use crate::metric::{Metric, MetricKind};
 use crate::outcomes::UserRow;
 use crate::report::{
     ArmDecision, ArmSummary, Breakdown, Cuped, Decision, DecisionRule, Estimate, GuardrailCheck, GuardrailStatus,
-    MetricResult, Power, Report, Role, Segment, SegmentArm, SegmentComparison, SequentialResult, SequentialState,
-    Srm, TestKind, Verdict, Winsorized,
+    MetricResult, Power, Report, Role, Segment, SegmentArm, SegmentComparison, SequentialResult, SequentialState, Srm,
+    TestKind, Verdict, Winsorized,
 };
 use crate::stats::{self, Moments, RatioMoments, StatsError, StatsResult};
 use std::collections::BTreeMap;
@@ -81,7 +81,11 @@ impl AnalysisOptions {
         AnalysisOptions {
             alpha: unit(self.alpha, d.alpha),
             srm_alpha: unit(self.srm_alpha, d.srm_alpha),
-            min_effect: if self.min_effect.is_finite() && self.min_effect > 0.0 { self.min_effect } else { d.min_effect },
+            min_effect: if self.min_effect.is_finite() && self.min_effect > 0.0 {
+                self.min_effect
+            } else {
+                d.min_effect
+            },
             power: unit(self.power, d.power),
             winsorize_quantile: if (0.0..=1.0).contains(&self.winsorize_quantile) {
                 self.winsorize_quantile
@@ -169,7 +173,8 @@ fn test_of(kind: MetricKind) -> TestKind {
 
 /// Treatment `t` against control `c`.
 fn compare(test: TestKind, t: &ArmStat, c: &ArmStat, alpha: f64) -> Estimate {
-    let mut e = Estimate { mean: t.point.ok().and_then(fin), control_mean: c.point.ok().and_then(fin), ..Estimate::default() };
+    let mut e =
+        Estimate { mean: t.point.ok().and_then(fin), control_mean: c.point.ok().and_then(fin), ..Estimate::default() };
     let mut reasons: Vec<String> = Vec::new();
     let (pt, pc) = match (t.point, c.point) {
         (Ok(a), Ok(b)) => (a, b),
@@ -288,12 +293,19 @@ fn cuped_result(
     let (theta, adjusted) = match theta {
         Ok(v) => v,
         Err(e) => {
-            return Cuped { estimate: Estimate { reason: Some(e.to_string()), ..Estimate::default() }, ..Cuped::default() };
+            return Cuped {
+                estimate: Estimate { reason: Some(e.to_string()), ..Estimate::default() },
+                ..Cuped::default()
+            };
         }
     };
     let (Some(t), Some(c)) = (&adjusted[arm], &adjusted[0]) else {
         let reason = raw.reason.clone().unwrap_or_else(|| StatsError::ZeroDenominator.to_string());
-        return Cuped { theta: fin(*theta), estimate: Estimate { reason: Some(reason), ..Estimate::default() }, ..Cuped::default() };
+        return Cuped {
+            theta: fin(*theta),
+            estimate: Estimate { reason: Some(reason), ..Estimate::default() },
+            ..Cuped::default()
+        };
     };
     let (t, c) = (ArmStat::of_values(t), ArmStat::of_values(c));
     let estimate = compare(test, &t, &c, alpha);
@@ -304,14 +316,13 @@ fn cuped_result(
     Cuped { theta: fin(*theta), variance_reduction, estimate }
 }
 
-fn sequential_result(
-    metric: Metric,
-    arm: &str,
-    raw: &Estimate,
-    options: &AnalysisOptions,
-) -> SequentialResult {
+fn sequential_result(metric: Metric, arm: &str, raw: &Estimate, options: &AnalysisOptions) -> SequentialResult {
     let previous = options.previous_sequential.iter().find(|s| s.metric == metric && s.arm == arm);
-    let fail = |reason: String| SequentialResult { tau: previous.map(|p| p.tau), reason: Some(reason), ..SequentialResult::default() };
+    let fail = |reason: String| SequentialResult {
+        tau: previous.map(|p| p.tau),
+        reason: Some(reason),
+        ..SequentialResult::default()
+    };
     let (Some(d), Some(se)) = (raw.difference, raw.std_error) else {
         return fail(raw.reason.clone().unwrap_or_else(|| "the difference is not computable".to_owned()));
     };
@@ -365,7 +376,13 @@ fn reading(m: &MetricResult, rule: DecisionRule, alpha: f64) -> Option<(bool, f6
         DecisionRule::Sequential => {
             let s = &m.sequential;
             let (lo, hi) = (s.ci_low?, s.ci_high?);
-            let direction = if lo > 0.0 { 1.0 } else if hi < 0.0 { -1.0 } else { m.estimate.difference? };
+            let direction = if lo > 0.0 {
+                1.0
+            } else if hi < 0.0 {
+                -1.0
+            } else {
+                m.estimate.difference?
+            };
             Some((s.p_value? < alpha, direction))
         }
     }
@@ -430,7 +447,12 @@ pub fn analyze(experiment: &Experiment, rows: &[UserRow], options: &AnalysisOpti
             let arm_name = experiment.arms[arm].name.clone();
             let winsorized = winsor.as_ref().map(|(cap, capped)| {
                 let e = match cap {
-                    Some(_) => compare(TestKind::Welch, &ArmStat::of_values(&capped[arm]), &ArmStat::of_values(&capped[0]), alpha),
+                    Some(_) => compare(
+                        TestKind::Welch,
+                        &ArmStat::of_values(&capped[arm]),
+                        &ArmStat::of_values(&capped[0]),
+                        alpha,
+                    ),
                     None => Estimate { reason: Some(StatsError::NoUsers.to_string()), ..Estimate::default() },
                 };
                 Winsorized { quantile: options.winsorize_quantile, cap: cap.and_then(fin), decides: false, estimate: e }
@@ -488,10 +510,8 @@ fn winsorized_samples(samples: &[Sample], q: f64) -> (Option<f64>, Vec<Vec<f64>>
 fn srm(counts: &[u64], shares: &[f64], srm_alpha: f64) -> Srm {
     let total: u64 = counts.iter().sum();
     let share_sum: f64 = shares.iter().sum();
-    let expected: Vec<f64> = shares
-        .iter()
-        .map(|s| if share_sum > 0.0 { total as f64 * s / share_sum } else { 0.0 })
-        .collect();
+    let expected: Vec<f64> =
+        shares.iter().map(|s| if share_sum > 0.0 { total as f64 * s / share_sum } else { 0.0 }).collect();
     let df = counts.len().saturating_sub(1);
     match stats::chi_square_gof(counts, shares) {
         Ok(g) => {
@@ -518,7 +538,11 @@ fn srm(counts: &[u64], shares: &[f64], srm_alpha: f64) -> Srm {
     }
 }
 
-fn guardrail_checks(experiment: &Experiment, metrics: &[MetricResult], options: &AnalysisOptions) -> Vec<GuardrailCheck> {
+fn guardrail_checks(
+    experiment: &Experiment,
+    metrics: &[MetricResult],
+    options: &AnalysisOptions,
+) -> Vec<GuardrailCheck> {
     let mut out = Vec::new();
     for &g in &experiment.guardrails {
         for m in metrics.iter().filter(|m| m.metric == g) {
@@ -633,7 +657,11 @@ fn decide(
                 Some(_) => {
                     let more = m.power.additional_users_per_arm;
                     let need = more.map_or_else(String::new, |n| {
-                        format!("; {n} more users per arm to detect {:.1}% at {:.0}% power", 100.0 * options.min_effect, 100.0 * options.power)
+                        format!(
+                            "; {n} more users per arm to detect {:.1}% at {:.0}% power",
+                            100.0 * options.min_effect,
+                            100.0 * options.power
+                        )
                     });
                     (Verdict::KeepRunning, format!("{summary}, not significant{need}"), more)
                 }
@@ -651,7 +679,10 @@ fn decide(
         return Decision {
             verdict: Verdict::Invalid,
             arm: None,
-            reason: format!("sample-ratio mismatch (p = {p} < {}): assignment or exposure logging is broken; do not read the result", options.srm_alpha),
+            reason: format!(
+                "sample-ratio mismatch (p = {p} < {}): assignment or exposure logging is broken; do not read the result",
+                options.srm_alpha
+            ),
             additional_users_per_arm: None,
             arms,
         };
@@ -659,7 +690,9 @@ fn decide(
     let lift_of = |a: &ArmDecision| {
         metrics.iter().find(|m| m.metric == primary && m.arm == a.arm).and_then(|m| m.estimate.lift).unwrap_or(f64::MIN)
     };
-    if let Some(best) = arms.iter().filter(|a| a.verdict == Verdict::Ship).max_by(|a, b| lift_of(a).total_cmp(&lift_of(b))) {
+    if let Some(best) =
+        arms.iter().filter(|a| a.verdict == Verdict::Ship).max_by(|a, b| lift_of(a).total_cmp(&lift_of(b)))
+    {
         return Decision {
             verdict: Verdict::Ship,
             arm: Some(best.arm.clone()),
@@ -670,13 +703,26 @@ fn decide(
     }
     if !arms.is_empty() && arms.iter().all(|a| a.verdict == Verdict::Stop) {
         let reason = arms.iter().map(|a| format!("{}: {}", a.arm, a.reason)).collect::<Vec<_>>().join("; ");
-        return Decision { verdict: Verdict::Stop, arm: None, reason: format!("stop: {reason}"), additional_users_per_arm: None, arms };
+        return Decision {
+            verdict: Verdict::Stop,
+            arm: None,
+            reason: format!("stop: {reason}"),
+            additional_users_per_arm: None,
+            arms,
+        };
     }
-    let additional = arms.iter().filter(|a| a.verdict == Verdict::KeepRunning).filter_map(|a| a.additional_users_per_arm).max();
+    let additional =
+        arms.iter().filter(|a| a.verdict == Verdict::KeepRunning).filter_map(|a| a.additional_users_per_arm).max();
     let reason = if arms.is_empty() {
         "no treatment arm".to_owned()
     } else {
         arms.iter().map(|a| format!("{}: {}", a.arm, a.reason)).collect::<Vec<_>>().join("; ")
     };
-    Decision { verdict: Verdict::KeepRunning, arm: None, reason: format!("keep running: {reason}"), additional_users_per_arm: additional, arms }
+    Decision {
+        verdict: Verdict::KeepRunning,
+        arm: None,
+        reason: format!("keep running: {reason}"),
+        additional_users_per_arm: additional,
+        arms,
+    }
 }

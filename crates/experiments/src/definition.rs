@@ -229,7 +229,10 @@ impl Experiment {
             return Err(err("covariate_days", format!("{covariate_days} is over the limit of {MAX_COVARIATE_DAYS}")));
         }
         if raw.arms.len() < 2 {
-            return Err(err("arms", format!("{} arm(s); an experiment needs a control and a treatment", raw.arms.len())));
+            return Err(err(
+                "arms",
+                format!("{} arm(s); an experiment needs a control and a treatment", raw.arms.len()),
+            ));
         }
         if raw.arms.len() > MAX_ARMS {
             return Err(err("arms", format!("{} arms is over the limit of {MAX_ARMS}", raw.arms.len())));
@@ -267,7 +270,10 @@ impl Experiment {
             arms.push(ArmSpec { name: a.name.clone(), share, models });
         }
         if total_units != 100 * SHARE_RESOLUTION as i64 {
-            return Err(err("arms[].share", format!("shares sum to {}, not 100", total_units as f64 / SHARE_RESOLUTION)));
+            return Err(err(
+                "arms[].share",
+                format!("shares sum to {}, not 100", total_units as f64 / SHARE_RESOLUTION),
+            ));
         }
         if arms.iter().all(|a| a.models.is_empty()) {
             // Allowed: an A/A experiment (every arm on stable) checks the set-up itself.
@@ -331,9 +337,17 @@ impl Experiment {
         let mut out = String::new();
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let list = |items: Vec<String>| format!("[{}]", items.join(", "));
-        out.push_str(&format!("name = {}\nsalt = {}\nprimary = {}\n", q(&self.name), q(&self.salt), q(self.primary.name())));
+        out.push_str(&format!(
+            "name = {}\nsalt = {}\nprimary = {}\n",
+            q(&self.name),
+            q(&self.salt),
+            q(self.primary.name())
+        ));
         out.push_str(&format!("guardrails = {}\n", list(self.guardrails.iter().map(|m| q(m.name())).collect())));
-        out.push_str(&format!("start = {}\nend = {}\ncovariate_days = {}\n", self.start_ms, self.end_ms, self.covariate_days));
+        out.push_str(&format!(
+            "start = {}\nend = {}\ncovariate_days = {}\n",
+            self.start_ms, self.end_ms, self.covariate_days
+        ));
         out.push_str(&format!(
             "\n[target]\ncategories = {}\nplatforms = {}\n",
             list(self.target.categories.iter().map(|c| q(c)).collect()),

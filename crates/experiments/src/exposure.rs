@@ -78,7 +78,8 @@ pub fn exposure_schema() -> SchemaRef {
 }
 
 fn batch_of(rows: &[Exposure]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let col = |f: &dyn Fn(&Exposure) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+    let col =
+        |f: &dyn Fn(&Exposure) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
     RecordBatch::try_new(
         exposure_schema(),
         vec![
@@ -137,8 +138,14 @@ pub fn read_exposures(path: &Path) -> Result<Vec<Exposure>, ExposureIoError> {
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>())
                 .ok_or_else(|| fmt(&format!("column {name} (utf8) is missing")))
         };
-        let (users, experiments, arms, platforms, categories, rooms) =
-            (text("user_id")?, text("experiment")?, text("arm")?, text("platform")?, text("category")?, text("room_id")?);
+        let (users, experiments, arms, platforms, categories, rooms) = (
+            text("user_id")?,
+            text("experiment")?,
+            text("arm")?,
+            text("platform")?,
+            text("category")?,
+            text("room_id")?,
+        );
         let ts = batch
             .column_by_name("ts_ms")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
@@ -146,7 +153,8 @@ pub fn read_exposures(path: &Path) -> Result<Vec<Exposure>, ExposureIoError> {
         for i in 0..batch.num_rows() {
             let row = out.len();
             let bad = |reason: String| ExposureIoError::BadRow { path: p.clone(), row, reason };
-            for (name, col) in [("user_id", users), ("experiment", experiments), ("arm", arms), ("category", categories)]
+            for (name, col) in
+                [("user_id", users), ("experiment", experiments), ("arm", arms), ("category", categories)]
             {
                 if col.is_null(i) || col.value(i).is_empty() {
                     return Err(bad(format!("{name} is missing")));

@@ -22,7 +22,10 @@ fn esc(s: &str) -> String {
 }
 
 fn num(x: Option<f64>) -> String {
-    x.map_or_else(|| "n/a".to_owned(), |v| if v != 0.0 && v.abs() < 1e-3 { format!("{v:.3e}") } else { format!("{v:.4}") })
+    x.map_or_else(
+        || "n/a".to_owned(),
+        |v| if v != 0.0 && v.abs() < 1e-3 { format!("{v:.3e}") } else { format!("{v:.4}") },
+    )
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -77,9 +80,20 @@ fn lift_chart(rows: &[LiftRow]) -> String {
         w = label_w + plot_w + 20.0
     );
     let zero = x(0.0);
-    let _ = write!(s, r##"<line x1="{zero}" y1="{t}" x2="{zero}" y2="{b}" stroke="#888" stroke-dasharray="3,3"/>"##, t = top - 6.0, b = height - 6.0);
-    let _ = write!(s, r##"<text x="{x0}" y="14" fill="#555">{l}</text><text x="{x1}" y="14" text-anchor="end" fill="#555">{h}</text><text x="{zero}" y="14" text-anchor="middle" fill="#555">0</text>"##,
-        x0 = label_w, x1 = label_w + plot_w, l = pct(Some(lo)), h = pct(Some(hi)));
+    let _ = write!(
+        s,
+        r##"<line x1="{zero}" y1="{t}" x2="{zero}" y2="{b}" stroke="#888" stroke-dasharray="3,3"/>"##,
+        t = top - 6.0,
+        b = height - 6.0
+    );
+    let _ = write!(
+        s,
+        r##"<text x="{x0}" y="14" fill="#555">{l}</text><text x="{x1}" y="14" text-anchor="end" fill="#555">{h}</text><text x="{zero}" y="14" text-anchor="middle" fill="#555">0</text>"##,
+        x0 = label_w,
+        x1 = label_w + plot_w,
+        l = pct(Some(lo)),
+        h = pct(Some(hi))
+    );
     for (i, r) in rows.iter().enumerate() {
         let y = top + row_h * i as f64 + row_h / 2.0;
         let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 8.0, y + 4.0, esc(&r.label));
@@ -91,15 +105,29 @@ fn lift_chart(rows: &[LiftRow]) -> String {
             "#cf222e"
         };
         if let (Some(a), Some(b)) = (r.low, r.high) {
-            let _ = write!(s, r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"/>"#, x(a), x(b));
+            let _ =
+                write!(s, r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"/>"#, x(a), x(b));
             for v in [a, b] {
-                let _ = write!(s, r#"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="{color}" stroke-width="2"/>"#, x(v), y - 5.0, y + 5.0);
+                let _ = write!(
+                    s,
+                    r#"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="{color}" stroke-width="2"/>"#,
+                    x(v),
+                    y - 5.0,
+                    y + 5.0
+                );
             }
         }
         match r.lift {
             Some(l) => {
-                let _ = write!(s, r#"<circle cx="{}" cy="{y}" r="4" fill="{color}"><title>{} {} [{}, {}]</title></circle>"#,
-                    x(l), esc(&r.label), pct(r.lift), pct(r.low), pct(r.high));
+                let _ = write!(
+                    s,
+                    r#"<circle cx="{}" cy="{y}" r="4" fill="{color}"><title>{} {} [{}, {}]</title></circle>"#,
+                    x(l),
+                    esc(&r.label),
+                    pct(r.lift),
+                    pct(r.low),
+                    pct(r.high)
+                );
             }
             None => {
                 let _ = write!(s, r##"<text x="{}" y="{}" fill="#999">not computable</text>"##, label_w + 4.0, y + 4.0);
@@ -123,10 +151,28 @@ fn users_chart(report: &Report) -> String {
     for (i, a) in report.arms.iter().enumerate() {
         let y = top + row_h * i as f64;
         let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 8.0, y + 16.0, esc(&a.name));
-        let _ = write!(s, r##"<rect x="{label_w}" y="{}" width="{}" height="16" fill="#4c78a8"/>"##, y + 4.0, x(a.users as f64) - label_w);
+        let _ = write!(
+            s,
+            r##"<rect x="{label_w}" y="{}" width="{}" height="16" fill="#4c78a8"/>"##,
+            y + 4.0,
+            x(a.users as f64) - label_w
+        );
         let ex = x(a.expected_users);
-        let _ = write!(s, r##"<line x1="{ex}" y1="{}" x2="{ex}" y2="{}" stroke="#e45756" stroke-width="2"><title>expected {:.0}</title></line>"##, y + 1.0, y + 23.0, a.expected_users);
-        let _ = write!(s, r#"<text x="{}" y="{}">{} (expected {:.0})</text>"#, x(a.users as f64).max(ex) + 6.0, y + 16.0, a.users, a.expected_users);
+        let _ = write!(
+            s,
+            r##"<line x1="{ex}" y1="{}" x2="{ex}" y2="{}" stroke="#e45756" stroke-width="2"><title>expected {:.0}</title></line>"##,
+            y + 1.0,
+            y + 23.0,
+            a.expected_users
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}">{} (expected {:.0})</text>"#,
+            x(a.users as f64).max(ex) + 6.0,
+            y + 16.0,
+            a.users,
+            a.expected_users
+        );
     }
     s.push_str("</svg>");
     s
@@ -140,7 +186,9 @@ fn segment_section(title: &str, segments: &[Segment], alpha: f64, out: &mut Stri
     }
     let rows: Vec<LiftRow> = segments
         .iter()
-        .flat_map(|s| s.comparisons.iter().map(move |c| LiftRow::of(format!("{} · {}", s.value, c.arm), &c.estimate, alpha)))
+        .flat_map(|s| {
+            s.comparisons.iter().map(move |c| LiftRow::of(format!("{} · {}", s.value, c.arm), &c.estimate, alpha))
+        })
         .collect();
     out.push_str(&lift_chart(&rows));
     out.push_str("<table><tr><th>segment</th><th>arm</th><th>users</th><th>value</th><th>lift</th><th>95% interval</th><th>p</th></tr>");
@@ -201,7 +249,11 @@ pub fn page(report: &Report) -> String {
             crate::report::DecisionRule::FixedHorizon => "fixed-horizon",
             crate::report::DecisionRule::Sequential => "sequential (always-valid)",
         },
-        if report.ignored_rows > 0 { format!("; {} rows with an unknown arm were left out", report.ignored_rows) } else { String::new() }
+        if report.ignored_rows > 0 {
+            format!("; {} rows with an unknown arm were left out", report.ignored_rows)
+        } else {
+            String::new()
+        }
     );
 
     out.push_str("<h2>Sample-ratio mismatch</h2>");
@@ -320,7 +372,13 @@ pub fn page(report: &Report) -> String {
 
     out.push_str("<h2>Decision per arm</h2><table><tr><th>arm</th><th>verdict</th><th>why</th></tr>");
     for a in &report.decision.arms {
-        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&a.arm), esc(a.verdict.as_str()), esc(&a.reason));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.arm),
+            esc(a.verdict.as_str()),
+            esc(&a.reason)
+        );
     }
     out.push_str("</table></body></html>\n");
     out

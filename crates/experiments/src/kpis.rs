@@ -184,9 +184,8 @@ struct CellKey {
 
 impl CellKey {
     fn level(&self) -> Level {
-        u8::from(self.platform.is_some()) * PLATFORM
-            | u8::from(self.category.is_some()) * CATEGORY
-            | u8::from(self.day.is_some()) * DAY
+        let bit = |set: bool, level: Level| if set { level } else { 0 };
+        bit(self.platform.is_some(), PLATFORM) | bit(self.category.is_some(), CATEGORY) | bit(self.day.is_some(), DAY)
     }
 }
 

@@ -202,7 +202,8 @@ impl ExperimentOutcomes {
             if usize::from(first.arm) != arm {
                 return Err(err(format!(
                     "arm {:?} differs from the first exposure's arm {:?}",
-                    x.arm, self.experiment.arms[usize::from(first.arm)].name
+                    x.arm,
+                    self.experiment.arms[usize::from(first.arm)].name
                 )));
             }
             return Ok(false);

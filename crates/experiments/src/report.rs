@@ -446,7 +446,8 @@ fn publish(path: &Path, write: impl FnOnce(File) -> Result<File, ReportError>) -
     let p = path.display().to_string();
     let io = |source| ReportError::Io { path: p.clone(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| ReportError::Format { path: p.clone(), reason: "not a file name".into() })?;
+    let name =
+        path.file_name().ok_or_else(|| ReportError::Format { path: p.clone(), reason: "not a file name".into() })?;
     let tmp: PathBuf = dir.join(format!(".{}.partial", name.to_string_lossy()));
     let result = (|| {
         let file = File::create(&tmp).map_err(io)?;

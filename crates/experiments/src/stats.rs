@@ -358,8 +358,13 @@ pub fn normal_quantile(p: f64) -> f64 {
         -3.066_479_806_614_716e1,
         2.506_628_277_459_239,
     ];
-    const B: [f64; 5] =
-        [-5.447_609_879_822_406e1, 1.615_858_368_580_409e2, -1.556_989_798_598_866e2, 6.680_131_188_771_972e1, -1.328_068_155_288_572e1];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
     const C: [f64; 6] = [
         -7.784_894_002_430_293e-3,
         -3.223_964_580_411_365e-1,
@@ -368,7 +373,8 @@ pub fn normal_quantile(p: f64) -> f64 {
         4.374_664_141_464_968,
         2.938_163_982_698_783,
     ];
-    const D: [f64; 4] = [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    const D: [f64; 4] =
+        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
     if p.is_nan() || !(0.0..=1.0).contains(&p) {
         return f64::NAN;
     }
@@ -488,7 +494,7 @@ pub fn t_quantile(p: f64, df: f64) -> f64 {
         }
         let step = f / t_pdf(t, df);
         let mut next = t + step;
-        if !(next > lo && next < hi) || !next.is_finite() {
+        if !(next > lo && next < hi && next.is_finite()) {
             next = 0.5 * (lo + hi);
         }
         if (next - t).abs() <= 1e-15 * t.abs() || hi - lo <= 1e-15 * hi {
@@ -768,7 +774,13 @@ pub fn msprt_ln_lambda(theta: f64, theta0: f64, v: f64, tau: f64) -> f64 {
 /// {theta0 : Lambda(theta0) < 1/alpha} intersected with the previous interval.
 /// `difference` is the estimate (treatment - control), `variance` its variance, `tau` the
 /// standard deviation of the mixing distribution.
-pub fn msprt(difference: f64, variance: f64, tau: f64, alpha: f64, previous: Option<&Sequential>) -> StatsResult<Sequential> {
+pub fn msprt(
+    difference: f64,
+    variance: f64,
+    tau: f64,
+    alpha: f64,
+    previous: Option<&Sequential>,
+) -> StatsResult<Sequential> {
     for v in [difference, variance, tau] {
         finite(v)?;
     }
@@ -880,15 +892,15 @@ mod tests {
     #[test]
     fn closed_forms() {
         // t with 1 df is Cauchy; with 2 df has a closed-form CDF.
-        for t in [-30.0, -2.5, -0.3, 0.0, 0.7, 4.0] {
-            let cauchy = 0.5 + (t as f64).atan() / PI;
+        for t in [-30.0f64, -2.5, -0.3, 0.0, 0.7, 4.0] {
+            let cauchy = 0.5 + t.atan() / PI;
             assert!((t_cdf(t, 1.0) - cauchy).abs() < 1e-14, "{t}");
-            let two = 0.5 + t / (2.0 * (2.0 + t * t as f64).sqrt());
+            let two = 0.5 + t / (2.0 * (2.0 + t * t).sqrt());
             assert!((t_cdf(t, 2.0) - two).abs() < 1e-14, "{t}");
         }
         // chi-square with 2 df: exp(-x/2).
-        for x in [0.1, 1.0, 10.0, 80.0] {
-            let e = (-0.5 * x as f64).exp();
+        for x in [0.1f64, 1.0, 10.0, 80.0] {
+            let e = (-0.5 * x).exp();
             assert!((chi2_sf(x, 2.0) / e - 1.0).abs() < 1e-13, "{x}");
         }
         assert!((ln_gamma(0.5) - PI.sqrt().ln()).abs() < 1e-15);

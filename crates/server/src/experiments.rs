@@ -266,13 +266,7 @@ pub fn live_results(state: &AppState, name: &str) -> Result<(ExperimentStatus, S
         &liveprofile_experiments::AnalysisOptions::default(),
     );
     let json = serde_json::to_string_pretty(&report).map_err(|e| Status::internal(format!("report: {e}")))?;
-    Ok((table.status, json, decision_line(&report.decision)))
-}
-
-/// The decision as one line: verdict, then why.
-pub fn decision_line(d: &liveprofile_experiments::report::Decision) -> String {
-    let verdict = serde_json::to_value(d.verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    format!("{verdict}: {}", d.reason)
+    Ok((table.status, json, report.decision.reason))
 }
 
 /// The experiment admin service.

@@ -9,6 +9,7 @@
 //! for the request parameter `user_id` when given.
 
 use crate::batcher::Job;
+use crate::experiments::{AnswerContext, ExperimentRouter};
 use crate::proto::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice,
 };
@@ -256,7 +257,27 @@ impl KServeService {
     ) -> Result<pb::ModelInferResponse, Status> {
         let repo = self.state.repo()?;
         let version = parse_version(&r.model_name, &r.model_version)?;
-        let (model, arm, compare) = match (version, string_param(&r.parameters, "user_id")?) {
+        let user = string_param(&r.parameters, "user_id")?;
+        // A request for one user that says where the answer is used (parameters `platform`,
+        // `category`, `room_id`) may fall in an experiment, as in liveprofile.v1.
+        let mut experiment = None;
+        if version.is_none()
+            && let Some(user) = &user
+            && let Some(router) = ExperimentRouter::for_model(&self.state, &r.model_name)
+        {
+            let context = AnswerContext::parse(
+                0,
+                &string_param(&r.parameters, "platform")?.unwrap_or_default(),
+                &string_param(&r.parameters, "category")?.unwrap_or_default(),
+                &string_param(&r.parameters, "room_id")?.unwrap_or_default(),
+            )?;
+            experiment = router.route(user, &context);
+        }
+        let (model, arm, compare) = match (version, user) {
+            (None, Some(_)) if experiment.is_some() => {
+                let routed = experiment.as_ref().expect("checked");
+                (repo.get(&r.model_name, routed.version).map_err(|e| route_status(&e))?, "experiment", vec![])
+            }
             (Some(v), _) => (repo.get(&r.model_name, Some(v)).map_err(|e| route_status(&e))?, "pinned", vec![]),
             (None, Some(user)) => {
                 let route = repo.route(&r.model_name, &user).map_err(|e| route_status(&e))?;
@@ -292,6 +313,8 @@ impl KServeService {
         let (rows, values, raw) = read_input(&model, r)?;
         self.state.check_rows(rows)?;
         model.validate(&values, rows).map_err(|e: InputError| input_status(&e))?;
+        let labels = experiment.as_ref().map(|x| (x.exposure.experiment.clone(), x.exposure.arm.clone()));
+        crate::experiments::record_exposures(&self.state, experiment.into_iter().map(|x| x.exposure).collect()).await?;
         let job = Job { model: model.clone(), values, rows, compare, deadline };
         let outcome = self.state.score(job).await?;
         self.state.count(model.name(), Some(model.version()), arm, Ok(()));
@@ -307,6 +330,10 @@ impl KServeService {
             outputs: Vec::with_capacity(wanted.len()),
             raw_output_contents: Vec::new(),
         };
+        if let Some((name, arm)) = labels {
+            response.parameters.insert("experiment".to_owned(), param(&name));
+            response.parameters.insert("experiment_arm".to_owned(), param(&arm));
+        }
         for i in wanted {
             let spec = &outputs[i];
             let out = &outcome.scores.outputs[i];

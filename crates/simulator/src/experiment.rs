@@ -66,9 +66,8 @@ impl Effect {
             let keys: Vec<&str> = EffectKey::ALL.iter().map(|k| k.name()).collect();
             effect_error(text, format!("unknown effect {key:?}; effects are {}", keys.join(", ")))
         })?;
-        let factor: f64 = factor
-            .parse()
-            .map_err(|_| effect_error(text, format!("factor {factor:?} is not a number")))?;
+        let factor: f64 =
+            factor.parse().map_err(|_| effect_error(text, format!("factor {factor:?} is not a number")))?;
         if !factor.is_finite() || factor <= 0.0 {
             return Err(effect_error(text, format!("factor {factor} must be a finite number above 0")));
         }

@@ -98,7 +98,7 @@ impl Simulator {
         let planted = self.planted.as_ref();
         let exposures_path = exposures_path_for(out);
         let written = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| -> Result<(u64, CalibrationStats, Vec<(String, u64)>), SimError> {
+            let writer = scope.spawn(|| -> Result<Written, SimError> {
                 let mut stats = CalibrationStats::default();
                 let mut ids = IdBuffers::default();
                 let mut exposures = Vec::new();
@@ -158,6 +158,9 @@ impl Simulator {
         })
     }
 }
+
+/// What the writer thread wrote: events, their figures, exposed users per arm.
+type Written = (u64, CalibrationStats, Vec<(String, u64)>);
 
 #[derive(Default)]
 struct IdBuffers {

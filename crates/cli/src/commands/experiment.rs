@@ -128,7 +128,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         rejected,
         other
     );
-    outln!("{}", report.decision.line());
+    outln!("{}", report.decision.reason);
     outln!("report in {}", args.out.display());
     Ok(())
 }

@@ -36,7 +36,12 @@ pub fn run(args: KpisArgs) -> anyhow::Result<()> {
         report.rejected_rows
     );
     for r in report.rejected.iter().take(10) {
-        eprintln!("  row {}{}: {}", r.row, r.event_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default(), r.error);
+        eprintln!(
+            "  row {}{}: {}",
+            r.row,
+            r.event_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default(),
+            r.error
+        );
     }
     if args.strict && report.rejected_rows > 0 {
         bail!("{} rows break the event contract (--strict)", report.rejected_rows);

@@ -84,7 +84,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, (arm, n))| format!("{arm} {n} (order rate x{})", x.order_factor(i)))
             .collect();
-        outln!("experiment {}: exposed users per arm: {}; exposures: {}", x.experiment().name, arms.join(", "), path.display());
+        outln!(
+            "experiment {}: exposed users per arm: {}; exposures: {}",
+            x.experiment().name,
+            arms.join(", "),
+            path.display()
+        );
     }
     outln!("{}", summary.calibration);
     Ok(())

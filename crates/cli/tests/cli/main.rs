@@ -8,17 +8,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "kill-test-token";
+mod experiments;
+mod kpis;
 
-fn models() -> PathBuf {
+pub(crate) const TOKEN: &str = "kill-test-token";
+
+pub(crate) fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn serve(data: &Path, port: u16) -> Child {
+pub(crate) fn serve(data: &Path, port: u16) -> Child {
     // Only the smallest model is served: this test is about the profile store.
     let repo = data.parent().unwrap().join("models");
     if !repo.exists() {
@@ -35,6 +38,8 @@ fn serve(data: &Path, port: u16) -> Child {
         .args(["--addr", &format!("127.0.0.1:{port}"), "--metrics-addr", "127.0.0.1:0", "--admin-token", TOKEN])
         .arg("--data-dir")
         .arg(data)
+        .arg("--experiments")
+        .arg(data.parent().unwrap().join("experiments"))
         .args(["--durability", "fsync"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -42,7 +47,7 @@ fn serve(data: &Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn channel(port: u16) -> tonic::transport::Channel {
+pub(crate) async fn channel(port: u16) -> tonic::transport::Channel {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
@@ -138,7 +143,7 @@ async fn every_acknowledged_event_survives_kill_9() {
     child.wait().unwrap();
 }
 
-fn authorized<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn authorized<T>(message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     r

@@ -86,8 +86,7 @@ pub(super) fn render(r: &KpiReport) -> String {
     line(&mut out, format_args!("<h2>Per platform and category</h2>"));
     for p in &r.by_platform {
         let name = p.platform.clone().unwrap_or_default();
-        let cells: Vec<KpiCell> =
-            r.by_platform_category.iter().filter(|c| c.platform == p.platform).cloned().collect();
+        let cells: Vec<KpiCell> = r.by_platform_category.iter().filter(|c| c.platform == p.platform).cloned().collect();
         let mut rows: Vec<(String, &KpiCell)> = vec![("All categories".to_owned(), p)];
         rows.extend(busiest(&cells).into_iter().map(|c| (c.category.clone().unwrap_or_default(), c)));
         table(&mut out, &name, &rows);
@@ -98,8 +97,7 @@ pub(super) fn render(r: &KpiReport) -> String {
 
     if !r.by_day.is_empty() {
         line(&mut out, format_args!("<h2>Per day, all platforms</h2>"));
-        let rows: Vec<(String, &KpiCell)> =
-            r.by_day.iter().map(|c| (c.day.clone().unwrap_or_default(), c)).collect();
+        let rows: Vec<(String, &KpiCell)> = r.by_day.iter().map(|c| (c.day.clone().unwrap_or_default(), c)).collect();
         table(&mut out, "", &rows);
     }
     line(&mut out, format_args!("</body></html>"));
@@ -279,8 +277,8 @@ fn line_chart(out: &mut String, m: Metric, days: &[String], series: &[Series<'_>
         line(
             out,
             format_args!(
-                "<line x1=\"{0:.1}\" x2=\"{1:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{2}\" stroke-width=\"2\"{dash}/>\
-                 <text x=\"{3:.1}\" y=\"{4:.1}\">{5}</text>",
+                "<line x1=\"{0:.1}\" x2=\"{1:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{2}\" \
+                 stroke-width=\"2\"{dash}/><text x=\"{3:.1}\" y=\"{4:.1}\">{5}</text>",
                 LEFT + pw + 12.0,
                 LEFT + pw + 32.0,
                 s.color,

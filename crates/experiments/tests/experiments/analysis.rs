@@ -48,7 +48,12 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
 macro_rules! assert_close {
     ($got:expr, $want:expr, $rel:expr) => {{
         let (g, w): (f64, f64) = ($got, $want);
-        assert!(close(g, w, $rel), "{} = {g:e}, want {w:e} (relative error {:e})", stringify!($got), ((g - w) / w).abs());
+        assert!(
+            close(g, w, $rel),
+            "{} = {g:e}, want {w:e} (relative error {:e})",
+            stringify!($got),
+            ((g - w) / w).abs()
+        );
     }};
 }
 
@@ -287,8 +292,10 @@ fn cuped_narrows_the_interval_when_pre_and_post_correlate() {
     for metric in [Metric::OrdersPerUser, Metric::GmvPerUser, Metric::OrdersPerVisit, Metric::WatchMinutesPerVisit] {
         let m = report.metric(metric, "treatment").unwrap();
         let vr = m.cuped.variance_reduction.unwrap();
-        let (raw_w, cuped_w) =
-            (m.estimate.ci_high.unwrap() - m.estimate.ci_low.unwrap(), m.cuped.estimate.ci_high.unwrap() - m.cuped.estimate.ci_low.unwrap());
+        let (raw_w, cuped_w) = (
+            m.estimate.ci_high.unwrap() - m.estimate.ci_low.unwrap(),
+            m.cuped.estimate.ci_high.unwrap() - m.cuped.estimate.ci_low.unwrap(),
+        );
         assert!(m.cuped.theta.is_some(), "{metric}");
         if metric == Metric::OrdersPerUser {
             // Orders follow a persistent activity level and propensity: a clear gain.
@@ -304,7 +311,8 @@ fn sequential_p_is_never_below_the_fixed_horizon_p() {
     let e = experiment();
     for seed in 0..6 {
         for effect in [1.0, 1.1, 1.3] {
-            let rows = synth(Synth { order_effect: effect, watch_effect: 1.0 / effect, ..Synth::new(8_000, 100 + seed) });
+            let rows =
+                synth(Synth { order_effect: effect, watch_effect: 1.0 / effect, ..Synth::new(8_000, 100 + seed) });
             let report = analyze(&e, &rows, &AnalysisOptions::default());
             for m in &report.metrics {
                 let (Some(fixed), Some(seq)) = (m.estimate.p_value, m.sequential.p_value) else { continue };
@@ -439,7 +447,10 @@ fn json_has_no_nan(report: &Report) -> serde_json::Value {
     assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
     // Reads back (floats to within their printed precision).
     let back: Report = serde_json::from_str(&text).unwrap();
-    assert_eq!((&back.decision, &back.srm.flag, back.metrics.len()), (&report.decision, &report.srm.flag, report.metrics.len()));
+    assert_eq!(
+        (&back.decision, &back.srm.flag, back.metrics.len()),
+        (&report.decision, &report.srm.flag, report.metrics.len())
+    );
     serde_json::from_str(&text).unwrap()
 }
 
@@ -525,7 +536,9 @@ fn report_and_user_table_are_written_with_their_fields() {
     let metrics = v["metrics"].as_array().unwrap();
     assert_eq!(metrics.len(), Metric::ALL.len());
     for m in metrics {
-        for key in ["metric", "arm", "mean", "control_mean", "lift", "ci_low", "ci_high", "p_value", "cuped", "sequential"] {
+        for key in
+            ["metric", "arm", "mean", "control_mean", "lift", "ci_low", "ci_high", "p_value", "cuped", "sequential"]
+        {
             assert!(m.get(key).is_some(), "{key} missing in {m}");
         }
     }
@@ -548,7 +561,15 @@ fn report_and_user_table_are_written_with_their_fields() {
     let mut visits = 0.0;
     for batch in reader {
         let batch = batch.unwrap();
-        for col in ["user_id", "arm", "platform", "category", "first_exposure_ms", "gmv_per_user_num", "orders_per_visit_pre_den"] {
+        for col in [
+            "user_id",
+            "arm",
+            "platform",
+            "category",
+            "first_exposure_ms",
+            "gmv_per_user_num",
+            "orders_per_visit_pre_den",
+        ] {
             assert!(batch.column_by_name(col).is_some(), "{col}");
         }
         let den = batch.column_by_name("orders_per_visit_den").unwrap();
@@ -572,21 +593,4 @@ fn fixture_for_the_python_parity_test() {
     write_report(&dir, &report).unwrap();
     write_user_table(&dir.join("users.parquet"), &e, &rows).unwrap();
     std::fs::write(dir.join("experiment.toml"), e.to_toml()).unwrap();
-}
-
-
-#[test]
-fn zz_probe() {
-    let e = experiment();
-    let mut rej = std::collections::BTreeMap::new();
-    for seed in 0..400 {
-        let report = analyze(&e, &synth(Synth::new(4_000, 5_000 + seed)), &AnalysisOptions::default());
-        for m in &report.metrics {
-            let c = rej.entry(m.metric.name()).or_insert((0, 0, 0));
-            c.0 += usize::from(m.estimate.p_value.unwrap_or(1.0) < 0.05);
-            c.1 += usize::from(m.cuped.estimate.p_value.unwrap_or(1.0) < 0.05);
-            c.2 += usize::from(m.sequential.p_value.unwrap_or(1.0) < 0.05);
-        }
-    }
-    println!("PROBE {rej:?}");
 }

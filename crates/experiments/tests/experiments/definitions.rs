@@ -35,7 +35,7 @@ fn the_example_parses_and_round_trips_through_toml() {
     assert_eq!(e.name, "conversion-v2-apparel");
     assert_eq!(e.primary, Metric::OrdersPerVisit);
     assert_eq!(e.guardrails, vec![Metric::WatchMinutesPerVisit]);
-    assert_eq!(e.start_ms, 1_763_222_400_000);
+    assert_eq!(e.start_ms, 1_794_758_400_000);
     assert_eq!(e.end_ms - e.start_ms, 14 * 86_400_000);
     assert_eq!(e.arms[1].models.get("conversion"), Some(&2));
     assert_eq!(e.covariate_days, 7);
@@ -76,7 +76,9 @@ fn overlapping_experiments_on_one_model_are_refused() {
     assert!(err.contains("target") && err.contains("model conversion"), "{err}");
     // Another category does not overlap.
     let c = Experiment::parse(
-        &EXAMPLE.replace("name = \"conversion-v2-apparel\"", "name = \"beauty\"").replace("[\"apparel\"]", "[\"beauty\"]"),
+        &EXAMPLE
+            .replace("name = \"conversion-v2-apparel\"", "name = \"beauty\"")
+            .replace("[\"apparel\"]", "[\"beauty\"]"),
     )
     .unwrap();
     assert!(check_conflicts(&c, [&a]).is_ok());

@@ -6,6 +6,7 @@
 use crate::common::*;
 use liveprofile_events::{Event, EventKind, Platform};
 use liveprofile_experiments::{AnalysisOptions, Experiment, ExperimentOutcomes, analyze, assign};
+use liveprofile_server::proto::inference as pb;
 use liveprofile_server::proto::v1::{
     self, experiment_admin_client::ExperimentAdminClient, ingest_client::IngestClient,
     profile_admin_client::ProfileAdminClient,
@@ -200,6 +201,33 @@ async fn answers_come_from_the_users_arm_and_exposures_are_logged_once() {
     profiles.upsert_identities(authorized(v1::UpsertIdentitiesRequest { links: vec![link] })).await.unwrap();
     let linked = score(&mut client, &g, vec![candidate(&g, "dy-7", "douyin", "apparel", 3)]).await;
     assert_eq!(linked[0].model.as_ref().unwrap().experiment_arm, e.arms[assign(&e, "u0007")].name);
+    // KServe callers name the user and where the answer is used in parameters.
+    let mut kserve_client = kserve(&server).await;
+    let param = |s: &str| pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(s.into())) };
+    let input = pb::model_infer_request::InferInputTensor {
+        name: "features".into(),
+        datatype: "FP32".into(),
+        shape: vec![1, g.rows[0].len() as i64],
+        contents: Some(pb::InferTensorContents { fp32_contents: g.rows[0].clone(), ..Default::default() }),
+        ..Default::default()
+    };
+    let answer = kserve_client
+        .model_infer(pb::ModelInferRequest {
+            model_name: "conversion".into(),
+            inputs: vec![input],
+            parameters: [("user_id", "u0011"), ("platform", "taobao"), ("category", "apparel")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), param(v)))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let arm = assign(&e, "u0011");
+    assert_eq!(answer.parameters["experiment_arm"], param(&e.arms[arm].name));
+    assert_eq!(answer.parameters["arm"], param("experiment"));
+    assert_eq!(answer.model_version, if arm == 0 { "1" } else { "2" });
     // Scored again, nobody is exposed twice.
     score(&mut client, &g, users.iter().enumerate().map(|(i, u)| candidate(&g, u, "douyin", "apparel", i)).collect())
         .await;

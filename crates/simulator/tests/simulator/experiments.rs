@@ -147,9 +147,8 @@ fn an_effect_changes_nothing_before_the_start_nor_for_the_control_arm() {
         r.events.iter().filter(|e| e.ts_ms < START_MS).collect()
     }
     assert!(before(plain) == before(planted));
-    let control = |r: &'static Run| -> Vec<&'static Event> {
-        r.events.iter().filter(|e| assign(&x, &e.user_id) == 0).collect()
-    };
+    let control =
+        |r: &'static Run| -> Vec<&'static Event> { r.events.iter().filter(|e| assign(&x, &e.user_id) == 0).collect() };
     assert!(control(plain) == control(planted));
     assert!(plain.events != planted.events);
 }
