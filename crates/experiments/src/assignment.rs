@@ -8,7 +8,6 @@
 //! consecutive bucket ranges in definition order, sized by their shares.
 
 use crate::definition::{Experiment, SHARE_RESOLUTION};
-use liveprofile_events::stable_hash;
 
 /// Buckets of the assignment hash: shares have a resolution of 0.01%.
 pub const BUCKETS: u64 = 10_000;
@@ -22,11 +21,13 @@ fn mix(mut z: u64) -> u64 {
 
 /// The bucket (0..[`BUCKETS`]) of a user in an experiment of this salt.
 pub fn bucket(salt: &str, user_id: &str) -> u64 {
-    let mut key = String::with_capacity(salt.len() + 1 + user_id.len());
-    key.push_str(salt);
-    key.push('\u{1f}');
-    key.push_str(user_id);
-    mix(stable_hash(&key)) % BUCKETS
+    // FNV-1a over the key's bytes as they come, without building the key.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes().chain([0x1f]).chain(user_id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h) % BUCKETS
 }
 
 /// Index of the arm a user is assigned to.
@@ -46,6 +47,7 @@ pub fn assign(e: &Experiment, user_id: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use liveprofile_events::stable_hash;
 
     #[test]
     fn bucket_is_fixed_for_a_salt_and_user() {

@@ -58,55 +58,61 @@ impl AnswerContext {
 
 /// A row routed to an experiment arm.
 #[derive(Debug, Clone)]
-pub struct Routed {
+pub struct Routed<'r> {
     /// The version the arm answers with (`None`: the stable version).
     pub version: Option<u32>,
-    /// The exposure this answer makes (logged once per user and experiment).
-    pub exposure: Exposure,
+    /// Experiment name.
+    pub experiment: &'r str,
+    /// Arm name.
+    pub arm: &'r str,
+    /// The exposure to log, when this is the user's first answer from the experiment.
+    pub exposure: Option<Exposure>,
 }
 
 /// The experiments running now that change one model.
 #[derive(Debug)]
 pub struct ExperimentRouter<'a> {
     state: &'a AppState,
-    model: String,
+    model: &'a str,
     now_ms: i64,
-    running: Vec<ExperimentStatus>,
+    all: Arc<Vec<ExperimentStatus>>,
 }
 
 impl<'a> ExperimentRouter<'a> {
     /// `None` when no running experiment changes `model` (the common case costs one read
     /// of a shared list).
-    pub fn for_model(state: &'a AppState, model: &str) -> Option<Self> {
+    pub fn for_model(state: &'a AppState, model: &'a str) -> Option<Self> {
         let all = state.profiles.experiments();
         if all.is_empty() {
             return None;
         }
         let now = now_ms();
-        let running: Vec<ExperimentStatus> =
-            all.iter().filter(|x| x.is_active_at(now) && x.experiment.changes(model)).cloned().collect();
-        (!running.is_empty()).then(|| ExperimentRouter { state, model: model.to_owned(), now_ms: now, running })
+        all.iter()
+            .any(|x| x.is_active_at(now) && x.experiment.changes(model))
+            .then_some(ExperimentRouter { state, model, now_ms: now, all })
     }
 
     /// The arm answering `user` in `context`, if an experiment covers the row.
-    pub fn route(&self, user: &str, context: &AnswerContext) -> Option<Routed> {
+    pub fn route(&self, user: &str, context: &AnswerContext) -> Option<Routed<'_>> {
         let platform = context.platform?;
-        let x = self.running.iter().find(|x| x.experiment.target.contains(platform, &context.category))?;
+        let x = self.all.iter().find(|x| {
+            x.is_active_at(self.now_ms)
+                && x.experiment.changes(self.model)
+                && x.experiment.target.contains(platform, &context.category)
+        })?;
         let unified = self.state.profiles.unified_user(Some(platform), user);
         let e = &x.experiment;
         let arm = &e.arms[assign(e, &unified)];
-        Some(Routed {
-            version: arm.models.get(&self.model).copied(),
-            exposure: Exposure {
-                user_id: unified,
-                experiment: e.name.clone(),
-                arm: arm.name.clone(),
-                ts_ms: self.now_ms,
-                platform,
-                category: context.category.clone(),
-                room_id: (!context.room_id.is_empty()).then(|| context.room_id.clone()),
-            },
-        })
+        let exposure = (!self.state.profiles.is_exposed(&e.name, &unified)).then(|| Exposure {
+            user_id: unified,
+            experiment: e.name.clone(),
+            arm: arm.name.clone(),
+            ts_ms: self.now_ms,
+            platform,
+            category: context.category.clone(),
+            room_id: (!context.room_id.is_empty()).then(|| context.room_id.clone()),
+        });
+        Some(Routed { version: arm.models.get(self.model).copied(), experiment: &e.name, arm: &arm.name, exposure })
     }
 }
 

@@ -260,10 +260,10 @@ impl KServeService {
         let user = string_param(&r.parameters, "user_id")?;
         // A request for one user that says where the answer is used (parameters `platform`,
         // `category`, `room_id`) may fall in an experiment, as in liveprofile.v1.
+        let router = if version.is_none() { ExperimentRouter::for_model(&self.state, &r.model_name) } else { None };
         let mut experiment = None;
-        if version.is_none()
-            && let Some(user) = &user
-            && let Some(router) = ExperimentRouter::for_model(&self.state, &r.model_name)
+        if let Some(user) = &user
+            && let Some(router) = &router
         {
             let context = AnswerContext::parse(
                 0,
@@ -313,8 +313,9 @@ impl KServeService {
         let (rows, values, raw) = read_input(&model, r)?;
         self.state.check_rows(rows)?;
         model.validate(&values, rows).map_err(|e: InputError| input_status(&e))?;
-        let labels = experiment.as_ref().map(|x| (x.exposure.experiment.clone(), x.exposure.arm.clone()));
-        crate::experiments::record_exposures(&self.state, experiment.into_iter().map(|x| x.exposure).collect()).await?;
+        let labels = experiment.as_ref().map(|x| (x.experiment.to_owned(), x.arm.to_owned()));
+        crate::experiments::record_exposures(&self.state, experiment.and_then(|x| x.exposure).into_iter().collect())
+            .await?;
         let job = Job { model: model.clone(), values, rows, compare, deadline };
         let outcome = self.state.score(job).await?;
         self.state.count(model.name(), Some(model.version()), arm, Ok(()));

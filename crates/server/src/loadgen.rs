@@ -58,6 +58,17 @@ pub struct LoadArgs {
     /// A label for the report (e.g. the server's name).
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Platform sent with each row (tags and conversion), so that experiments targeting
+    /// it answer [default: none].
+    #[arg(long, default_value = "")]
+    pub platform: String,
+    /// Category sent with each row (tags and conversion) [default: none].
+    #[arg(long, default_value = "")]
+    pub category: String,
+    /// Distinct user ids the rows cycle through (`load-0` ...), so that experiment
+    /// exposures are first logged and then found [default: the same ids in every request].
+    #[arg(long)]
+    pub users: Option<u64>,
 }
 
 /// What a run measured.
@@ -132,6 +143,8 @@ fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
                 .map(|(i, r)| v1::UserFeatures {
                     user_id: format!("load-{i}"),
                     features: Some(dense(r)),
+                    platform: args.platform.clone(),
+                    category: args.category.clone(),
                     ..Default::default()
                 })
                 .collect(),
@@ -147,7 +160,8 @@ fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
                     user_id: format!("load-{i}"),
                     room_id: "room".to_owned(),
                     features: Some(dense(r)),
-                    ..Default::default()
+                    platform: args.platform.clone(),
+                    category: args.category.clone(),
                 })
                 .collect(),
             ..Default::default()
@@ -192,11 +206,18 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
     let stop = Arc::new(AtomicBool::new(false));
+    let next_user = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let users = args.users.filter(|&n| n > 0);
     let mut tasks = Vec::new();
     for i in 0..args.concurrency.max(1) {
         let channel = channels[i % channels.len()].clone();
         let call = call.clone();
         let stop = stop.clone();
+        let next_user = next_user.clone();
+        let user = move || {
+            let n = users.expect("only called with --users");
+            format!("load-{}", next_user.fetch_add(1, Ordering::Relaxed) % n)
+        };
         tasks.push(tokio::spawn(async move {
             let mut scoring = ScoringClient::new(channel.clone()).max_decoding_message_size(64 << 20);
             let mut kserve = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
@@ -206,8 +227,20 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
                 let result = match call.as_ref() {
-                    Call::Tags(r) => scoring.score_tags(r.clone()).await.map(|_| ()),
-                    Call::Conversion(r) => scoring.score_conversion(r.clone()).await.map(|_| ()),
+                    Call::Tags(r) => {
+                        let mut r = r.clone();
+                        if users.is_some() {
+                            r.users.iter_mut().for_each(|u| u.user_id = user());
+                        }
+                        scoring.score_tags(r).await.map(|_| ())
+                    }
+                    Call::Conversion(r) => {
+                        let mut r = r.clone();
+                        if users.is_some() {
+                            r.candidates.iter_mut().for_each(|c| c.user_id = user());
+                        }
+                        scoring.score_conversion(r).await.map(|_| ())
+                    }
                     Call::Kserve(r) => kserve.model_infer(r.clone()).await.map(|_| ()),
                 };
                 let t1 = Instant::now();

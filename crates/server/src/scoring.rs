@@ -138,8 +138,8 @@ async fn score_rows(
                 None => repo.get(model_name, None),
             }
             .map_err(|e| route_status(&e))?;
-            let label = (routed.exposure.experiment.clone(), routed.exposure.arm.clone());
-            exposures.push(routed.exposure);
+            let label = (routed.experiment.to_owned(), routed.arm.to_owned());
+            exposures.extend(routed.exposure);
             add(model, v1::Arm::Experiment, Some(label), vec![], i);
             continue;
         }

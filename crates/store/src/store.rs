@@ -12,7 +12,7 @@ use liveprofile_experiments::{Experiment, Exposure};
 use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, user_features};
 use liveprofile_features::profiles::{HostBook, UserProfile};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -159,6 +159,9 @@ pub struct ProfileStore {
     experiments: Mutex<ExperimentBook>,
     /// The definitions alone, for routing without the book's lock.
     running: RwLock<Arc<Vec<ExperimentStatus>>>,
+    /// Users exposed per experiment, for the answer path's check without the book's lock
+    /// (readers share it; it changes only on a first exposure).
+    exposed: RwLock<HashMap<String, HashSet<String>>>,
     log: Mutex<LogState>,
     /// One snapshot at a time.
     snapshotting: Mutex<()>,
@@ -285,6 +288,12 @@ impl ProfileStore {
         })?;
         let writer = LogWriter::open(&dir, append_to, last_seq + 1, options.durability)?;
         let running = RwLock::new(Arc::new(book.experiments.values().map(ExperimentStatus::of).collect()));
+        let exposed = RwLock::new(
+            book.experiments
+                .iter()
+                .map(|(name, o)| (name.clone(), o.table().into_iter().map(|r| r.user_id).collect()))
+                .collect(),
+        );
         let store = Arc::new(ProfileStore {
             dir: dir.clone(),
             shards: shards.into_iter().map(Mutex::new).collect(),
@@ -292,6 +301,7 @@ impl ProfileStore {
             identities: RwLock::new(identities),
             experiments: Mutex::new(book),
             running,
+            exposed,
             snapshotting: Mutex::new(()),
             log: Mutex::new(LogState {
                 writer,
@@ -557,6 +567,9 @@ impl ProfileStore {
     pub fn unified_user(&self, platform: Option<Platform>, id: &str) -> String {
         let Some(platform) = platform else { return id.to_owned() };
         let ids = self.identities.read().unwrap_or_else(|p| p.into_inner());
+        if ids.table.is_empty() {
+            return id.to_owned();
+        }
         ids.table.resolve(platform, id).unwrap_or(id).to_owned()
     }
 
@@ -645,7 +658,8 @@ impl ProfileStore {
 
     /// Whether a user has been exposed to an experiment.
     pub fn is_exposed(&self, experiment: &str, user_id: &str) -> bool {
-        lock(&self.experiments).is_exposed(experiment, user_id)
+        let exposed = self.exposed.read().unwrap_or_else(|p| p.into_inner());
+        exposed.get(experiment).is_some_and(|users| users.contains(user_id))
     }
 
     /// Records first exposures durably (as durable as events) before it returns; exposures
@@ -680,6 +694,12 @@ impl ProfileStore {
         let Record::Exposures(new) = record else { unreachable!() };
         lock(&self.experiments).expose(&new, seq);
         self.commit(&mut log)?;
+        {
+            let mut exposed = self.exposed.write().unwrap_or_else(|p| p.into_inner());
+            for x in &new {
+                exposed.entry(x.experiment.clone()).or_default().insert(x.user_id.clone());
+            }
+        }
         Ok(new.len())
     }
 
