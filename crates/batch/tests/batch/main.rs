@@ -187,6 +187,7 @@ fn batch_scores_equal_the_servers_bit_for_bit() {
                                 user_id: format!("u{i:06}"),
                                 room_id: "r".into(),
                                 features: Some(dense(r)),
+                                ..Default::default()
                             }],
                             ..Default::default()
                         })
