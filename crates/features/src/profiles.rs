@@ -94,7 +94,8 @@ impl UserProfile {
     /// conversion schema's vocabulary names it), if the visit is open.
     pub fn open_visit_context(&self, room_id: &str) -> Option<(liveprofile_events::Platform, String)> {
         let v = self.visits.get(room_id)?;
-        let category = crate::conversion::CATEGORY_VOCAB.get(usize::from(v.so_far.category)).copied().unwrap_or("other");
+        let category =
+            crate::conversion::CATEGORY_VOCAB.get(usize::from(v.so_far.category)).copied().unwrap_or("other");
         let platform = *liveprofile_events::Platform::ALL.get(usize::from(v.so_far.platform))?;
         Some((platform, category.to_owned()))
     }

@@ -87,9 +87,12 @@ impl<'a> ExperimentRouter<'a> {
             return None;
         }
         let now = now_ms();
-        all.iter()
-            .any(|x| x.is_active_at(now) && x.experiment.changes(model))
-            .then_some(ExperimentRouter { state, model, now_ms: now, all })
+        all.iter().any(|x| x.is_active_at(now) && x.experiment.changes(model)).then_some(ExperimentRouter {
+            state,
+            model,
+            now_ms: now,
+            all,
+        })
     }
 
     /// The arm answering `user` in `context`, if an experiment covers the row.
@@ -226,9 +229,8 @@ impl FolderWatch {
                 continue;
             }
             self.seen.insert(path.clone(), modified);
-            let outcome = read_definition(&path).and_then(|e| {
-                start_experiment(state, &e).map(|new| (e.name, new)).map_err(|s| s.message().to_owned())
-            });
+            let outcome = read_definition(&path)
+                .and_then(|e| start_experiment(state, &e).map(|new| (e.name, new)).map_err(|s| s.message().to_owned()));
             match outcome {
                 Ok((name, true)) => tracing::info!(file = %path.display(), experiment = name, "experiment started"),
                 Ok((_, false)) => {}

@@ -13,8 +13,8 @@ use crate::ingest::{IngestService, ProfileAdminService};
 use crate::kserve::KServeService;
 use crate::mqtt::MqttIngest;
 use crate::proto::v1::{
-    experiment_admin_server::ExperimentAdminServer, ingest_server::IngestServer, model_admin_server::ModelAdminServer, profile_admin_server::ProfileAdminServer,
-    scoring_server::ScoringServer,
+    experiment_admin_server::ExperimentAdminServer, ingest_server::IngestServer, model_admin_server::ModelAdminServer,
+    profile_admin_server::ProfileAdminServer, scoring_server::ScoringServer,
 };
 use crate::proto::{self, inference::grpc_inference_service_server::GrpcInferenceServiceServer};
 use crate::scoring::ScoringService;

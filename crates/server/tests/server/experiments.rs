@@ -76,7 +76,10 @@ async fn score(
         .scores
 }
 
-async fn create(client: &mut ExperimentAdminClient<Channel>, toml: String) -> Result<v1::ExperimentInfo, tonic::Status> {
+async fn create(
+    client: &mut ExperimentAdminClient<Channel>,
+    toml: String,
+) -> Result<v1::ExperimentInfo, tonic::Status> {
     client
         .create_experiment(authorized(v1::CreateExperimentRequest { definition_toml: toml }))
         .await
@@ -92,10 +95,8 @@ async fn definitions_are_checked_and_refusals_name_the_field() {
     let now = now_ms();
     let good = definition("pilot", now - DAY_MS, now + DAY_MS);
 
-    let no_token = admin
-        .create_experiment(v1::CreateExperimentRequest { definition_toml: good.clone() })
-        .await
-        .unwrap_err();
+    let no_token =
+        admin.create_experiment(v1::CreateExperimentRequest { definition_toml: good.clone() }).await.unwrap_err();
     assert_eq!(no_token.code(), Code::Unauthenticated);
 
     let base = admin.clone();
@@ -154,8 +155,12 @@ async fn answers_come_from_the_users_arm_and_exposures_are_logged_once() {
     let mut client = scoring(&server).await;
 
     let users: Vec<String> = (0..200).map(|i| format!("u{i:04}")).collect();
-    let answers = score(&mut client, &g, users.iter().enumerate().map(|(i, u)| candidate(&g, u, "taobao", "apparel", i)).collect())
-        .await;
+    let answers = score(
+        &mut client,
+        &g,
+        users.iter().enumerate().map(|(i, u)| candidate(&g, u, "taobao", "apparel", i)).collect(),
+    )
+    .await;
     let mut per_arm = [0usize; 2];
     for (u, a) in users.iter().zip(&answers) {
         let m = a.model.as_ref().unwrap();
@@ -203,7 +208,9 @@ async fn answers_come_from_the_users_arm_and_exposures_are_logged_once() {
     assert_eq!(linked[0].model.as_ref().unwrap().experiment_arm, e.arms[assign(&e, "u0007")].name);
     // KServe callers name the user and where the answer is used in parameters.
     let mut kserve_client = kserve(&server).await;
-    let param = |s: &str| pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(s.into())) };
+    let param = |s: &str| pb::InferParameter {
+        parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(s.into())),
+    };
     let input = pb::model_infer_request::InferInputTensor {
         name: "features".into(),
         datatype: "FP32".into(),
@@ -267,7 +274,15 @@ async fn answers_come_from_the_users_arm_and_exposures_are_logged_once() {
     server.shutdown().await.unwrap();
 }
 
-fn live_event(id: &str, ts_ms: i64, user: &str, platform: &str, category: &str, kind: &str, value: f64) -> v1::LiveEvent {
+fn live_event(
+    id: &str,
+    ts_ms: i64,
+    user: &str,
+    platform: &str,
+    category: &str,
+    kind: &str,
+    value: f64,
+) -> v1::LiveEvent {
     v1::LiveEvent {
         event_id: id.to_owned(),
         ts_ms,
@@ -354,8 +369,12 @@ async fn live_results_equal_the_offline_report_over_the_same_events_and_exposure
     // events after them (counted for the exposed; the last 50 users are never exposed).
     let before = visits(&users, now - 3_600_000, "pre", 1);
     ingest(&server, &before).await;
-    score(&mut client, &g, users[..250].iter().enumerate().map(|(i, u)| candidate(&g, u, "taobao", "apparel", i)).collect())
-        .await;
+    score(
+        &mut client,
+        &g,
+        users[..250].iter().enumerate().map(|(i, u)| candidate(&g, u, "taobao", "apparel", i)).collect(),
+    )
+    .await;
     let after = visits(&users, now_ms() + 1000, "post", 2);
     ingest(&server, &after).await;
 

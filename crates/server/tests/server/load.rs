@@ -22,7 +22,11 @@ async fn concurrent_requests_are_batched_and_get_the_same_bits_as_alone() {
             let mut c = client.clone();
             let request = v1::ScoreTagsRequest {
                 schema_hash: g.schema_hash.clone(),
-                users: vec![v1::UserFeatures { user_id: format!("u{i}"), features: Some(g.dense(i)), ..Default::default() }],
+                users: vec![v1::UserFeatures {
+                    user_id: format!("u{i}"),
+                    features: Some(g.dense(i)),
+                    ..Default::default()
+                }],
                 ..Default::default()
             };
             tokio::spawn(async move { c.score_tags(request).await.unwrap().into_inner() })
@@ -44,7 +48,11 @@ async fn concurrent_requests_are_batched_and_get_the_same_bits_as_alone() {
         let alone = c
             .score_tags(v1::ScoreTagsRequest {
                 schema_hash: g.schema_hash.clone(),
-                users: vec![v1::UserFeatures { user_id: format!("u{i}"), features: Some(g.dense(i)), ..Default::default() }],
+                users: vec![v1::UserFeatures {
+                    user_id: format!("u{i}"),
+                    features: Some(g.dense(i)),
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
             .await
@@ -128,7 +136,7 @@ async fn health_is_not_serving_until_every_model_has_a_good_version() {
                 user_id: "u".into(),
                 room_id: String::new(),
                 features: Some(g.dense(0)),
-..Default::default()
+                ..Default::default()
             }],
             ..Default::default()
         })

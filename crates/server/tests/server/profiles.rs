@@ -63,7 +63,12 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         let user = SyntheticEvents::user_id(k);
         let by_id = scoring
             .score_tags(v1::ScoreTagsRequest {
-                users: vec![v1::UserFeatures { user_id: user.clone(), features: None, as_of_ms: Some(as_of), ..Default::default() }],
+                users: vec![v1::UserFeatures {
+                    user_id: user.clone(),
+                    features: None,
+                    as_of_ms: Some(as_of),
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
             .await
@@ -73,7 +78,11 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         let given = scoring
             .score_tags(v1::ScoreTagsRequest {
                 schema_hash: schema_hash.clone(),
-                users: vec![v1::UserFeatures { user_id: user.clone(), features: dense(features), ..Default::default() }],
+                users: vec![v1::UserFeatures {
+                    user_id: user.clone(),
+                    features: dense(features),
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
             .await
@@ -105,7 +114,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
                 user_id: "viewer-1".into(),
                 room_id: room.clone(),
                 features: None,
-..Default::default()
+                ..Default::default()
             }],
             ..Default::default()
         })
@@ -127,7 +136,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
                 user_id: "viewer-1".into(),
                 room_id: room.clone(),
                 features: dense(features),
-..Default::default()
+                ..Default::default()
             }],
             ..Default::default()
         })
@@ -148,7 +157,12 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     assert_eq!(unknown.message(), "no profile for user \"nobody\": none of its events has been ingested");
     let past = scoring
         .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "user-0".into(), features: None, as_of_ms: Some(start_ms), ..Default::default() }],
+            users: vec![v1::UserFeatures {
+                user_id: "user-0".into(),
+                features: None,
+                as_of_ms: Some(start_ms),
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .await
@@ -160,7 +174,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
                 user_id: "viewer-1".into(),
                 room_id: "room-elsewhere".into(),
                 features: None,
-..Default::default()
+                ..Default::default()
             }],
             ..Default::default()
         })

@@ -157,7 +157,12 @@ async fn every_bad_request_gets_its_code_and_a_message_naming_the_fault() {
         n.values.insert("platform".into(), 1.5);
     }
     let r = v1::ScoreConversionRequest {
-        candidates: vec![v1::ConversionCandidate { user_id: "u1".into(), room_id: "r".into(), features: Some(f), ..Default::default() }],
+        candidates: vec![v1::ConversionCandidate {
+            user_id: "u1".into(),
+            room_id: "r".into(),
+            features: Some(f),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     check(
@@ -217,7 +222,7 @@ async fn the_stream_answers_in_order_and_survives_a_bad_request() {
                     user_id: "u1".into(),
                     room_id: "r1".into(),
                     features: Some(c.dense(0)),
-..Default::default()
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),
