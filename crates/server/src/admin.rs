@@ -135,6 +135,19 @@ impl ModelAdmin for AdminService {
         request: Request<v1::UnloadModelRequest>,
     ) -> Result<Response<v1::UnloadModelResponse>, Status> {
         let r = request.into_inner();
+        // A running experiment's arm answers with this version: unloading it would fail
+        // that arm's answers.
+        let now = liveprofile_store::now_ms();
+        for x in
+            self.state.profiles.experiments().iter().filter(|x| x.stopped_ms.is_none() && x.experiment.end_ms > now)
+        {
+            if let Some(arm) = x.experiment.arms.iter().find(|a| a.models.get(&r.name) == Some(&r.version)) {
+                return Err(Status::failed_precondition(format!(
+                    "model {} version {} answers arm {} of experiment {}; stop the experiment first",
+                    r.name, r.version, arm.name, x.experiment.name
+                )));
+            }
+        }
         self.state.repo()?.unload(&r.name, r.version).map_err(|e| route_status(&e))?;
         Ok(Response::new(v1::UnloadModelResponse {}))
     }

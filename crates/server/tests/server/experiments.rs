@@ -254,6 +254,14 @@ async fn answers_come_from_the_users_arm_and_exposures_are_logged_once() {
     assert_eq!(after[0].model.as_ref().unwrap().experiment_arm, e.arms[assign(&e, "u0003")].name);
     assert_eq!(server.state().profiles.exposures("pilot").unwrap(), exposures);
 
+    // A version an arm answers with cannot be unloaded while the experiment runs.
+    let mut models = crate::common::admin(&server).await;
+    let unload = models
+        .unload_model(authorized(v1::UnloadModelRequest { name: "conversion".into(), version: 2 }))
+        .await
+        .unwrap_err();
+    assert_eq!(unload.code(), Code::FailedPrecondition);
+    assert!(unload.message().contains("experiment pilot"), "{}", unload.message());
     // Stopped: answers come from the traffic policy again; the results stay readable.
     let mut admin = experiments(&server).await;
     let stopped = admin
