@@ -172,3 +172,38 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
     }
     Ok(Some(SnapshotParts { seq, shards, hosts, identities, experiments }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames the parts of the first layout (no experiments frame) and checks that they
+    /// still load, with no experiments.
+    #[test]
+    fn snapshots_of_the_first_layout_load_without_experiments() {
+        let dir = tempfile::tempdir().unwrap();
+        let seq = 7u64;
+        let mut bytes = MAGIC_V1.to_vec();
+        frame(&mut bytes, &postcard::to_stdvec(&(seq, 1u64)).unwrap());
+        frame(&mut bytes, &postcard::to_stdvec(&Shard::default()).unwrap());
+        frame(&mut bytes, &postcard::to_stdvec(&Hosts::default()).unwrap());
+        frame(&mut bytes, &postcard::to_stdvec(&Identities::default()).unwrap());
+        frame(&mut bytes, &postcard::to_stdvec(&seq).unwrap());
+        fs::write(path_of(dir.path(), seq), &bytes).unwrap();
+        let parts = load_newest(dir.path()).unwrap().unwrap();
+        assert_eq!((parts.seq, parts.shards.len()), (seq, 1));
+        assert!(parts.experiments.experiments.is_empty());
+
+        // The current layout round-trips its experiments frame.
+        let chunks = serialize(
+            seq + 1,
+            [Shard::default()].iter(),
+            || Box::new(Hosts::default()),
+            || Box::new(Identities::default()),
+            || Box::new(ExperimentBook { seq: 3, ..Default::default() }),
+        );
+        write(dir.path(), seq + 1, &chunks).unwrap();
+        let parts = load_newest(dir.path()).unwrap().unwrap();
+        assert_eq!((parts.seq, parts.experiments.seq), (seq + 1, 3));
+    }
+}
