@@ -8,7 +8,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// One exposure.
@@ -94,33 +94,23 @@ fn batch_of(rows: &[Exposure]) -> Result<RecordBatch, arrow::error::ArrowError> 
     )
 }
 
-/// Writes exposures to `path`: to a temporary file in the same folder, synced, then renamed
-/// over `path` (a reader never sees half a file). Returns the rows written.
+/// Writes exposures to `path`, published by rename (a reader never sees half a file).
+/// Returns the rows written.
 pub fn write_exposures(path: &Path, rows: &[Exposure]) -> Result<u64, ExposureIoError> {
     let p = path.display().to_string();
-    let io = |source| ExposureIoError::Io { path: p.clone(), source };
     let fmt = |e: &dyn std::fmt::Display| ExposureIoError::Format { path: p.clone(), reason: e.to_string() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| fmt(&"is not a file name"))?;
-    let tmp: PathBuf = dir.join(format!(".{}.partial", name.to_string_lossy()));
-    let written = (|| {
-        let file = File::create(&tmp).map_err(io)?;
-        let mut w = ArrowWriter::try_new(file, exposure_schema(), None).map_err(|e| fmt(&e))?;
-        for chunk in rows.chunks(ROW_GROUP) {
-            w.write(&batch_of(chunk).map_err(|e| fmt(&e))?).map_err(|e| fmt(&e))?;
-        }
-        let file = w.into_inner().map_err(|e| fmt(&e))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Ok(d) = File::open(dir) {
-            d.sync_all().map_err(io)?;
-        }
-        Ok(rows.len() as u64)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let published = |e: liveprofile_publish::PublishError| ExposureIoError::Io {
+        path: e.path.display().to_string(),
+        source: e.source,
+    };
+    let mut publication = liveprofile_publish::Publication::create(path).map_err(published)?;
+    let mut w = ArrowWriter::try_new(publication.take_file(), exposure_schema(), None).map_err(|e| fmt(&e))?;
+    for chunk in rows.chunks(ROW_GROUP) {
+        w.write(&batch_of(chunk).map_err(|e| fmt(&e))?).map_err(|e| fmt(&e))?;
     }
-    written
+    let file = w.into_inner().map_err(|e| fmt(&e))?;
+    publication.publish_file(file).map_err(published)?;
+    Ok(rows.len() as u64)
 }
 
 /// Reads every exposure of a file, checking each row.

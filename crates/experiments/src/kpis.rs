@@ -19,8 +19,6 @@ use liveprofile_events::{CHINA_OFFSET_MS, DAY_MS, EventIoError, EventParts, Even
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 mod html;
@@ -443,25 +441,8 @@ pub fn write_kpis(report: &KpiReport, dir: &Path) -> Result<KpiFiles, KpiError> 
 }
 
 fn publish(path: &Path, bytes: &[u8]) -> Result<(), KpiError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial"));
-    let io = |source| KpiError::Io { path: path.display().to_string(), source };
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Ok(d) = File::open(dir) {
-            d.sync_all().map_err(io)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    liveprofile_publish::Publication::write_all(path, bytes)
+        .map_err(|e| KpiError::Io { path: e.path.display().to_string(), source: e.source })
 }
 
 impl KpiReport {

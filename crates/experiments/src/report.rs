@@ -440,30 +440,13 @@ pub enum ReportError {
     },
 }
 
-/// Writes `path` through `write` under a hidden temporary name in the same folder, syncs
-/// it, renames it into place and syncs the folder.
+/// Writes `path` through `write`, published by rename.
 fn publish(path: &Path, write: impl FnOnce(File) -> Result<File, ReportError>) -> Result<(), ReportError> {
-    let p = path.display().to_string();
-    let io = |source| ReportError::Io { path: p.clone(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name =
-        path.file_name().ok_or_else(|| ReportError::Format { path: p.clone(), reason: "not a file name".into() })?;
-    let tmp: PathBuf = dir.join(format!(".{}.partial", name.to_string_lossy()));
-    let result = (|| {
-        let file = File::create(&tmp).map_err(io)?;
-        let file = write(file)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Ok(d) = File::open(dir) {
-            d.sync_all().map_err(io)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let published =
+        |e: liveprofile_publish::PublishError| ReportError::Io { path: e.path.display().to_string(), source: e.source };
+    let mut publication = liveprofile_publish::Publication::create(path).map_err(published)?;
+    let file = write(publication.take_file())?;
+    publication.publish_file(file).map_err(published)
 }
 
 /// Writes `report.json` and `report.html` into `dir` (created if missing), each published

@@ -242,23 +242,9 @@ impl FolderWatch {
 
 /// Writes a definition into the experiments folder as `<name>.toml`, published by rename.
 fn write_definition(dir: &Path, e: &Experiment) -> Result<(), Status> {
-    let fail = |what: &str, err: std::io::Error| Status::internal(format!("{what} {}: {err}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| fail("creating", e))?;
-    let path = dir.join(format!("{}.toml", e.name));
-    let tmp = dir.join(format!(".{}.toml.partial", e.name));
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(e.to_toml().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail("writing the definition into", err));
-    }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|err| Status::internal(format!("creating {}: {err}", dir.display())))?;
+    liveprofile_publish::Publication::write_all(dir.join(format!("{}.toml", e.name)), e.to_toml().as_bytes())
+        .map_err(|err| Status::internal(format!("writing the definition: {err}")))
 }
 
 /// The analysis of an experiment over the live accumulators: report.json and the
