@@ -146,7 +146,7 @@ fn users_chart(report: &Report) -> String {
     let height = top + row_h * report.arms.len() as f64 + 10.0;
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" role="img" font-size="12" font-family="sans-serif">"#,
-        label_w + plot_w + 120.0
+        label_w + plot_w + 220.0
     );
     for (i, a) in report.arms.iter().enumerate() {
         let y = top + row_h * i as f64;
