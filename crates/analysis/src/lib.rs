@@ -15,6 +15,7 @@ pub mod segments;
 pub mod stats;
 pub mod table;
 
+use liveprofile_publish::{Publication, PublishError};
 use serde::Serialize;
 use std::path::Path;
 use thiserror::Error;
@@ -127,32 +128,25 @@ pub fn analyse(
 }
 
 /// Writes `report.json`, `report.html` and `segments.parquet` (user id, segment, PCA
-/// coordinates) into `dir`, each under a temporary name, then renamed.
+/// coordinates) into `dir`, each published by rename (see [`Publication`]): on failure
+/// nothing appears under the file's name.
 pub fn write_report(report: &Report, table: &table::TagTable, dir: &Path) -> Result<std::path::PathBuf, AnalysisError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| AnalysisError::Write { path: dir.display().to_string(), reason: e.to_string() })?;
     let path = dir.join("report.json");
-    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string());
-    publish(&path, |partial| std::fs::write(partial, text?).map_err(|e| e.to_string()))?;
-    let html = html::page(report);
-    publish(&dir.join("report.html"), |partial| std::fs::write(partial, html).map_err(|e| e.to_string()))?;
-    publish(&dir.join("segments.parquet"), |partial| write_segments(report, table, partial))?;
+    let text = serde_json::to_string_pretty(report)
+        .map_err(|e| AnalysisError::Write { path: path.display().to_string(), reason: e.to_string() })?;
+    Publication::write_all(&path, text.as_bytes()).map_err(published)?;
+    Publication::write_all(dir.join("report.html"), html::page(report).as_bytes()).map_err(published)?;
+    write_segments(report, table, &dir.join("segments.parquet"))?;
     Ok(path)
 }
 
-/// Writes a file under a hidden temporary name beside `path`, then renames it into place;
-/// on failure the temporary file is removed and nothing appears under `path`.
-fn publish(path: &Path, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), AnalysisError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let partial = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-    let result = write(&partial).and_then(|()| std::fs::rename(&partial, path).map_err(|e| e.to_string()));
-    result.map_err(|reason| {
-        let _ = std::fs::remove_file(&partial);
-        AnalysisError::Write { path: path.display().to_string(), reason }
-    })
+fn published(e: PublishError) -> AnalysisError {
+    AnalysisError::Write { path: e.path.display().to_string(), reason: e.source.to_string() }
 }
 
-fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Result<(), String> {
+fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Result<(), AnalysisError> {
     use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
@@ -169,9 +163,13 @@ fn write_segments(report: &Report, table: &table::TagTable, path: &Path) -> Resu
         Arc::new(Float64Array::from_iter_values(s.projection.iter().map(|p| p[0]))),
         Arc::new(Float64Array::from_iter_values(s.projection.iter().map(|p| p[1]))),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
-    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
-    writer.write(&batch).map_err(|e| e.to_string())?;
-    writer.close().map(|_| ()).map_err(|e| e.to_string())
+    let failed =
+        |e: &dyn std::fmt::Display| AnalysisError::Write { path: path.display().to_string(), reason: e.to_string() };
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(&e))?;
+    let mut publication = Publication::create(path).map_err(published)?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(publication.take_file(), schema, None).map_err(|e| failed(&e))?;
+    writer.write(&batch).map_err(|e| failed(&e))?;
+    let file = writer.into_inner().map_err(|e| failed(&e))?;
+    publication.publish_file(file).map_err(published)
 }

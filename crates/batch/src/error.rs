@@ -34,6 +34,29 @@ pub enum BatchError {
         /// Why.
         reason: String,
     },
+    /// A row group of a Parquet file cannot be decoded (a damaged page, a count that does
+    /// not match the footer): the job stops, nothing is published.
+    #[error("{path}: row group {row_group} (from row {first_row}) cannot be read: {reason}")]
+    RowGroup {
+        /// File.
+        path: PathBuf,
+        /// Row group (0-based).
+        row_group: usize,
+        /// Its first row (0-based, in file order).
+        first_row: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A column the job reads appears more than once in the file.
+    #[error("{path}: column {column:?} appears {count} times; which one to read is ambiguous")]
+    DuplicateColumn {
+        /// File.
+        path: PathBuf,
+        /// Column.
+        column: String,
+        /// How many columns have the name.
+        count: usize,
+    },
     /// Columns the model needs are not in the file.
     #[error("{path}: missing {} column(s) the model needs: {}", missing.len(), missing.join(", "))]
     MissingColumns {
@@ -70,6 +93,15 @@ pub enum BatchError {
     /// Scoring failed.
     #[error("scoring failed: {0}")]
     Score(String),
+    /// An output path that must not be written (a special file, an input of the job);
+    /// refused before anything is opened.
+    #[error("{path}: refusing to write the output there: {reason}")]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The output cannot be written.
     #[error("{path}: cannot write: {reason}")]
     Write {

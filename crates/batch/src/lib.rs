@@ -5,7 +5,7 @@
 //!
 //! - [`source`]: input formats and column selection.
 //! - [`rows`]: columns to dense rows, with every bad value named.
-//! - [`sink`]: outputs published by rename.
+//! - [`sink`]: outputs published by rename, special files and inputs refused as outputs.
 //!
 //! Per input file: the reader decodes record batches of the needed columns; each batch is
 //! cut into slices that rayon converts and scores in parallel; a writer thread appends
@@ -94,14 +94,24 @@ pub struct FileReport {
 /// The key of the model name and version in the output's metadata.
 pub const MODEL_METADATA_KEY: &str = "liveprofile.model";
 
+/// The rejects file of an output: `<output>.rejects.csv` beside it.
+pub fn rejects_path(output: &Path) -> PathBuf {
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    output.with_file_name(format!("{name}.rejects.csv"))
+}
+
 /// Output path of each input: with one input, `output` itself; with several, `output` is a
-/// folder and each input gets `<stem>.scores.<ext>` in it.
+/// folder and each input gets `<stem>.scores.<ext>` in it. An output (or its rejects
+/// file) that is a special file or one of the inputs is refused (see
+/// [`sink::check_output`]).
 pub fn plan_outputs(inputs: &[PathBuf], output: &Path, format: Format) -> Result<Vec<(PathBuf, PathBuf)>, BatchError> {
     if inputs.is_empty() {
         return Err(BatchError::Usage("no input files".into()));
     }
     if inputs.len() == 1 && !output.is_dir() {
-        return Ok(vec![(inputs[0].clone(), output.to_path_buf())]);
+        let plan = vec![(inputs[0].clone(), output.to_path_buf())];
+        check_plan(&plan, inputs)?;
+        return Ok(plan);
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut plan = Vec::new();
@@ -116,7 +126,17 @@ pub fn plan_outputs(inputs: &[PathBuf], output: &Path, format: Format) -> Result
         }
         plan.push((input.clone(), out));
     }
+    check_plan(&plan, inputs)?;
     Ok(plan)
+}
+
+fn check_plan(plan: &[(PathBuf, PathBuf)], inputs: &[PathBuf]) -> Result<(), BatchError> {
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    for (_, output) in plan {
+        sink::check_output(output, &inputs)?;
+        sink::check_output(&rejects_path(output), &inputs)?;
+    }
+    Ok(())
 }
 
 /// Names of the score columns: the output name for a one-column output, else its tag or
@@ -196,6 +216,11 @@ enum Written {
 
 /// Scores one input file into `output`. `progress` is called with the rows of each batch
 /// read. An existing output is left alone (reported as skipped) unless `overwrite`.
+///
+/// Before anything is opened, an output or rejects path that exists and is not a regular
+/// file, or that is the input, is refused ([`BatchError::Output`]), with or without
+/// `overwrite`. Any error (a bad row with [`OnError::Fail`], a damaged input, a failed
+/// write) publishes nothing and removes the temporary files.
 pub fn score_file(
     model: &LoadedModel,
     input: &Path,
@@ -204,10 +229,9 @@ pub fn score_file(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<FileReport, BatchError> {
     let started = Instant::now();
-    let rejects_path = {
-        let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        output.with_file_name(format!("{name}.rejects.csv"))
-    };
+    let rejects_path = rejects_path(output);
+    sink::check_output(output, &[input])?;
+    sink::check_output(&rejects_path, &[input])?;
     if output.exists() && !options.overwrite {
         return Ok(FileReport {
             input: input.to_path_buf(),
@@ -274,11 +298,16 @@ pub fn score_file(
                     // The job failed: dropping the sinks removes their temporary files.
                     return Ok((0, 0, false));
                 }
+                // Both files are written to the end and synced before either is renamed;
+                // the scores go last, so that an output under its final name always has
+                // its rejects beside it.
+                let rejects = rejects.map(Sink::complete).transpose()?;
+                let scores = scores.complete()?;
                 let had_rejects = rejects.is_some();
                 if let Some(r) = rejects {
-                    r.finish()?;
+                    r.publish()?;
                 }
-                let rows = scores.finish()?;
+                let rows = scores.publish()?;
                 Ok((rows, rejected, had_rejects))
             })
             .map_err(|e| BatchError::io(output, e))?
@@ -344,13 +373,19 @@ pub fn score_file(
         }
         Ok(rows_read)
     })();
+    // On an early stop, dropping the receiver ends the reader. A reader that did not end
+    // normally must not pass for the end of the input.
+    drop(batches_rx);
+    let result = match (reader.join(), result) {
+        (Err(_), Ok(_)) => {
+            Err(BatchError::Read { path: input.to_path_buf(), reason: "the reader thread panicked".into() })
+        }
+        (_, result) => result,
+    };
     if result.is_ok() {
         let _ = tx.send(Written::Complete);
     }
     drop(tx);
-    // On an early stop, dropping the receiver ends the reader.
-    drop(batches_rx);
-    let _ = reader.join();
     let written = writer.join().map_err(|_| BatchError::Score("the writer thread panicked".into()))?;
     let rows_read = result?;
     let (rows_scored, rows_rejected, had_rejects) = written?;

@@ -5,6 +5,7 @@ use crate::error::BatchError;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, Schema};
 use liveprofile_runtime::{InputError, LoadedModel};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Where the model's features and the kept columns are in the batches.
@@ -17,18 +18,32 @@ pub struct ColumnPlan {
 }
 
 impl ColumnPlan {
-    /// Finds every feature and kept column by name; lists all that are missing.
+    /// Finds every feature and kept column by name; lists all that are missing, and
+    /// refuses a name the file has more than once.
     pub fn new(path: &Path, schema: &Schema, model: &LoadedModel, keep: &[String]) -> Result<Self, BatchError> {
+        // Each name's first column and how many columns have it.
+        let mut columns: HashMap<&str, (usize, usize)> = HashMap::with_capacity(schema.fields().len());
+        for (i, f) in schema.fields().iter().enumerate() {
+            columns.entry(f.name().as_str()).or_insert((i, 0)).1 += 1;
+        }
         let mut missing = Vec::new();
-        let mut find = |name: &str| match schema.index_of(name) {
-            Ok(i) => Some(i),
-            Err(_) => {
+        let mut duplicate = None;
+        let mut find = |name: &str| match columns.get(name) {
+            Some(&(i, 1)) => Some(i),
+            Some(&(_, count)) => {
+                duplicate.get_or_insert((name.to_owned(), count));
+                None
+            }
+            None => {
                 missing.push(name.to_owned());
                 None
             }
         };
         let features: Vec<Option<usize>> = model.schema().features.iter().map(|f| find(&f.name)).collect();
         let kept: Vec<Option<usize>> = keep.iter().map(|k| find(k)).collect();
+        if let Some((column, count)) = duplicate {
+            return Err(BatchError::DuplicateColumn { path: path.to_path_buf(), column, count });
+        }
         if !missing.is_empty() {
             return Err(BatchError::MissingColumns { path: path.to_path_buf(), missing });
         }

@@ -52,12 +52,17 @@ impl Format {
     }
 }
 
-/// An open input: its full schema, and batches of the selected columns.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, BatchError>> + Send>;
+
+/// An open input: its full schema, and batches of the selected columns. The first error
+/// ends it; a decoder that panics on damaged data is an error too (naming the file, and
+/// for Parquet the row group), never a silent end of the input.
 pub struct Source {
     /// Schema of the batches (the selected columns, in file order).
     pub schema: SchemaRef,
-    batches: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>,
+    batches: Batches,
     path: PathBuf,
+    done: bool,
 }
 
 impl std::fmt::Debug for Source {
@@ -70,7 +75,99 @@ impl Iterator for Source {
     type Item = Result<RecordBatch, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.batches.next().map(|r| r.map_err(|e| BatchError::Read { path: self.path.clone(), reason: e.to_string() }))
+        if self.done {
+            return None;
+        }
+        let item = match guarded(|| self.batches.next()) {
+            Ok(item) => item,
+            Err(panic) => {
+                Some(Err(BatchError::Read { path: self.path.clone(), reason: format!("the decoder failed: {panic}") }))
+            }
+        };
+        self.done = !matches!(item, Some(Ok(_)));
+        item
+    }
+}
+
+/// Runs `f`, turning a panic into its message. The readers of the formats assume
+/// well-formed input in places and may panic on damaged bytes.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".to_owned())
+    })
+}
+
+/// A Parquet file read one row group at a time, so that an error names its row group,
+/// and each row group must give exactly the rows its footer declares.
+struct ParquetBatches {
+    path: PathBuf,
+    file: File,
+    metadata: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    mask: parquet::arrow::ProjectionMask,
+    batch_rows: usize,
+    /// The row group being read, its first row and the rows read from it.
+    group: usize,
+    first_row: u64,
+    rows_in_group: u64,
+    reader: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+}
+
+impl ParquetBatches {
+    fn error(&self, reason: String) -> BatchError {
+        BatchError::RowGroup { path: self.path.clone(), row_group: self.group, first_row: self.first_row, reason }
+    }
+
+    fn open_group(&self) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, String> {
+        let file = self.file.try_clone().map_err(|e| e.to_string())?;
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+            .with_row_groups(vec![self.group])
+            .with_projection(self.mask.clone())
+            .with_batch_size(self.batch_rows)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Iterator for ParquetBatches {
+    type Item = Result<RecordBatch, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let declared = self.metadata.metadata().row_groups().get(self.group)?.num_rows().max(0) as u64;
+            if self.reader.is_none() {
+                match guarded(|| self.open_group()) {
+                    Ok(Ok(reader)) => self.reader = Some(reader),
+                    Ok(Err(reason)) => return Some(Err(self.error(reason))),
+                    Err(panic) => return Some(Err(self.error(format!("the decoder failed: {panic}")))),
+                }
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            match guarded(|| reader.next()) {
+                Ok(Some(Ok(batch))) => {
+                    self.rows_in_group += batch.num_rows() as u64;
+                    if self.rows_in_group > declared {
+                        return Some(Err(self.error(format!("more rows than the {declared} its footer declares"))));
+                    }
+                    return Some(Ok(batch));
+                }
+                Ok(Some(Err(e))) => return Some(Err(self.error(e.to_string()))),
+                Err(panic) => return Some(Err(self.error(format!("the decoder failed: {panic}")))),
+                Ok(None) if self.rows_in_group != declared => {
+                    let reason = format!("{} rows read of the {declared} its footer declares", self.rows_in_group);
+                    return Some(Err(self.error(reason)));
+                }
+                Ok(None) => {
+                    self.reader = None;
+                    self.group += 1;
+                    self.first_row += declared;
+                    self.rows_in_group = 0;
+                }
+            }
+        }
     }
 }
 
@@ -87,19 +184,34 @@ pub fn open(
     let pick = |schema: &Schema| -> Vec<usize> {
         schema.fields().iter().enumerate().filter(|(_, f)| wanted(f.name())).map(|(i, _)| i).collect()
     };
-    match Format::of_input(path)? {
+    let arrow_batches = |batches: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>| {
+        let path = path.to_path_buf();
+        Box::new(batches.map(move |b| b.map_err(|e| BatchError::Read { path: path.clone(), reason: e.to_string() })))
+            as Batches
+    };
+    let (schema, batches) = match Format::of_input(path)? {
         Format::Parquet => {
             use parquet::arrow::ProjectionMask;
-            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_err(&e))?;
-            check(builder.schema())?;
-            let mask = ProjectionMask::roots(builder.parquet_schema(), pick(builder.schema()));
-            let reader = builder.with_projection(mask).with_batch_size(batch_rows).build().map_err(|e| read_err(&e))?;
-            Ok(Source {
-                schema: arrow::array::RecordBatchReader::schema(&reader),
-                batches: Box::new(reader),
+            use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+            let metadata = guarded(|| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()))
+                .map_err(|panic| read_err(&format!("the footer cannot be decoded: {panic}")))?
+                .map_err(|e| read_err(&e))?;
+            check(metadata.schema())?;
+            let picked = pick(metadata.schema());
+            let mask = ProjectionMask::roots(metadata.parquet_schema(), picked.iter().copied());
+            let schema = Arc::new(metadata.schema().project(&picked).map_err(|e| read_err(&e))?);
+            let batches = ParquetBatches {
                 path: path.to_path_buf(),
-            })
+                file,
+                metadata,
+                mask,
+                batch_rows,
+                group: 0,
+                first_row: 0,
+                rows_in_group: 0,
+                reader: None,
+            };
+            (schema, Box::new(batches) as Batches)
         }
         Format::ArrowFile => {
             let probe = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| read_err(&e))?;
@@ -107,8 +219,7 @@ pub fn open(
             let projection = pick(&probe.schema());
             let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
             let reader = arrow::ipc::reader::FileReader::try_new(file, Some(projection)).map_err(|e| read_err(&e))?;
-            let schema = reader.schema();
-            Ok(Source { schema, batches: Box::new(reader), path: path.to_path_buf() })
+            (reader.schema(), arrow_batches(Box::new(reader)))
         }
         Format::ArrowStream => {
             let reader =
@@ -117,8 +228,7 @@ pub fn open(
             check(&full)?;
             let projection = pick(&full);
             let schema = Arc::new(full.project(&projection).map_err(|e| read_err(&e))?);
-            let batches = reader.map(move |b| b.and_then(|b| b.project(&projection)));
-            Ok(Source { schema, batches: Box::new(batches), path: path.to_path_buf() })
+            (schema, arrow_batches(Box::new(reader.map(move |b| b.and_then(|b| b.project(&projection))))))
         }
         Format::Csv => {
             // Every column is read as text and numbers are parsed per value, so that a
@@ -141,9 +251,10 @@ pub fn open(
                 .build(BufReader::with_capacity(1 << 20, file))
                 .map_err(|e| read_err(&e))?;
             let schema = Arc::new(full.project(&projection).map_err(|e| read_err(&e))?);
-            Ok(Source { schema, batches: Box::new(reader), path: path.to_path_buf() })
+            (schema, arrow_batches(Box::new(reader)))
         }
-    }
+    };
+    Ok(Source { schema, batches, path: path.to_path_buf(), done: false })
 }
 
 /// Column names of a CSV header line (RFC 4180 quoting).

@@ -65,3 +65,9 @@ pub enum EventIoError {
         reason: String,
     },
 }
+
+impl From<liveprofile_publish::PublishError> for EventIoError {
+    fn from(e: liveprofile_publish::PublishError) -> Self {
+        EventIoError::Io { path: e.path.display().to_string(), source: e.source }
+    }
+}

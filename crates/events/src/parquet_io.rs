@@ -8,12 +8,13 @@ use arrow::array::{
     StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use liveprofile_publish::Publication;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 /// Column names of the event contract, in file order.
@@ -58,12 +59,13 @@ pub fn event_schema() -> SchemaRef {
 const BATCH_ROWS: usize = 65_536;
 
 /// Streams events into a Parquet file. Rows are buffered in batches of 64k; the file is
-/// written under a temporary name and renamed into place by [`EventWriter::finish`], so a
-/// killed or failed run leaves nothing under the final name.
+/// written under a temporary name and published by [`EventWriter::finish`] (see
+/// [`Publication`]), so a killed or failed run leaves nothing under the final name.
 pub struct EventWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    // Declared before the publication: an unfinished writer is closed before its
+    // temporary file is removed.
+    writer: ArrowWriter<File>,
+    publication: Publication,
     cols: Builders,
     rows_in_batch: usize,
     rows: u64,
@@ -122,18 +124,14 @@ impl Builders {
 }
 
 impl EventWriter {
-    /// Starts a new event file at `path` (written as `path.partial` until finished).
+    /// Starts a new event file at `path` (under a temporary name until finished).
     pub fn create(path: impl AsRef<Path>) -> Result<Self, EventIoError> {
-        let path = path.as_ref().to_path_buf();
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|source| EventIoError::Io { path: tmp.display().to_string(), source })?;
+        let mut publication = Publication::create(path.as_ref())?;
         let props =
             WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_size(1 << 20).build();
-        let writer = ArrowWriter::try_new(file, event_schema(), Some(props))
-            .map_err(|source| EventIoError::Parquet { path: tmp.display().to_string(), source })?;
-        Ok(EventWriter { path, tmp, writer: Some(writer), cols: Builders::new(), rows_in_batch: 0, rows: 0 })
+        let writer = ArrowWriter::try_new(publication.take_file(), event_schema(), Some(props))
+            .map_err(|source| EventIoError::Parquet { path: temporary(&publication), source })?;
+        Ok(EventWriter { writer, publication, cols: Builders::new(), rows_in_batch: 0, rows: 0 })
     }
 
     /// Appends one event.
@@ -174,30 +172,26 @@ impl EventWriter {
             return Ok(());
         }
         let batch = RecordBatch::try_new(event_schema(), self.cols.finish())
-            .map_err(|source| EventIoError::Arrow { path: self.tmp.display().to_string(), source })?;
+            .map_err(|source| EventIoError::Arrow { path: temporary(&self.publication), source })?;
         self.rows_in_batch = 0;
-        let writer = self.writer.as_mut().expect("writer is present until finish");
-        writer.write(&batch).map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })
+        self.writer.write(&batch).map_err(|source| EventIoError::Parquet { path: temporary(&self.publication), source })
     }
 
-    /// Flushes, closes and renames the file into place. Returns the number of rows.
+    /// Flushes, closes and publishes the file. Returns the number of rows.
     pub fn finish(mut self) -> Result<u64, EventIoError> {
         self.flush_batch()?;
-        let writer = self.writer.take().expect("writer is present until finish");
-        writer.close().map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|source| EventIoError::Io { path: self.path.display().to_string(), source })?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|source| EventIoError::Parquet { path: temporary(&self.publication), source })?;
+        self.publication.publish_file(file)?;
         Ok(self.rows)
     }
 }
 
-impl Drop for EventWriter {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            // Not finished: never leave a partial file behind.
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+/// The temporary path of a publication, for error messages.
+fn temporary(publication: &Publication) -> String {
+    publication.temporary_path().display().to_string()
 }
 
 /// One event as borrowed parts, for writers that build ids on the fly.
@@ -541,7 +535,8 @@ mod tests {
         }
         assert!(!path.exists(), "nothing under the final name before finish");
         assert_eq!(w.finish().unwrap(), 70_000);
-        assert!(!dir.path().join("events.parquet.partial").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["events.parquet"], "no temporary file is left");
         let read = EventReader::open(&path).unwrap().read_all().unwrap();
         assert!(read.rejected.is_empty());
         assert_eq!(read.events, events);

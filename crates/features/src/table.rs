@@ -4,12 +4,13 @@
 use crate::schema::FeatureSchema;
 use arrow::array::{ArrayRef, Float32Builder, Int8Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
+use liveprofile_publish::{Publication, PublishError};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Parquet metadata key holding the feature schema JSON.
@@ -36,6 +37,12 @@ pub enum TableError {
     },
 }
 
+impl From<PublishError> for TableError {
+    fn from(e: PublishError) -> Self {
+        TableError::Io { path: e.path.display().to_string(), source: e.source }
+    }
+}
+
 /// One row: string ids, integer ids, features, labels.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
@@ -51,9 +58,10 @@ pub struct Row {
 
 /// Streams rows into a feature table.
 pub struct TableWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    // Declared before the publication: an unfinished writer is closed before its
+    // temporary file is removed.
+    writer: ArrowWriter<File>,
+    publication: Publication,
     schema: Arc<Schema>,
     strings: Vec<StringBuilder>,
     ints: Vec<Int64Builder>,
@@ -64,7 +72,7 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    /// Creates `path` (as `path.partial` until finished).
+    /// Creates `path` (under a temporary name until finished).
     pub fn create(
         path: &Path,
         string_ids: &[&str],
@@ -79,21 +87,17 @@ impl TableWriter {
             if with_labels { schema.labels.iter().map(|l| format!("label_{}", l.name)).collect() } else { vec![] };
         fields.extend(label_names.iter().map(|n| Field::new(n, DataType::Int8, false)));
         let arrow_schema = Arc::new(Schema::new(fields));
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|source| TableError::Io { path: tmp.display().to_string(), source })?;
+        let mut publication = Publication::create(path)?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_dictionary_enabled(false)
             .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_METADATA_KEY.to_owned(), schema.to_json())]))
             .build();
-        let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(props))
-            .map_err(|source| TableError::Parquet { path: tmp.display().to_string(), source })?;
+        let writer = ArrowWriter::try_new(publication.take_file(), arrow_schema.clone(), Some(props))
+            .map_err(|source| TableError::Parquet { path: temporary(&publication), source })?;
         Ok(TableWriter {
-            path: path.to_path_buf(),
-            tmp,
-            writer: Some(writer),
+            writer,
+            publication,
             schema: arrow_schema,
             strings: string_ids.iter().map(|_| StringBuilder::new()).collect(),
             ints: int_ids.iter().map(|_| Int64Builder::new()).collect(),
@@ -136,15 +140,11 @@ impl TableWriter {
         cols.extend(self.ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         cols.extend(self.features.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         cols.extend(self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        let path = self.tmp.display().to_string();
+        let path = temporary(&self.publication);
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|e| TableError::Parquet { path: path.clone(), source: e.into() })?;
         self.pending = 0;
-        self.writer
-            .as_mut()
-            .expect("open until finish")
-            .write(&batch)
-            .map_err(|source| TableError::Parquet { path, source })
+        self.writer.write(&batch).map_err(|source| TableError::Parquet { path, source })
     }
 
     /// Rows appended so far.
@@ -152,21 +152,19 @@ impl TableWriter {
         self.rows
     }
 
-    /// Flushes, closes and renames into place; returns the row count.
+    /// Flushes, closes and publishes the file; returns the row count.
     pub fn finish(mut self) -> Result<u64, TableError> {
         self.flush()?;
-        let w = self.writer.take().expect("open until finish");
-        w.close().map_err(|source| TableError::Parquet { path: self.tmp.display().to_string(), source })?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|source| TableError::Io { path: self.path.display().to_string(), source })?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|source| TableError::Parquet { path: temporary(&self.publication), source })?;
+        self.publication.publish_file(file)?;
         Ok(self.rows)
     }
 }
 
-impl Drop for TableWriter {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+/// The temporary path of a publication, for error messages.
+fn temporary(publication: &Publication) -> String {
+    publication.temporary_path().display().to_string()
 }

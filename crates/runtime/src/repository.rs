@@ -1,22 +1,47 @@
 //! The model repository: `root/<name>/<version>/` folders, watched for new versions.
 //!
-//! A new integer-named version folder (published by atomic rename) is loaded, checked and
-//! made current without a restart, on the watcher's thread, never on a serving thread.
-//! One that fails is refused, logged with the reason, and the previous version keeps
-//! serving. Routing is swapped through `ArcSwap`: a request holds the `Arc` of the version
-//! it started with until it ends, and a version's memory is released once it is neither
-//! kept for rollback nor held by a request.
+//! A new version folder (published by atomic rename) is loaded, checked and made current
+//! without a restart, on the watcher's thread, never on a serving thread. One that fails is
+//! refused, logged with the reason, and the previous version keeps serving.
+//!
+//! A version folder is named in canonical decimal (`7`, not `007` or `+7`) and at most
+//! [`MAX_VERSION`]; other names are never read. A folder without `manifest.json` is still
+//! being published and is neither loaded nor refused. A folder that resolves outside the
+//! repository (through a symbolic link), or holds a link to a file outside it, is refused.
+//! When a folder disappears, its refusal is forgotten, and so is a model with no version
+//! left (a loaded version keeps serving from memory).
+//!
+//! Routing is swapped through `ArcSwap`: a request holds the `Arc` of the version it
+//! started with until it ends, and a version's memory is released once it is neither kept
+//! for rollback nor held by a request.
 
 use crate::error::PackageError;
 use crate::model::LoadedModel;
 use crate::package::load_package;
 use crate::policy::{Arm, Canary, TrafficPolicy, in_canary};
 use arc_swap::ArcSwapOption;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
+
+/// The largest version number a folder may carry (2^31 - 1): versions stay clear of the
+/// end of `u32`, so a newer version can always be published over the stable one.
+pub const MAX_VERSION: u32 = i32::MAX as u32;
+
+/// The version a folder name stands for: canonical decimal (no sign, no leading zero,
+/// ASCII digits only) and at most [`MAX_VERSION`]. Anything else is not a version folder.
+pub fn version_of_folder(name: &str) -> Option<u32> {
+    let canonical = !name.is_empty()
+        && name.len() <= 10
+        && name.bytes().all(|b| b.is_ascii_digit())
+        && (name == "0" || !name.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    name.parse::<u32>().ok().filter(|v| *v <= MAX_VERSION)
+}
 
 /// Repository settings.
 #[derive(Debug, Clone)]
@@ -100,6 +125,14 @@ pub enum RouteError {
     /// No such version folder.
     #[error("no package folder {0}")]
     NoFolder(String),
+    /// A version number over [`MAX_VERSION`].
+    #[error("model {model:?}: version {version} is over the largest version {MAX_VERSION}")]
+    VersionTooLarge {
+        /// Model.
+        model: String,
+        /// Version asked.
+        version: u32,
+    },
     /// The version folder was refused.
     #[error("model {model:?} version {version} refused: {reason}")]
     Refused {
@@ -164,7 +197,7 @@ struct Slot {
     routing: ArcSwapOption<Routing>,
     versions: Mutex<BTreeMap<u32, Arc<LoadedModel>>>,
     refused: Mutex<BTreeMap<u32, (String, Fingerprint)>>,
-    unloaded: Mutex<std::collections::BTreeSet<u32>>,
+    unloaded: Mutex<BTreeSet<u32>>,
     history: Mutex<Vec<u32>>,
 }
 
@@ -185,6 +218,10 @@ pub struct ModelStatus {
 #[derive(Debug)]
 pub struct ModelRepository {
     config: RepositoryConfig,
+    /// The root with every symbolic link resolved: packages must resolve inside it.
+    real_root: PathBuf,
+    /// Folders under a model that are not version folders, already logged.
+    ignored: Mutex<BTreeSet<PathBuf>>,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     events: Mutex<VecDeque<RepoEvent>>,
     event_totals: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -193,6 +230,9 @@ pub struct ModelRepository {
 }
 
 const EVENT_LOG: usize = 1_000;
+
+/// The file whose presence makes a version folder a package to load (or refuse).
+const MANIFEST: &str = "manifest.json";
 
 impl ModelRepository {
     /// Opens the repository and loads every version found (a refused one is logged).
@@ -203,8 +243,11 @@ impl ModelRepository {
                 format!("model repository {} is not a folder", config.root.display()),
             ));
         }
+        let real_root = config.root.canonicalize()?;
         let repo = Arc::new(ModelRepository {
             config,
+            real_root,
+            ignored: Mutex::new(BTreeSet::new()),
             slots: RwLock::new(BTreeMap::new()),
             events: Mutex::new(VecDeque::new()),
             event_totals: Mutex::new(BTreeMap::new()),
@@ -258,12 +301,14 @@ impl ModelRepository {
         self.slots.read().expect("slots lock").get(name).cloned()
     }
 
-    /// Looks for new version folders and loads them. Returns the events it caused.
+    /// Looks for new version folders and loads them; forgets the refusals of folders that
+    /// are gone and the models left with no version. Returns the events it caused.
     pub fn scan(&self) -> Vec<RepoEvent> {
         let _one_scan_at_a_time = self.scan_lock.lock().expect("scan lock");
         let before = self.events.lock().expect("event log lock").len();
         let Ok(models) = std::fs::read_dir(&self.config.root) else { return vec![] };
         let mut found: Vec<(String, u32, PathBuf)> = Vec::new();
+        let mut ignored = BTreeSet::new();
         for m in models.flatten() {
             let name = m.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || !m.path().is_dir() {
@@ -272,15 +317,24 @@ impl ModelRepository {
             let Ok(versions) = std::fs::read_dir(m.path()) else { continue };
             for v in versions.flatten() {
                 let vname = v.file_name().to_string_lossy().into_owned();
-                // Only integer names: temporary folders (".3.tmp-...") are never loaded.
-                if let Ok(version) = vname.parse::<u32>()
-                    && v.path().is_dir()
-                {
-                    found.push((name.clone(), version, v.path()));
+                let path = v.path();
+                // Hidden folders (".3.tmp-...") are publications under way: never read.
+                if vname.starts_with('.') || !path.is_dir() {
+                    continue;
+                }
+                let Some(version) = version_of_folder(&vname) else {
+                    ignored.insert(path);
+                    continue;
+                };
+                // No manifest yet: a folder being filled, not a package to refuse.
+                if path.join(MANIFEST).exists() {
+                    found.push((name.clone(), version, path));
                 }
             }
         }
+        self.log_ignored(ignored);
         found.sort();
+        self.forget_missing(&found);
         for (name, version, path) in found {
             let slot = {
                 let mut slots = self.slots.write().expect("slots lock");
@@ -304,6 +358,63 @@ impl ModelRepository {
         log.iter().skip(log.len() - new).cloned().collect()
     }
 
+    /// Logs once each folder under a model that is not a version folder.
+    fn log_ignored(&self, now: BTreeSet<PathBuf>) {
+        let mut ignored = self.ignored.lock().expect("ignored lock");
+        for path in now.difference(&ignored) {
+            tracing::warn!(
+                folder = %path.display(),
+                max = MAX_VERSION,
+                "not a version folder (versions are canonical decimal numbers up to the maximum): ignored"
+            );
+        }
+        *ignored = now;
+    }
+
+    /// Drops refusals and unloads of version folders that are gone, then models with
+    /// nothing left: no version loaded and none refused.
+    fn forget_missing(&self, found: &[(String, u32, PathBuf)]) {
+        let present = |name: &str, version: u32| found.iter().any(|(n, v, _)| n == name && *v == version);
+        let mut slots = self.slots.write().expect("slots lock");
+        slots.retain(|name, slot| {
+            slot.refused.lock().expect("refused lock").retain(|v, _| present(name, *v));
+            slot.unloaded.lock().expect("unloaded lock").retain(|v| present(name, *v));
+            let keep = slot.routing.load().is_some()
+                || !slot.versions.lock().expect("versions lock").is_empty()
+                || !slot.refused.lock().expect("refused lock").is_empty();
+            if !keep {
+                tracing::info!(model = name.as_str(), "model folder gone: model forgotten");
+            }
+            keep
+        });
+    }
+
+    /// Refuses a folder that resolves outside the repository, or that holds a symbolic
+    /// link to a file outside it.
+    fn check_confined(&self, path: &Path) -> Result<(), String> {
+        let outside = |p: &Path| -> Result<(), String> {
+            let real = p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?;
+            if real.starts_with(&self.real_root) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} resolves to {}, outside the model repository {}",
+                    p.display(),
+                    real.display(),
+                    self.real_root.display()
+                ))
+            }
+        };
+        outside(path)?;
+        let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_symlink()) {
+                outside(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     fn load_into(
         &self,
         name: &str,
@@ -312,7 +423,10 @@ impl ModelRepository {
         path: &Path,
         fp: Fingerprint,
     ) -> Result<Arc<LoadedModel>, String> {
-        match load_package(path).and_then(|m| check_identity(m, name, version)) {
+        let loaded = self.check_confined(path).and_then(|()| {
+            load_package(path).and_then(|m| check_identity(m, name, version)).map_err(|e| e.to_string())
+        });
+        match loaded {
             Ok(model) => {
                 slot.refused.lock().expect("refused lock").remove(&version);
                 self.record(RepoEvent::Loaded { model: name.to_owned(), version, millis: model.load_ms() });
@@ -320,8 +434,7 @@ impl ModelRepository {
                 self.install(name, slot, model.clone());
                 Ok(model)
             }
-            Err(e) => {
-                let reason = e.to_string();
+            Err(reason) => {
                 slot.refused.lock().expect("refused lock").insert(version, (reason.clone(), fp));
                 self.record(RepoEvent::Refused { model: name.to_owned(), version, reason: reason.clone() });
                 Err(reason)
@@ -333,6 +446,9 @@ impl ModelRepository {
     /// thread. Clears an earlier [`ModelRepository::unload`]. A version already loaded is
     /// returned as it is.
     pub fn load_version(&self, model: &str, version: u32) -> Result<Arc<LoadedModel>, RouteError> {
+        if version > MAX_VERSION {
+            return Err(RouteError::VersionTooLarge { model: model.to_owned(), version });
+        }
         let _one_scan_at_a_time = self.scan_lock.lock().expect("scan lock");
         let path = self.config.root.join(model).join(version.to_string());
         if model.is_empty() || model.starts_with('.') || model.contains(['/', '\\']) || !path.is_dir() {
@@ -541,10 +657,27 @@ impl ModelRepository {
             .collect()
     }
 
-    /// Whether every model has a ready version.
-    pub fn all_ready(&self) -> bool {
+    /// Whether the repository knows the model: it has a version loaded or refused.
+    pub fn knows(&self, model: &str) -> bool {
+        self.slots.read().expect("slots lock").contains_key(model)
+    }
+
+    /// Whether the version of the model is loaded.
+    pub fn has_version(&self, model: &str, version: u32) -> bool {
+        self.slot(model).is_some_and(|s| s.versions.lock().expect("versions lock").contains_key(&version))
+    }
+
+    /// Every known model and whether it has a version ready to answer.
+    pub fn readiness(&self) -> BTreeMap<String, bool> {
         let slots = self.slots.read().expect("slots lock");
-        !slots.is_empty() && slots.values().all(|s| s.routing.load().is_some())
+        slots.iter().map(|(name, s)| (name.clone(), s.routing.load().is_some())).collect()
+    }
+
+    /// Whether some model has a version ready to answer. A model whose versions were all
+    /// refused does not take the others out of service; [`ModelRepository::readiness`]
+    /// tells each model's state.
+    pub fn any_ready(&self) -> bool {
+        self.slots.read().expect("slots lock").values().any(|s| s.routing.load().is_some())
     }
 
     /// Starts watching the folder: file events trigger a scan, and a periodic rescan backs

@@ -21,9 +21,10 @@ impl std::fmt::Debug for AdminAuth {
 }
 
 impl AdminAuth {
-    /// With the configured token; `None` refuses every call.
+    /// With the configured token; `None` (or a blank token, which the configuration
+    /// refuses anyway) refuses every call.
     pub fn new(token: Option<&str>) -> Self {
-        AdminAuth { token: token.map(Arc::from) }
+        AdminAuth { token: token.filter(|t| !t.trim().is_empty()).map(Arc::from) }
     }
 
     /// The interceptor check.

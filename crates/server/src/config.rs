@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes [default: 67108864 (64 MiB)].
     #[arg(long, env = "LIVEPROFILE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
-    /// Bearer token of the model admin API; without one the admin API refuses every call
+    /// Bearer token of the model admin API; without one (or with an empty one) the admin
+    /// API refuses every call. Printable ASCII, not only spaces, no space at either end
     /// [default: none].
     #[arg(long, env = "LIVEPROFILE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -260,7 +261,12 @@ impl ServeArgs {
             },
             max_request_rows: self.max_request_rows.or(file.max_request_rows).unwrap_or(4096),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 << 20),
-            admin_token: self.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            admin_token: self
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty())
+                .map(|t| check_admin_token(&t).map(|()| t))
+                .transpose()?,
             tls: match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,
@@ -328,6 +334,23 @@ impl ServeArgs {
     }
 }
 
+/// A token a client can send in `authorization: Bearer <token>` and that is not blank.
+fn check_admin_token(token: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !token.trim().is_empty(),
+        "admin-token is only whitespace: set a real token, or leave it empty to disable the admin API"
+    );
+    anyhow::ensure!(
+        token.trim() == token,
+        "admin-token starts or ends with whitespace, which an authorization header cannot carry"
+    );
+    anyhow::ensure!(
+        token.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+        "admin-token has a character that is not printable ASCII (it travels in an HTTP header)"
+    );
+    Ok(())
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
@@ -363,5 +386,26 @@ mod tests {
         assert_eq!(err, "max-batch-size must be at least 1");
         let err = ServeArgs { tls_cert: Some("c.pem".into()), ..ServeArgs::default() }.resolve().unwrap_err();
         assert_eq!(err.to_string(), "TLS needs both --tls-cert and --tls-key");
+    }
+
+    #[test]
+    fn blank_or_unsendable_admin_tokens_are_refused() {
+        let token = |t: &str| ServeArgs { admin_token: Some(t.to_owned()), ..ServeArgs::default() }.resolve();
+        for blank in [" ", "   ", "\t", " \n "] {
+            let err = token(blank).unwrap_err().to_string();
+            assert!(err.starts_with("admin-token is only whitespace"), "{blank:?}: {err}");
+        }
+        let err = token(" secret").unwrap_err().to_string();
+        assert!(err.contains("starts or ends with whitespace"), "{err}");
+        let err = token("sec\u{7f}ret").unwrap_err().to_string();
+        assert!(err.contains("not printable ASCII"), "{err}");
+        assert_eq!(token("").unwrap().admin_token, None, "empty: the admin API is off");
+        assert_eq!(token("s3cret token").unwrap().admin_token.as_deref(), Some("s3cret token"));
+        // The same check applies to the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "admin_token = \"  \"\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("admin-token is only whitespace"), "{err}");
     }
 }

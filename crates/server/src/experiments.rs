@@ -36,8 +36,21 @@ pub struct AnswerContext {
 }
 
 impl AnswerContext {
-    /// From request fields; an unknown platform is INVALID_ARGUMENT naming the row.
+    /// From request fields; an unknown platform, or a category or room over the event
+    /// contract's size limits, is INVALID_ARGUMENT naming the row.
     pub fn parse(row: usize, platform: &str, category: &str, room_id: &str) -> Result<Self, Status> {
+        for (field, value, limit) in [
+            ("category", category, liveprofile_store::MAX_CATEGORY_BYTES),
+            ("room_id", room_id, liveprofile_store::MAX_ID_BYTES),
+            ("platform", platform, liveprofile_store::MAX_NAME_BYTES),
+        ] {
+            if value.len() > limit {
+                return Err(Status::invalid_argument(format!(
+                    "row {row}: {field} is {} bytes, over the limit of {limit} bytes",
+                    value.len()
+                )));
+            }
+        }
         let platform = if platform.is_empty() {
             None
         } else {
@@ -104,6 +117,10 @@ impl<'a> ExperimentRouter<'a> {
                 && x.experiment.target.contains(platform, &context.category)
         })?;
         let unified = self.state.profiles.unified_user(Some(platform), user);
+        if unified.len() > liveprofile_store::MAX_ID_BYTES {
+            // Not a user the event contract could hold: the traffic policy answers.
+            return None;
+        }
         let e = &x.experiment;
         let arm = &e.arms[assign(e, &unified)];
         let exposure = (!self.state.profiles.is_exposed(&e.name, &unified)).then(|| Exposure {

@@ -48,6 +48,7 @@ pub fn incoming(e: v1::LiveEvent) -> IncomingEvent {
 pub fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::Failed(_) => Status::unavailable(e.to_string()),
+        StoreError::RecordTooLarge { .. } => Status::invalid_argument(e.to_string()),
         _ => Status::internal(format!("profile store: {e}")),
     }
 }

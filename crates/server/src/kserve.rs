@@ -13,7 +13,7 @@ use crate::experiments::{AnswerContext, ExperimentRouter};
 use crate::proto::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice,
 };
-use crate::state::{AppState, deadline_of, input_status, route_status};
+use crate::state::{AppState, bounded, deadline_of, echo, input_status, route_status};
 use liveprofile_runtime::{Arm, InputError, LoadedModel};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +37,11 @@ fn parse_version(model: &str, version: &str) -> Result<Option<u32>, Status> {
         return Ok(None);
     }
     version.parse::<u32>().map(Some).map_err(|_| {
-        Status::invalid_argument(format!("model {model:?}: version {version:?} is not a non-negative integer"))
+        Status::invalid_argument(format!(
+            "model {:?}: version {:?} is not a non-negative integer",
+            echo(model),
+            echo(version)
+        ))
     })
 }
 
@@ -79,20 +83,21 @@ fn int_param(v: u64) -> pb::InferParameter {
 fn read_input(model: &LoadedModel, r: &pb::ModelInferRequest) -> Result<(usize, Vec<f32>, bool), Status> {
     let spec = &model.manifest().inputs[0];
     if r.inputs.len() != 1 {
-        let names: Vec<&str> = r.inputs.iter().map(|i| i.name.as_str()).collect();
+        let names: Vec<String> = r.inputs.iter().take(8).map(|i| format!("{:?}", echo(&i.name))).collect();
         return Err(Status::invalid_argument(format!(
-            "model {} takes one input {:?}, got {} ({})",
+            "model {} takes one input {:?}, got {} ({}{})",
             model.name(),
             spec.name,
             r.inputs.len(),
-            names.join(", ")
+            names.join(", "),
+            if r.inputs.len() > names.len() { ", ..." } else { "" }
         )));
     }
     let input = &r.inputs[0];
     if input.name != spec.name {
         return Err(Status::invalid_argument(format!(
             "unknown input {:?}; model {} takes {:?}",
-            input.name,
+            echo(&input.name),
             model.name(),
             spec.name
         )));
@@ -100,14 +105,16 @@ fn read_input(model: &LoadedModel, r: &pb::ModelInferRequest) -> Result<(usize, 
     if input.datatype != "FP32" {
         return Err(Status::invalid_argument(format!(
             "input {:?} has datatype {:?}; the model takes FP32",
-            input.name, input.datatype
+            input.name,
+            echo(&input.datatype)
         )));
     }
     let width = model.width();
     if input.shape.len() != 2 || input.shape[0] < 1 || input.shape[1] != width as i64 {
         return Err(Status::invalid_argument(format!(
-            "input {:?} has shape {:?}; the model takes [rows, {width}] with rows >= 1",
-            input.name, input.shape
+            "input {:?} has shape {}; the model takes [rows, {width}] with rows >= 1",
+            input.name,
+            echo(&format!("{:?}", input.shape))
         )));
     }
     let rows = usize::try_from(input.shape[0]).map_err(|_| Status::invalid_argument("row count out of range"))?;
@@ -188,7 +195,7 @@ impl GrpcInferenceService for KServeService {
         let ready = match repo.get(&r.name, version) {
             Ok(_) => !self.state.is_stopping(),
             Err(liveprofile_runtime::RouteError::UnknownModel(_)) => {
-                return Err(Status::not_found(format!("unknown model {:?}", r.name)));
+                return Err(Status::not_found(format!("unknown model {:?}", echo(&r.name))));
             }
             Err(_) => false,
         };
@@ -245,7 +252,7 @@ impl GrpcInferenceService for KServeService {
                 Err(s.code()),
             );
         }
-        result.map(Response::new)
+        result.map(Response::new).map_err(bounded)
     }
 }
 
@@ -300,7 +307,7 @@ impl KServeService {
                     let names: Vec<&str> = outputs.iter().map(|s| s.name.as_str()).collect();
                     return Err(Status::invalid_argument(format!(
                         "unknown output {:?}; model {} has {}",
-                        o.name,
+                        echo(&o.name),
                         model.name(),
                         names.join(", ")
                     )));

@@ -9,6 +9,10 @@ const LATENCY_US: &[f64] =
 const BATCH_ROWS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
 const SCORE: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
 
+/// The `model` label of requests for a model the repository does not know: caller-chosen
+/// names never become label values.
+pub const UNKNOWN_MODEL: &str = "_unknown";
+
 /// Every metric of the server.
 pub struct Metrics {
     registry: Registry,
@@ -186,6 +190,9 @@ impl Metrics {
     /// read at this moment.
     pub fn render(&self, repo: Option<&ModelRepository>, shadow: &ShadowScorer) -> String {
         if let Some(repo) = repo {
+            // Models forgotten by the repository (folder removed) leave the gauges.
+            self.stable_version.reset();
+            self.loaded_versions.reset();
             for ((model, kind), n) in repo.event_totals() {
                 self.model_events.with_label_values(&[model.as_str(), kind]).set(n as i64);
             }

@@ -4,7 +4,7 @@
 use crate::batcher::Job;
 use crate::experiments::{AnswerContext, ExperimentRouter};
 use crate::proto::v1::{self, scoring_server::Scoring};
-use crate::state::{AppState, input_status, output_names, route_status};
+use crate::state::{AppState, bounded, input_status, output_names, route_status};
 use liveprofile_runtime::{Arm, InputError, LoadedModel};
 use liveprofile_store::{LookupError, ProfileFeatures};
 use std::pin::Pin;
@@ -493,14 +493,51 @@ pub async fn score_conversion(
 }
 
 /// Failures not counted per version (unknown model, bad input before routing) are counted
-/// under the model name alone.
+/// under the model name alone (or the unknown-model label); every error message is capped.
 fn counted<T>(state: &AppState, model: &str, r: Result<T, Status>) -> Result<T, Status> {
     if let Err(s) = &r
         && matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::Unavailable)
     {
         state.count(model, None, "", Err(s.code()));
     }
-    r
+    r.map_err(bounded)
+}
+
+/// The status that ends a score stream whose inbound side failed after `received` good
+/// requests. A request that cannot be decoded (bad protobuf, bad frame, truncated message)
+/// is the caller's fault: INVALID_ARGUMENT, where tonic says INTERNAL. A request over the
+/// message limit is RESOURCE_EXHAUSTED. Anything else (the transport) is passed on.
+fn inbound_status(status: Status, received: u64) -> Status {
+    const UNDECODABLE: &[&str] = &[
+        "failed to decode Protobuf message",
+        "protocol error",
+        "Unexpected EOF decoding stream",
+        "Error decompressing",
+    ];
+    let request = received + 1;
+    match status.code() {
+        tonic::Code::Internal if UNDECODABLE.iter().any(|p| status.message().starts_with(p)) => {
+            bounded(Status::invalid_argument(format!(
+                "score stream request {request} cannot be decoded ({}); the {received} requests before it were \
+                 answered, the stream ends here",
+                status.message()
+            )))
+        }
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => bounded(Status::resource_exhausted(format!(
+            "score stream request {request} is too large ({}); the {received} requests before it were answered, \
+             the stream ends here",
+            status.message()
+        ))),
+        _ => bounded(status),
+    }
+}
+
+/// What the inbound side hands to the outbound side, in order.
+enum Inbound {
+    /// A request being answered.
+    Answer(tokio::task::JoinHandle<v1::ScoreStreamResponse>),
+    /// The inbound side failed: the last item of the response stream.
+    End(Status),
 }
 
 type ScoreStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ScoreStreamResponse, Status>> + Send>>;
@@ -534,30 +571,43 @@ impl Scoring for ScoringService {
         request: Request<Streaming<v1::ScoreStreamRequest>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
         let mut inbound = request.into_inner();
-        // Requests run concurrently (up to the pipeline depth) and are answered in order.
+        // Requests run concurrently (up to the pipeline depth) and are answered in order. A
+        // request that cannot be read ends the stream with its error, after the answers to
+        // the requests before it.
         const PIPELINE: usize = 64;
-        let (pending_tx, mut pending_rx) = mpsc::channel::<tokio::task::JoinHandle<v1::ScoreStreamResponse>>(PIPELINE);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Inbound>(PIPELINE);
         let (out_tx, out_rx) = mpsc::channel(PIPELINE);
         let state = self.state.clone();
         tokio::spawn(async move {
+            let mut received = 0u64;
             loop {
                 let message = match inbound.message().await {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(%status, "score stream closed by the caller");
+                        let status = inbound_status(status, received);
+                        tracing::debug!(%status, "score stream ends on a request that cannot be read");
+                        let _ = pending_tx.send(Inbound::End(status)).await;
                         break;
                     }
                 };
+                received += 1;
                 let state = state.clone();
                 let task = tokio::spawn(async move { answer_stream_request(&state, message).await });
-                if pending_tx.send(task).await.is_err() {
+                if pending_tx.send(Inbound::Answer(task)).await.is_err() {
                     break;
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(task) = pending_rx.recv().await {
+            while let Some(next) = pending_rx.recv().await {
+                let task = match next {
+                    Inbound::Answer(task) => task,
+                    Inbound::End(status) => {
+                        let _ = out_tx.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let answer = match task.await {
                     Ok(a) => a,
                     Err(e) => v1::ScoreStreamResponse {
@@ -595,4 +645,29 @@ async fn answer_stream_request(state: &AppState, m: v1::ScoreStreamRequest) -> v
         Err(s) => Out::Error(v1::StreamError { code: s.code() as i32, message: s.message().to_owned() }),
     };
     v1::ScoreStreamResponse { request_id: m.request_id, response: Some(response) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn undecodable_stream_requests_are_invalid_argument() {
+        // What tonic's protobuf decoder answers for a truncated message.
+        let decode = v1::ScoreStreamRequest::decode(&[0x0a, 0x05, 0x01][..]).unwrap_err();
+        let s = inbound_status(Status::internal(decode.to_string()), 2);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().starts_with("score stream request 3 cannot be decoded"), "{}", s.message());
+        let s = inbound_status(Status::internal("Unexpected EOF decoding stream."), 0);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        let s = inbound_status(
+            Status::out_of_range("Error, decoded message length too large: found 99 bytes, the limit is: 9 bytes"),
+            0,
+        );
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        // The transport's own failures are passed on.
+        assert_eq!(inbound_status(Status::internal("h2 protocol error"), 0).code(), tonic::Code::Internal);
+        assert_eq!(inbound_status(Status::unknown("connection reset"), 0).code(), tonic::Code::Unknown);
+    }
 }

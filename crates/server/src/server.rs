@@ -2,9 +2,10 @@
 //! on one port, Prometheus metrics on another.
 //!
 //! The ports open at once with health NOT_SERVING; the models load, check and warm on a
-//! blocking thread, and only then is health SERVING. On shutdown health turns NOT_SERVING,
-//! new calls are refused, running calls finish (up to the drain time), then the process
-//! exits.
+//! blocking thread, and only then is health SERVING (when some model answers; each model's
+//! own state is reported under `liveprofile.model.<name>`). On shutdown health turns
+//! NOT_SERVING, new calls are refused, running calls finish (up to the drain time), then
+//! the process exits.
 
 use crate::admin::{AdminAuth, AdminService};
 use crate::config::ServerConfig;
@@ -21,6 +22,7 @@ use crate::scoring::ScoringService;
 use crate::state::AppState;
 use anyhow::Context;
 use liveprofile_runtime::{ModelRepository, RepositoryConfig};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,11 +64,41 @@ impl std::fmt::Debug for RunningServer {
     }
 }
 
+/// Prefix of the health service name of each model: `liveprofile.model.<name>` is SERVING
+/// while the model has a version that answers.
+pub const MODEL_HEALTH_PREFIX: &str = "liveprofile.model.";
+
+/// The health service name of a model.
+pub fn model_health_name(model: &str) -> String {
+    format!("{MODEL_HEALTH_PREFIX}{model}")
+}
+
 async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     for s in HEALTH_SERVICES {
         health.set_service_status(*s, status).await;
     }
+}
+
+/// Brings the per-model health names to `now`: changed models are set, models the
+/// repository forgot are cleared (their name answers NOT_FOUND again).
+async fn set_model_health(
+    health: &mut tonic_health::server::HealthReporter,
+    reported: &mut BTreeMap<String, bool>,
+    now: BTreeMap<String, bool>,
+) {
+    for (model, ready) in &now {
+        if reported.get(model) != Some(ready) {
+            let status = if *ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status(model_health_name(model), status).await;
+            tracing::info!(model, ready, "model serving status changed");
+        }
+    }
+    for model in reported.keys().filter(|m| !now.contains_key(*m)) {
+        health.clear_service_status(&model_health_name(model)).await;
+        tracing::info!(model, "model forgotten: its health status is cleared");
+    }
+    *reported = now;
 }
 
 /// Binds both ports, starts serving, and loads the models in the background.
@@ -197,7 +229,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let watch = Arc::new(Mutex::new(None));
     let loader = {
         let state = state.clone();
-        let health = health.clone();
+        let mut health = health.clone();
         let watch = watch.clone();
         tokio::spawn(async move {
             let repo_config = RepositoryConfig {
@@ -226,9 +258,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             // once the models are in, then at every rescan period.
             let mut experiments = FolderWatch::default();
             let mut next_scan = tokio::time::Instant::now();
-            // Health follows readiness: a model whose every version is refused keeps the
-            // server NOT_SERVING until a good version appears.
+            // Health follows readiness: the server is SERVING while some model answers; a
+            // model whose every version is refused is NOT_SERVING under its own name only.
             let mut serving = false;
+            let mut models = BTreeMap::new();
             while !state.is_stopping() {
                 if tokio::time::Instant::now() >= next_scan {
                     let s = state.clone();
@@ -241,6 +274,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                     .unwrap_or_default();
                     next_scan = tokio::time::Instant::now() + state.config.rescan;
                 }
+                set_model_health(&mut health, &mut models, state.model_readiness()).await;
                 let ready = state.is_ready();
                 if ready != serving {
                     serving = ready;
@@ -276,7 +310,8 @@ impl RunningServer {
         &self.state
     }
 
-    /// Waits until every model is ready, at most `timeout`.
+    /// Waits until the server is ready (the models present at start have loaded or been
+    /// refused, and some model answers), at most `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let until = tokio::time::Instant::now() + timeout;
         while !self.state.is_ready() {
@@ -286,12 +321,20 @@ impl RunningServer {
         Ok(())
     }
 
+    /// NOT_SERVING under every name, the server's and each model's.
+    async fn set_not_serving(&self) {
+        set_health(&self.health, ServingStatus::NotServing).await;
+        for model in self.state.model_readiness().keys() {
+            self.health.set_service_status(model_health_name(model), ServingStatus::NotServing).await;
+        }
+    }
+
     /// NOT_SERVING, refuse new calls, let running calls finish (up to the drain time),
     /// stop the watcher and the metrics port.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining requests");
         self.state.begin_shutdown();
-        set_health(&self.health, ServingStatus::NotServing).await;
+        self.set_not_serving().await;
         if let Some(mqtt) = self.mqtt.take() {
             mqtt.stop().await;
         }
@@ -313,6 +356,8 @@ impl RunningServer {
         }
         let _ = (&mut self.metrics).await;
         let _ = (&mut self.loader).await;
+        // The health loop has ended: nothing can turn a name back to SERVING now.
+        self.set_not_serving().await;
         // A snapshot now makes the next start load it instead of replaying the log.
         let store = self.state.profiles.clone();
         match tokio::task::spawn_blocking(move || store.snapshot()).await {

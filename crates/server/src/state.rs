@@ -69,9 +69,22 @@ impl AppState {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Models loaded, every model has a version, and not shutting down.
+    /// The repository has loaded (every model present at start was loaded or refused),
+    /// some model has a version that answers, and not shutting down. A model with no good
+    /// version does not take the server out of service: [`AppState::model_readiness`]
+    /// tells each model's state.
     pub fn is_ready(&self) -> bool {
-        !self.is_stopping() && self.repo.get().is_some_and(|r| r.all_ready())
+        !self.is_stopping() && self.repo.get().is_some_and(|r| r.any_ready())
+    }
+
+    /// Each known model and whether it answers (all false while shutting down).
+    pub fn model_readiness(&self) -> std::collections::BTreeMap<String, bool> {
+        let stopping = self.is_stopping();
+        let mut models = self.repo.get().map(|r| r.readiness()).unwrap_or_default();
+        if stopping {
+            models.values_mut().for_each(|ready| *ready = false);
+        }
+        models
     }
 
     /// Queues one validated job in the batcher (refused at once if the queue is full).
@@ -86,8 +99,18 @@ impl AppState {
         self.submit(job)?.wait().await
     }
 
-    /// Counts a request's outcome.
+    /// Counts a request's outcome. Label values come from the repository, never from the
+    /// caller alone: a model the repository does not know is counted under
+    /// [`UNKNOWN_MODEL`](crate::metrics::UNKNOWN_MODEL) and a version it has not loaded
+    /// under no version, so callers cannot grow the metrics.
     pub fn count(&self, model: &str, version: Option<u32>, arm: &str, result: Result<(), Code>) {
+        let repo = self.repo.get();
+        let known = repo.is_some_and(|r| r.knows(model));
+        let (model, version) = if known {
+            (model, version.filter(|v| repo.is_some_and(|r| r.has_version(model, *v))))
+        } else {
+            (crate::metrics::UNKNOWN_MODEL, None)
+        };
         let v = version.map(|v| v.to_string()).unwrap_or_default();
         match result {
             Ok(()) => self.metrics.request_success.with_label_values(&[model, v.as_str(), arm]).inc(),
@@ -157,20 +180,83 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Bad input: INVALID_ARGUMENT with the runtime's message (it names the row and feature).
-pub fn input_status(e: &InputError) -> Status {
-    Status::invalid_argument(e.to_string())
+/// Most bytes of a caller's value repeated in an error message.
+pub const ECHO_BYTES: usize = 128;
+
+/// Most bytes of an error message sent back (a caller's values in it are capped at
+/// [`ECHO_BYTES`] each before this applies).
+pub const MESSAGE_BYTES: usize = 1024;
+
+/// A caller's value as it may appear in a message: the first [`ECHO_BYTES`] bytes (cut on
+/// a character boundary), then `…(N bytes)` with the full length when longer.
+pub fn echo(value: &str) -> String {
+    truncate(value, ECHO_BYTES)
 }
 
-/// Routing and admin errors.
+fn truncate(value: &str, limit: usize) -> String {
+    if value.len() <= limit {
+        return value.to_owned();
+    }
+    let mut end = limit;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &value[..end], value.len())
+}
+
+/// The same status with its message capped at [`MESSAGE_BYTES`]: the last guard against
+/// answers that grow with what the caller sent.
+pub fn bounded(status: Status) -> Status {
+    if status.message().len() <= MESSAGE_BYTES {
+        return status;
+    }
+    Status::new(status.code(), truncate(status.message(), MESSAGE_BYTES))
+}
+
+/// Bad input: INVALID_ARGUMENT with the runtime's message (it names the row and feature);
+/// names the caller chose are capped.
+pub fn input_status(e: &InputError) -> Status {
+    let capped = match e {
+        InputError::Unknown { row, feature } => InputError::Unknown { row: *row, feature: echo(feature) },
+        InputError::SchemaHash { given, expected } => {
+            InputError::SchemaHash { given: echo(given), expected: expected.clone() }
+        }
+        InputError::EmptyBatch
+        | InputError::BatchTooLarge { .. }
+        | InputError::WrongWidth { .. }
+        | InputError::Missing { .. }
+        | InputError::NotFinite { .. }
+        | InputError::BadCategory { .. } => e.clone(),
+    };
+    Status::invalid_argument(capped.to_string())
+}
+
+/// Routing and admin errors; the model names (which callers choose) are capped.
 pub fn route_status(e: &RouteError) -> Status {
-    let message = e.to_string();
+    let capped = match e {
+        RouteError::UnknownModel(m) => RouteError::UnknownModel(echo(m)),
+        RouteError::UnknownVersion { model, version } => {
+            RouteError::UnknownVersion { model: echo(model), version: *version }
+        }
+        RouteError::NotReady(m) => RouteError::NotReady(echo(m)),
+        RouteError::InvalidPolicy(p) => RouteError::InvalidPolicy(p.clone()),
+        RouteError::NoRollback(m) => RouteError::NoRollback(echo(m)),
+        RouteError::InUse { model, version } => RouteError::InUse { model: echo(model), version: *version },
+        RouteError::NoFolder(path) => RouteError::NoFolder(echo(path)),
+        RouteError::VersionTooLarge { model, version } => {
+            RouteError::VersionTooLarge { model: echo(model), version: *version }
+        }
+        RouteError::Refused { model, version, reason } => {
+            RouteError::Refused { model: echo(model), version: *version, reason: reason.clone() }
+        }
+    };
+    let message = capped.to_string();
     match e {
         RouteError::UnknownModel(_) | RouteError::UnknownVersion { .. } | RouteError::NoFolder(_) => {
             Status::not_found(message)
         }
         RouteError::NotReady(_) => Status::unavailable(message),
-        RouteError::InvalidPolicy(_) => Status::invalid_argument(message),
+        RouteError::InvalidPolicy(_) | RouteError::VersionTooLarge { .. } => Status::invalid_argument(message),
         RouteError::NoRollback(_) | RouteError::InUse { .. } | RouteError::Refused { .. } => {
             Status::failed_precondition(message)
         }
@@ -240,5 +326,24 @@ mod tests {
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout("10x"), None);
         assert_eq!(parse_grpc_timeout("-1S"), None);
+    }
+
+    #[test]
+    fn echoed_values_and_messages_are_capped() {
+        assert_eq!(echo("user_tags"), "user_tags");
+        let long = "x".repeat(100_000);
+        assert_eq!(echo(&long), format!("{}…(100000 bytes)", "x".repeat(ECHO_BYTES)));
+        // Cut on a character boundary.
+        let wide = "é".repeat(100);
+        let e = echo(&wide);
+        assert!(e.starts_with(&"é".repeat(ECHO_BYTES / 2)) && e.ends_with("…(200 bytes)"), "{e}");
+        let s = route_status(&RouteError::UnknownModel(long.clone()));
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().len() < 200, "{}", s.message());
+        let s = input_status(&InputError::Unknown { row: 3, feature: long.clone() });
+        assert!(s.message().starts_with("row 3: unknown feature \"xxx") && s.message().len() < 200);
+        let s = bounded(Status::invalid_argument(long));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().len() < MESSAGE_BYTES + 32 && s.message().ends_with("…(100000 bytes)"));
     }
 }

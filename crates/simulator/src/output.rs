@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use liveprofile_events::{EventIoError, EventKind, EventParts, EventWriter, LIVE_CATEGORIES, Platform};
 use liveprofile_experiments::{Exposure, assign, write_exposures};
 use liveprofile_features::tags::{NIGHT_HOURS, Tag};
+use liveprofile_publish::Publication;
 use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -221,9 +222,10 @@ fn write_user(
 
 /// Writes the ground truth: one row per user with traits and true tag probabilities.
 struct TruthWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    // Declared before the publication: an unfinished writer is closed before its
+    // temporary file is removed.
+    writer: ArrowWriter<File>,
+    publication: Publication,
     schema: Arc<Schema>,
     user_id: StringBuilder,
     platforms: StringBuilder,
@@ -260,15 +262,12 @@ impl TruthWriter {
         let numbers = truth_number_columns();
         fields.extend(numbers.iter().map(|n| Field::new(n, DataType::Float64, false)));
         let schema = Arc::new(Schema::new(fields));
-        let tmp = path.with_extension("parquet.partial");
-        let io = |source| EventIoError::Io { path: tmp.display().to_string(), source };
-        let file = File::create(&tmp).map_err(io)?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), None)
-            .map_err(|source| EventIoError::Parquet { path: tmp.display().to_string(), source })?;
+        let mut publication = Publication::create(path)?;
+        let writer = ArrowWriter::try_new(publication.take_file(), schema.clone(), None)
+            .map_err(|source| EventIoError::Parquet { path: temporary(&publication), source })?;
         Ok(TruthWriter {
-            path: path.to_path_buf(),
-            tmp: tmp.clone(),
-            writer: Some(writer),
+            writer,
+            publication,
             schema,
             user_id: StringBuilder::new(),
             platforms: StringBuilder::new(),
@@ -317,28 +316,22 @@ impl TruthWriter {
         let mut cols: Vec<ArrayRef> = vec![Arc::new(self.user_id.finish()), Arc::new(self.platforms.finish())];
         cols.extend(self.numbers.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
-            .map_err(|source| EventIoError::Arrow { path: self.tmp.display().to_string(), source })?;
+            .map_err(|source| EventIoError::Arrow { path: temporary(&self.publication), source })?;
         self.rows = 0;
-        self.writer
-            .as_mut()
-            .expect("open until finish")
-            .write(&batch)
-            .map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })
+        self.writer.write(&batch).map_err(|source| EventIoError::Parquet { path: temporary(&self.publication), source })
     }
 
     fn finish(mut self) -> Result<(), EventIoError> {
         self.flush()?;
-        let writer = self.writer.take().expect("open until finish");
-        writer.close().map_err(|source| EventIoError::Parquet { path: self.tmp.display().to_string(), source })?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|source| EventIoError::Io { path: self.path.display().to_string(), source })
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|source| EventIoError::Parquet { path: temporary(&self.publication), source })?;
+        Ok(self.publication.publish_file(file)?)
     }
 }
 
-impl Drop for TruthWriter {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+/// The temporary path of a publication, for error messages.
+fn temporary(publication: &Publication) -> String {
+    publication.temporary_path().display().to_string()
 }

@@ -22,6 +22,19 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A record was refused by the log writer for its size (over the limit that replay
+    /// reads back, or empty): nothing staged with it was written.
+    #[error("{path}: log record {seq} would be {bytes} bytes (1 to {limit} allowed); nothing of its batch was written")]
+    RecordTooLarge {
+        /// The segment it was for.
+        path: String,
+        /// Its sequence number.
+        seq: u64,
+        /// Its size.
+        bytes: usize,
+        /// The limit ([`crate::MAX_RECORD_BYTES`]).
+        limit: usize,
+    },
     /// An earlier write to the log failed, so the state in memory may be ahead of the log;
     /// the store takes no more events until it is restarted (and recovers from the log).
     #[error("the store stopped taking events after a failed log write: {0}")]

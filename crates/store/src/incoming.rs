@@ -8,6 +8,22 @@ use serde::{Deserialize, Serialize};
 /// How far ahead of the server's clock an event or a query time may be, milliseconds.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60_000;
 
+/// Longest id, in bytes: `event_id`, `user_id`, `platform_user_id`, `room_id`, `host_id`
+/// and `item_id`.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest `category`, in bytes.
+pub const MAX_CATEGORY_BYTES: usize = 128;
+/// Longest `platform` or `kind`, in bytes (the contract's longest name has 15).
+pub const MAX_NAME_BYTES: usize = 32;
+
+/// Upper bound of an accepted event's log record, in bytes: the six ids and the category
+/// at their limits with their length prefixes, plus the fixed-size fields and tags (the
+/// platform and kind are logged as numbers). Far below the log's record limit, so that an
+/// event that passes [`IncomingEvent::to_event`] can always be written and read back.
+pub const MAX_EVENT_RECORD_BYTES: usize = 6 * (MAX_ID_BYTES + 3) + (MAX_CATEGORY_BYTES + 3) + 64;
+
+const _: () = assert!(MAX_EVENT_RECORD_BYTES <= crate::log::MAX_RECORD_BYTES);
+
 /// One event as a producer sends it, over gRPC or as MQTT JSON (the JSON field names are
 /// these). Empty strings mean "absent".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -95,14 +111,16 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
-    /// Counts a refused event (late or invalid) and records why.
+    /// Counts a refused event (late or invalid) and records why. The id is echoed cut to
+    /// [`MAX_ID_BYTES`]: a longer one is itself the reason, and a reply must not grow with
+    /// what a client sent.
     pub fn refuse(&mut self, index: usize, event_id: &str, late: bool, reason: String) {
         if late {
             self.late += 1;
         } else {
             self.rejected += 1;
         }
-        self.errors.push(EventRejection { index, event_id: event_id.to_owned(), late, reason });
+        self.errors.push(EventRejection { index, event_id: prefix(event_id, MAX_ID_BYTES).to_owned(), late, reason });
     }
 
     /// Adds another report's counts (for a stream of batches).
@@ -124,11 +142,54 @@ fn opt(s: &str) -> Option<String> {
     if s.is_empty() { None } else { Some(s.to_owned()) }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl IncomingEvent {
-    /// Checks the event against the contract and finds its unified user. An event stamped
-    /// more than [`MAX_CLOCK_SKEW_MS`] after `now_ms` is refused: taken in, it would move
-    /// its user's clock ahead and every real event after it would be late.
+    /// Every text field with its name and size limit, in the order they are checked.
+    fn text_fields(&self) -> [(&'static str, &str, usize); 9] {
+        [
+            ("event_id", &self.event_id, MAX_ID_BYTES),
+            ("platform", &self.platform, MAX_NAME_BYTES),
+            ("kind", &self.kind, MAX_NAME_BYTES),
+            ("user_id", &self.user_id, MAX_ID_BYTES),
+            ("platform_user_id", &self.platform_user_id, MAX_ID_BYTES),
+            ("room_id", &self.room_id, MAX_ID_BYTES),
+            ("host_id", &self.host_id, MAX_ID_BYTES),
+            ("category", &self.category, MAX_CATEGORY_BYTES),
+            ("item_id", &self.item_id, MAX_ID_BYTES),
+        ]
+    }
+
+    /// Checks the size of every text field against its limit ([`MAX_ID_BYTES`],
+    /// [`MAX_CATEGORY_BYTES`], [`MAX_NAME_BYTES`]); the reason names the first field over
+    /// its limit, never echoing its value.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        for (name, value, limit) in self.text_fields() {
+            if value.len() > limit {
+                return Err(format!("{name} is {} bytes, over the limit of {limit} bytes", value.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the event against the contract and finds its unified user. Field sizes are
+    /// checked first (see [`IncomingEvent::check_sizes`]), so that an accepted event's
+    /// log record stays within [`MAX_EVENT_RECORD_BYTES`] and no reason quotes an
+    /// oversized value. An event stamped more than [`MAX_CLOCK_SKEW_MS`] after `now_ms` is
+    /// refused: taken in, it would move its user's clock ahead and every real event after
+    /// it would be late.
     pub fn to_event(&self, identities: &IdentityTable, now_ms: i64) -> Result<Event, String> {
+        self.check_sizes()?;
         if self.event_id.is_empty() {
             return Err("event_id is empty".to_owned());
         }
@@ -156,6 +217,14 @@ impl IncomingEvent {
             return Err("user_id and platform_user_id are both empty".to_owned());
         } else {
             match identities.resolve(platform, &self.platform_user_id) {
+                // Links seeded from a file are not sized: the event's record must be.
+                Some(u) if u.len() > MAX_ID_BYTES => {
+                    return Err(format!(
+                        "user_id linked to {platform} account {:?} is {} bytes, over the limit of {MAX_ID_BYTES} bytes",
+                        self.platform_user_id,
+                        u.len()
+                    ));
+                }
                 Some(u) => u.to_owned(),
                 None => {
                     return Err(format!(

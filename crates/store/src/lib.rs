@@ -25,6 +25,9 @@ mod store;
 pub use error::{LookupError, StoreError};
 pub use experiments::{ExperimentStatus, ExperimentTable, MAX_EXPERIMENTS};
 pub use identity::{IdentityLink, IdentityTable, read_identity_file};
-pub use incoming::{EventRejection, IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
-pub use log::Durability;
+pub use incoming::{
+    EventRejection, IncomingEvent, IngestReport, MAX_CATEGORY_BYTES, MAX_CLOCK_SKEW_MS, MAX_EVENT_RECORD_BYTES,
+    MAX_ID_BYTES, MAX_NAME_BYTES, Outcome,
+};
+pub use log::{Durability, MAX_RECORD_BYTES};
 pub use store::{ProfileFeatures, ProfileStore, StoreOptions, StoreStats, now_ms};

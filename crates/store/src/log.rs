@@ -1,6 +1,10 @@
 //! The append-only log: numbered records in segment files, each record framed as
 //! `length (u32 LE) | crc32 of the payload (u32 LE) | payload`.
 //!
+//! A record holds 1 to [`MAX_RECORD_BYTES`] bytes, on both sides: the writer refuses to
+//! stage a longer (or empty) payload, so that a record that replay would not read back is
+//! never written, let alone acknowledged.
+//!
 //! Segments are named by the sequence number of their first record
 //! (`log-00000000000000000001.wal`). A snapshot at sequence `S` starts a new segment at
 //! `S + 1`, after which the older segments are deleted. Replay stops at the first torn
@@ -15,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 /// Frame header: length and checksum.
 const HEADER: usize = 8;
-/// Largest payload accepted when reading (a longer length is corruption).
-const MAX_RECORD: usize = 16 << 20;
+/// Largest record payload, in bytes: the writer refuses a longer one, and replay takes a
+/// longer length for damage.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
 
 /// When an append reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +80,11 @@ pub(crate) struct LogWriter {
     path: PathBuf,
     /// Sequence number the next record gets.
     next_seq: u64,
+    /// `next_seq` after the last commit: where a refused batch rolls back to.
+    committed_seq: u64,
+    /// The first staged payload that cannot be a record (its sequence number and size):
+    /// the next commit writes nothing and fails.
+    refused: Option<(u64, usize)>,
     durability: Durability,
     bytes: u64,
     buf: Vec<u8>,
@@ -91,21 +101,51 @@ impl LogWriter {
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
         let bytes = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         sync_dir(dir)?;
-        Ok(LogWriter { dir: dir.to_owned(), file, path, next_seq, durability, bytes, buf: Vec::new() })
+        Ok(LogWriter {
+            dir: dir.to_owned(),
+            file,
+            path,
+            next_seq,
+            committed_seq: next_seq,
+            refused: None,
+            durability,
+            bytes,
+            buf: Vec::new(),
+        })
     }
 
-    /// Frames one payload into the pending buffer; returns its sequence number.
+    /// Frames one payload into the pending buffer; returns its sequence number. A payload
+    /// over [`MAX_RECORD_BYTES`] (or empty) is not framed: it makes the next
+    /// [`LogWriter::commit`] write none of the staged records and fail, so that nothing
+    /// staged with it is acknowledged.
     pub(crate) fn stage(&mut self, payload: &[u8]) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if payload.is_empty() || payload.len() > MAX_RECORD_BYTES {
+            self.refused.get_or_insert((seq, payload.len()));
+            return seq;
+        }
         self.buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
-        let seq = self.next_seq;
-        self.next_seq += 1;
         seq
     }
 
-    /// Writes the staged frames in one call and makes them as durable as configured.
+    /// Writes the staged frames in one call and makes them as durable as configured. When
+    /// a staged payload was refused, writes nothing, drops every staged record (the
+    /// sequence numbers go back to the last commit) and returns
+    /// [`StoreError::RecordTooLarge`].
     pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        if let Some((seq, bytes)) = self.refused.take() {
+            self.buf.clear();
+            self.next_seq = self.committed_seq;
+            return Err(StoreError::RecordTooLarge {
+                path: self.path.display().to_string(),
+                seq,
+                bytes,
+                limit: MAX_RECORD_BYTES,
+            });
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -115,6 +155,7 @@ impl LogWriter {
         }
         self.bytes += self.buf.len() as u64;
         self.buf.clear();
+        self.committed_seq = self.next_seq;
         Ok(())
     }
 
@@ -247,7 +288,7 @@ fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> Frame {
         // Never written (every record has a payload): zeros where a frame should be.
         return Frame::Bad { reason: "empty record".to_owned(), frame_len };
     }
-    if len > MAX_RECORD {
+    if len > MAX_RECORD_BYTES {
         return Frame::Bad { reason: format!("record length {len} is over the limit"), frame_len };
     }
     payload.resize(len, 0);
@@ -296,4 +337,55 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Makes a directory's entries (new or renamed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        replay(dir, 0, |seq, payload| {
+            out.push((seq, payload.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_writer_refuses_a_record_replay_could_not_read_and_writes_nothing_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut w = LogWriter::open(dir.path(), path.clone(), 1, Durability::Write).unwrap();
+        assert_eq!(w.stage(b"first"), 1);
+        w.commit().unwrap();
+        let written = std::fs::metadata(&path).unwrap().len();
+
+        for bad in [vec![7u8; MAX_RECORD_BYTES + 1], Vec::new()] {
+            assert_eq!(w.stage(b"staged before"), 2);
+            assert_eq!(w.stage(&bad), 3);
+            assert_eq!(w.stage(b"staged after"), 4);
+            match w.commit() {
+                Err(StoreError::RecordTooLarge { seq: 3, bytes, limit: MAX_RECORD_BYTES, .. }) => {
+                    assert_eq!(bytes, bad.len());
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), written);
+            assert_eq!(w.next_seq(), 2);
+        }
+
+        // The largest record is written and read back; the writer goes on numbering from
+        // the last commit.
+        let largest = vec![9u8; MAX_RECORD_BYTES];
+        assert_eq!(w.stage(&largest), 2);
+        w.commit().unwrap();
+        drop(w);
+        let got = records(dir.path());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], (1, b"first".to_vec()));
+        assert_eq!(got[1].0, 2);
+        assert!(got[1].1 == largest);
+    }
 }

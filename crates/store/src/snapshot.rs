@@ -1,5 +1,6 @@
-//! Snapshots: the whole state at a log sequence number, in one file written to a
-//! temporary name, synced and renamed into place (`snapshot-<seq>.snap`).
+//! Snapshots: the whole state at a log sequence number, in one file published by rename
+//! (`snapshot-<seq>.snap`, written as `.snapshot-<seq>.snap.<pid>.partial`; see
+//! [`Publication`]).
 //!
 //! Layout: the magic `LPSNAP02`, then frames like the log's (length, crc32, payload):
 //! a header (sequence number, shard count), one frame per shard, the host book, the
@@ -14,8 +15,9 @@
 
 use crate::error::StoreError;
 use crate::experiments::ExperimentBook;
-use crate::log::{numbered_files, sync_dir};
+use crate::log::numbered_files;
 use crate::store::{Hosts, Identities, Shard};
+use liveprofile_publish::{Publication, PublishError};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::ops::Deref;
@@ -86,23 +88,18 @@ pub(crate) fn serialize<
 /// Writes serialized chunks as the snapshot of `seq`; returns its size in bytes.
 pub(crate) fn write(dir: &Path, seq: u64, chunks: &[Vec<u8>]) -> Result<u64, StoreError> {
     let path = path_of(dir, seq);
-    let tmp = dir.join(format!(".snapshot-{seq:020}.tmp"));
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+    let published = |e: PublishError| StoreError::io(&e.path, e.source);
+    let mut publication = Publication::create(&path).map_err(published)?;
+    let written = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, publication.file());
         w.write_all(MAGIC)?;
         for c in chunks {
             w.write_all(c)?;
         }
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)
+        w.flush()
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(StoreError::io(&path, e));
-    }
-    sync_dir(dir)?;
+    written.map_err(|e| StoreError::io(&path, e))?;
+    publication.publish().map_err(published)?;
     Ok(MAGIC.len() as u64 + chunks.iter().map(|c| c.len() as u64).sum::<u64>())
 }
 
@@ -118,10 +115,12 @@ pub(crate) fn remove_older(dir: &Path, seq: u64) -> Result<(), StoreError> {
 
 /// Loads the newest snapshot, if there is one.
 pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreError> {
-    // A temporary file is a snapshot that was being written when the process stopped.
+    // A temporary file is a snapshot that was being written when the process stopped
+    // (`.partial`, or `.tmp` in data folders written by earlier releases).
     for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.flatten() {
         let name = entry.file_name();
-        if name.to_str().is_some_and(|n| n.starts_with(".snapshot-") && n.ends_with(".tmp")) {
+        let temporary = |n: &str| n.starts_with(".snapshot-") && (n.ends_with(".partial") || n.ends_with(".tmp"));
+        if name.to_str().is_some_and(temporary) {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -205,5 +204,31 @@ mod tests {
         write(dir.path(), seq + 1, &chunks).unwrap();
         let parts = load_newest(dir.path()).unwrap().unwrap();
         assert_eq!((parts.seq, parts.experiments.seq), (seq + 1, 3));
+    }
+
+    /// A snapshot being written when the process stopped leaves a temporary file: the
+    /// next load removes it and reads the newest whole snapshot.
+    #[test]
+    fn leftover_temporary_snapshots_are_removed_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = serialize(
+            4,
+            [Shard::default()].iter(),
+            || Box::new(Hosts::default()),
+            || Box::new(Identities::default()),
+            || Box::new(ExperimentBook::default()),
+        );
+        write(dir.path(), 4, &chunks).unwrap();
+        let names = || {
+            let mut n: Vec<String> =
+                fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(), ["snapshot-00000000000000000004.snap"]);
+        fs::write(dir.path().join(".snapshot-00000000000000000009.snap.12345.partial"), b"half").unwrap();
+        fs::write(dir.path().join(".snapshot-00000000000000000008.tmp"), b"half").unwrap();
+        assert_eq!(load_newest(dir.path()).unwrap().unwrap().seq, 4);
+        assert_eq!(names(), ["snapshot-00000000000000000004.snap"]);
     }
 }

@@ -342,6 +342,7 @@ impl ProfileStore {
         }
         let record = Record::Identities(links.clone());
         let bytes = postcard::to_stdvec(&record).expect("identity links serialize");
+        fits_a_record(&bytes, log.writer.next_seq())?;
         let seq = log.writer.stage(&bytes);
         self.commit(&mut log)?;
         let mut ids = self.identities.write().unwrap_or_else(|p| p.into_inner());
@@ -605,6 +606,7 @@ impl ProfileStore {
             }
         }
         let bytes = postcard::to_stdvec(&Record::ExperimentStarted(experiment.clone())).expect("definitions serialize");
+        fits_a_record(&bytes, log.writer.next_seq())?;
         let seq = log.writer.stage(&bytes);
         self.commit(&mut log)?;
         let mut book = lock(&self.experiments);
@@ -690,7 +692,10 @@ impl ProfileStore {
             return Ok(0);
         }
         let record = Record::Exposures(new);
-        let seq = log.writer.stage(&postcard::to_stdvec(&record).expect("exposures serialize"));
+        let bytes = postcard::to_stdvec(&record).expect("exposures serialize");
+        // Refused before anything is staged or applied: the store stays usable.
+        fits_a_record(&bytes, log.writer.next_seq())?;
+        let seq = log.writer.stage(&bytes);
         let Record::Exposures(new) = record else { unreachable!() };
         lock(&self.experiments).expose(&new, seq);
         self.commit(&mut log)?;
@@ -762,6 +767,20 @@ fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnO
         entry.recent_ids.shrink_to_fit();
     }
     Outcome::Accepted
+}
+
+/// Refuses a record the log could not read back, before it is staged (the writer would
+/// refuse it too, but only after the caller had applied it).
+fn fits_a_record(bytes: &[u8], seq: u64) -> Result<(), StoreError> {
+    if bytes.len() > crate::MAX_RECORD_BYTES {
+        return Err(StoreError::RecordTooLarge {
+            path: "(not written)".to_owned(),
+            seq,
+            bytes: bytes.len(),
+            limit: crate::MAX_RECORD_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// The shard of a user: FNV-1a of the id, the same in every process and version (a

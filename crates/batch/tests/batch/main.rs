@@ -400,3 +400,4 @@ fn several_inputs_by_glob_give_one_output_each_and_a_rerun_skips_finished_ones()
     assert_eq!(read_output(&plan[2].1).num_rows(), 30);
     assert!(expand_inputs(&[format!("{}/nothing-*.parquet", dir.path().display())]).is_err());
 }
+mod safety;

@@ -225,3 +225,105 @@ fn shadow_scoring_measures_divergence_off_the_request_path() {
     assert!((d.mean_abs_diff - 0.25).abs() < 1e-6, "{d:?}");
     assert!((d.max_abs_diff - 0.5).abs() < 1e-6, "{d:?}");
 }
+
+fn refusals(repo: &ModelRepository, model: &str) -> Vec<(u32, String)> {
+    repo.models().into_iter().find(|m| m.name == model).map(|m| m.refused).unwrap_or_default()
+}
+
+#[test]
+fn an_empty_or_refused_model_leaves_the_others_serving_and_is_forgotten_with_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    // A version folder without a manifest is being published: not a model, not a refusal.
+    std::fs::create_dir_all(dir.path().join("x/1")).unwrap();
+    assert!(repo.scan().is_empty());
+    assert!(!repo.knows("x"));
+    assert_eq!(repo.readiness().into_iter().collect::<Vec<_>>(), [("m".to_owned(), true)]);
+    // A new model whose only version is refused: known, not ready, the repository still
+    // answers for the other model.
+    publish(dir.path(), "bad", 1, |d| edit_manifest(d, |m| m["onnx_sha256"] = "ff".repeat(32).into()));
+    repo.scan();
+    assert!(refusals(&repo, "bad")[0].1.contains("sha256"), "{:?}", refusals(&repo, "bad"));
+    assert_eq!(repo.readiness().get("bad"), Some(&false));
+    assert!(repo.any_ready());
+    assert!(matches!(repo.route("bad", "u"), Err(RouteError::NotReady(_))));
+    // Folders removed: the refusal and the model are forgotten.
+    std::fs::remove_dir_all(dir.path().join("bad")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("x")).unwrap();
+    repo.scan();
+    assert!(!repo.knows("bad"));
+    assert!(matches!(repo.route("bad", "u"), Err(RouteError::UnknownModel(_))));
+    assert_eq!(repo.models().iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["m"]);
+    // A refused version of a serving model is forgotten too; the model keeps serving.
+    publish(dir.path(), "m", 2, |d| edit_manifest(d, |m| m["onnx_sha256"] = "ff".repeat(32).into()));
+    repo.scan();
+    assert_eq!(refusals(&repo, "m").len(), 1);
+    std::fs::remove_dir_all(dir.path().join("m/2")).unwrap();
+    repo.scan();
+    assert!(refusals(&repo, "m").is_empty());
+    assert_eq!(repo.route("m", "u").unwrap().model.version(), 1);
+    // The manifest of the empty folder arrives: the folder is loaded then.
+    let v3 = publish(dir.path(), "m", 3, |_| {});
+    assert_eq!(v3, dir.path().join("m/3"));
+    repo.scan();
+    assert_eq!(repo.route("m", "u").unwrap().model.version(), 3);
+}
+
+#[test]
+fn only_canonical_version_folders_up_to_the_maximum_are_read() {
+    use liveprofile_runtime::repository::{MAX_VERSION, version_of_folder};
+    for (name, version) in [("0", Some(0)), ("7", Some(7)), ("2147483647", Some(MAX_VERSION))] {
+        assert_eq!(version_of_folder(name), version, "{name}");
+    }
+    for name in ["+8", "007", "-1", " 8", "8 ", "٣", "2147483648", "4294967295", "99999999999", ""] {
+        assert_eq!(version_of_folder(name), None, "{name}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    // Packages whose manifests agree with what a lax parser would read from the folder name.
+    for (folder, version) in [("+8", 8u32), ("007", 7), ("4294967295", u32::MAX), ("2147483648", MAX_VERSION + 1)] {
+        let path = publish(dir.path(), "m", version, |_| {});
+        std::fs::rename(&path, dir.path().join("m").join(folder)).unwrap();
+    }
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    let status = &repo.models()[0];
+    assert_eq!(status.versions.iter().map(|v| v.version()).collect::<Vec<_>>(), [1]);
+    assert!(status.refused.is_empty(), "{:?}", status.refused);
+    assert_eq!(repo.policy("m").unwrap().stable, 1);
+    // A later version is promoted as usual.
+    publish(dir.path(), "m", 2, |_| {});
+    repo.scan();
+    assert_eq!(repo.policy("m").unwrap().stable, 2);
+    // Asking for a version over the maximum by number is refused too.
+    assert_eq!(
+        repo.load_version("m", u32::MAX).unwrap_err(),
+        RouteError::VersionTooLarge { model: "m".into(), version: u32::MAX }
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn links_out_of_the_repository_are_refused_and_links_within_it_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    // A version folder that is a link to a package outside the repository.
+    let elsewhere = publish(outside.path(), "m", 2, |_| {});
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("m/2")).unwrap();
+    // A package whose model.onnx links to a file outside the repository.
+    let onnx = publish(outside.path(), "m", 3, |_| {}).join("model.onnx");
+    publish(dir.path(), "m", 3, |d| {
+        std::fs::remove_file(d.join("model.onnx")).unwrap();
+        std::os::unix::fs::symlink(&onnx, d.join("model.onnx")).unwrap();
+    });
+    // A version folder linked to a package kept elsewhere inside the repository.
+    let kept = publish(&dir.path().join(".store"), "m", 4, |_| {});
+    std::os::unix::fs::symlink(&kept, dir.path().join("m/4")).unwrap();
+    let repo = ModelRepository::open(RepositoryConfig::new(dir.path())).unwrap();
+    let refused = refusals(&repo, "m");
+    assert_eq!(refused.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3], "{refused:?}");
+    assert!(refused.iter().all(|(_, reason)| reason.contains("outside the model repository")), "{refused:?}");
+    assert_eq!(repo.policy("m").unwrap().stable, 4);
+    assert!(repo.get("m", Some(2)).is_err() && repo.get("m", Some(3)).is_err());
+}

@@ -198,6 +198,16 @@ async fn answers_come_from_the_users_arm_and_exposures_are_logged_once() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("row 0") && bad.message().contains("tiktok"), "{}", bad.message());
+    let long = client
+        .score_conversion(v1::ScoreConversionRequest {
+            schema_hash: g.schema_hash.clone(),
+            candidates: vec![candidate(&g, "u1", "taobao", &"a".repeat(100_000), 0)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+    assert!(long.message().contains("category is 100000 bytes"), "{}", long.message());
 
     // One person on two platforms: the Douyin account is linked to u0007, so the answer
     // on Douyin comes from u0007's arm and adds no exposure.

@@ -106,7 +106,7 @@ async fn a_full_queue_refuses_at_once_and_deadlines_are_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_is_not_serving_until_every_model_has_a_good_version() {
+async fn a_model_without_a_good_version_is_not_serving_under_its_own_name_only() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let repo = repository(&["uci_session_conversion"]);
     // A second model whose only version is corrupt.
@@ -118,12 +118,16 @@ async fn health_is_not_serving_until_every_model_has_a_good_version() {
     let server = liveprofile_server::start(config(repo.path())).await.unwrap();
     let mut health = HealthClient::new(channel(&server).await);
     let status = |s: &str| HealthCheckRequest { service: s.to_owned() };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Ready once the models present at start are loaded or refused: the good one serves.
+    server.wait_ready(Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let h = health.check(status("")).await.unwrap().into_inner();
+    assert_eq!(h.status, ServingStatus::Serving as i32);
+    let h = health.check(status("liveprofile.model.conversion")).await.unwrap().into_inner();
     assert_eq!(h.status, ServingStatus::NotServing as i32);
     let mut k = kserve(&server).await;
     assert!(
-        !k.server_ready(liveprofile_server::proto::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready
+        k.server_ready(liveprofile_server::proto::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready
     );
     // The good model serves meanwhile.
     let g = golden("uci_session_conversion");
@@ -144,11 +148,11 @@ async fn health_is_not_serving_until_every_model_has_a_good_version() {
         .unwrap()
         .into_inner();
     assert_close(answer.scores[0].probability, g.outputs[0][0], g.tolerance, "uci");
-    // A good version of the broken model: SERVING.
+    // A good version of the broken model: SERVING under its name too.
     publish(repo.path(), "conversion", 2);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let h = health.check(status("liveprofile.v1.Scoring")).await.unwrap().into_inner();
+        let h = health.check(status("liveprofile.model.conversion")).await.unwrap().into_inner();
         if h.status == ServingStatus::Serving as i32 {
             break;
         }

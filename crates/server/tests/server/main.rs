@@ -7,4 +7,5 @@ mod experiments;
 mod kserve;
 mod load;
 mod profiles;
+mod reliability;
 mod scoring;

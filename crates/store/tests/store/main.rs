@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+mod limits;
+
 /// Simulated events of a few hundred users over a week, in file order.
 fn events() -> &'static [Event] {
     static EVENTS: OnceLock<Vec<Event>> = OnceLock::new();
