@@ -2,5 +2,6 @@
 //! and ground truth that matches the labels the feature pipeline computes.
 
 mod calibration;
+mod experiment_calibration;
 mod experiments;
 mod truth;
