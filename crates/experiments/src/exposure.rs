@@ -143,9 +143,12 @@ pub fn read_exposures(path: &Path) -> Result<Vec<Exposure>, ExposureIoError> {
         for i in 0..batch.num_rows() {
             let row = out.len();
             let bad = |reason: String| ExposureIoError::BadRow { path: p.clone(), row, reason };
-            for (name, col) in
-                [("user_id", users), ("experiment", experiments), ("arm", arms), ("category", categories)]
-            {
+            // The category may be empty (a target over every category answers rows that
+            // named none), not null.
+            if categories.is_null(i) {
+                return Err(bad("category is missing".to_owned()));
+            }
+            for (name, col) in [("user_id", users), ("experiment", experiments), ("arm", arms)] {
                 if col.is_null(i) || col.value(i).is_empty() {
                     return Err(bad(format!("{name} is missing")));
                 }

@@ -161,8 +161,6 @@ async fn score_rows(
             }
         }
     }
-    // Exposures are durable before any answer leaves.
-    crate::experiments::record_exposures(state, exposures).await?;
     // Validate every group before queueing any, so a bad row fails the request at once.
     let mut jobs = Vec::with_capacity(groups.len());
     for g in &groups {
@@ -224,6 +222,9 @@ async fn score_rows(
             });
         }
     }
+    // Exposures are durable before any answer leaves, and only for answers that were
+    // scored (a failure that depends on the arm must not count its users as exposed).
+    crate::experiments::record_exposures(state, exposures).await?;
     Ok((results.into_iter().map(|r| r.expect("every row is in one group")).collect(), timing))
 }
 
