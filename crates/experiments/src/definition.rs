@@ -275,9 +275,7 @@ impl Experiment {
                 format!("shares sum to {}, not 100", total_units as f64 / SHARE_RESOLUTION),
             ));
         }
-        if arms.iter().all(|a| a.models.is_empty()) {
-            // Allowed: an A/A experiment (every arm on stable) checks the set-up itself.
-        }
+        // Arms that change no model are allowed: an A/A experiment checks the set-up itself.
         Ok(Experiment {
             name: raw.name,
             salt: raw.salt,

@@ -668,15 +668,16 @@ impl ProfileStore {
     /// of users already exposed to that experiment are skipped. Returns how many were new.
     pub fn record_exposures(&self, exposures: &[Exposure]) -> Result<usize, StoreError> {
         let fresh = |book: &ExperimentBook| -> Vec<Exposure> {
-            let mut out: Vec<Exposure> = Vec::new();
-            for x in exposures {
-                let known = book.experiments.contains_key(&x.experiment);
-                let dup = out.iter().any(|y| y.experiment == x.experiment && y.user_id == x.user_id);
-                if known && !dup && !book.is_exposed(&x.experiment, &x.user_id) {
-                    out.push(x.clone());
-                }
-            }
-            out
+            let mut seen: HashSet<(&str, &str)> = HashSet::new();
+            exposures
+                .iter()
+                .filter(|x| {
+                    book.experiments.contains_key(&x.experiment)
+                        && seen.insert((x.experiment.as_str(), x.user_id.as_str()))
+                        && !book.is_exposed(&x.experiment, &x.user_id)
+                })
+                .cloned()
+                .collect()
         };
         // Most answers go to users exposed before: settle those without the log.
         if fresh(&lock(&self.experiments)).is_empty() {
