@@ -25,6 +25,24 @@ pub enum EventError {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// The value is above its kind's limit ([`crate::EventKind::max_value`]).
+    #[error("value {} on {kind} is over the limit of {limit} {unit}", shown(*.value))]
+    ValueOverLimit {
+        /// The event kind.
+        kind: crate::EventKind,
+        /// The offending value.
+        value: f64,
+        /// The limit.
+        limit: f64,
+        /// Unit of the value and the limit (`yuan`, `seconds`).
+        unit: &'static str,
+    },
+}
+
+/// A value as an error message shows it: plain up to 10^15, in scientific notation above
+/// (a message does not grow to hundreds of digits for a value near `f64::MAX`).
+fn shown(value: f64) -> String {
+    if value.abs() < 1e15 { value.to_string() } else { format!("{value:e}") }
 }
 
 /// Reading or writing an event file failed.

@@ -3,6 +3,18 @@
 use crate::EventError;
 use std::fmt;
 
+/// Largest amount in yuan one event carries: an order or a gift, an item's price. Above
+/// the dearest goods sold through live rooms (cars, jewellery, a house deposit); a larger
+/// figure is a unit mistake (fen sent as yuan) or garbage. One event then adds at most
+/// 10^9 fen to a window sum, so a sum would need over 9 * 10^9 such events to reach
+/// `i64::MAX` (sums saturate there all the same).
+pub const MAX_YUAN: f64 = 10_000_000.0;
+
+/// Longest watch time one `leave` carries, in seconds: 7 days. Longer than any stream
+/// (round-the-clock rooms included, with a client left open for days); more is a broken
+/// clock or a unit mistake (milliseconds sent as seconds).
+pub const MAX_WATCH_SECONDS: f64 = 7.0 * 86_400.0;
+
 /// A live-commerce platform. The string forms are part of the event contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Platform {
@@ -76,11 +88,15 @@ pub enum EventKind {
     AddToCart,
     /// Ordered; value = amount in yuan.
     Order,
+    /// A coupon was offered to the user (in a room or outside one); carries no value.
+    /// Stored and counted like every event and moves the user's recency, but feeds no
+    /// window sum or visit feature (the feature schemas predate it).
+    CouponOffer,
 }
 
 impl EventKind {
     /// Every kind, in contract order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Enter,
         EventKind::Leave,
         EventKind::Like,
@@ -92,6 +108,7 @@ impl EventKind {
         EventKind::Favorite,
         EventKind::AddToCart,
         EventKind::Order,
+        EventKind::CouponOffer,
     ];
 
     /// The contract string.
@@ -108,6 +125,7 @@ impl EventKind {
             EventKind::Favorite => "favorite",
             EventKind::AddToCart => "add_to_cart",
             EventKind::Order => "order",
+            EventKind::CouponOffer => "coupon_offer",
         }
     }
 
@@ -122,6 +140,17 @@ impl EventKind {
             self,
             EventKind::Leave | EventKind::Gift | EventKind::Order | EventKind::ViewItem | EventKind::AddToCart
         )
+    }
+
+    /// The largest value an event of this kind may carry, with its unit: watch seconds
+    /// on `leave` ([`MAX_WATCH_SECONDS`]), yuan on `gift`, `order`, `view_item` and
+    /// `add_to_cart` ([`MAX_YUAN`]); `None` for kinds that carry no value.
+    pub const fn max_value(self) -> Option<(f64, &'static str)> {
+        match self {
+            EventKind::Leave => Some((MAX_WATCH_SECONDS, "seconds")),
+            EventKind::Gift | EventKind::Order | EventKind::ViewItem | EventKind::AddToCart => Some((MAX_YUAN, "yuan")),
+            _ => None,
+        }
     }
 
     /// Whether the event only makes sense inside a live room.
@@ -163,6 +192,18 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()).unwrap(), k);
         }
+        assert_eq!(EventKind::parse("coupon_offer").unwrap(), EventKind::CouponOffer);
+    }
+
+    #[test]
+    fn exactly_the_kinds_that_carry_a_value_have_a_limit() {
+        for k in EventKind::ALL {
+            assert_eq!(k.max_value().is_some(), k.carries_value(), "{k}");
+        }
+        assert_eq!(EventKind::Order.max_value(), Some((10_000_000.0, "yuan")));
+        assert_eq!(EventKind::Leave.max_value(), Some((604_800.0, "seconds")));
+        let offer = EventKind::CouponOffer;
+        assert!(!offer.carries_value() && !offer.needs_room() && !offer.is_interaction());
     }
 
     #[test]

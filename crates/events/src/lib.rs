@@ -10,7 +10,7 @@ mod parquet_io;
 mod time;
 
 pub use error::{EventError, EventIoError};
-pub use kinds::{EventKind, Platform};
+pub use kinds::{EventKind, MAX_WATCH_SECONDS, MAX_YUAN, Platform};
 pub use parquet_io::{
     COLUMNS, DecodedBatch, EventParts, EventReader, EventWriter, RawBatch, RejectedRow, decode_with, event_schema,
 };
@@ -55,7 +55,7 @@ pub struct Event {
     /// Item involved, if any.
     pub item_id: Option<String>,
     /// Watch seconds on `leave`, yuan on `gift` and `order`, item price on `view_item`
-    /// and `add_to_cart`, else 0.
+    /// and `add_to_cart`, else 0; at most [`EventKind::max_value`].
     pub value: f64,
     /// Whether a coupon was used or offered.
     pub coupon: bool,

@@ -225,8 +225,8 @@ pub struct EventParts<'a> {
 
 impl EventParts<'_> {
     /// Checks the rules a single event must satisfy on its own: a non-empty event and
-    /// user id, a finite non-negative value, a value only where the kind carries one,
-    /// and a room on room events.
+    /// user id, a finite non-negative value, a value only where the kind carries one and
+    /// at most its kind's limit ([`EventKind::max_value`]), and a room on room events.
     pub fn validate(&self) -> Result<(), EventError> {
         if self.event_id.is_empty() {
             return Err(EventError::Missing { column: "event_id" });
@@ -242,6 +242,11 @@ impl EventParts<'_> {
         }
         if !self.kind.carries_value() && self.value != 0.0 {
             return Err(EventError::BadValue { value: self.value, reason: "this kind of event carries no value" });
+        }
+        if let Some((limit, unit)) = self.kind.max_value()
+            && self.value > limit
+        {
+            return Err(EventError::ValueOverLimit { kind: self.kind, value: self.value, limit, unit });
         }
         if self.kind.needs_room() && self.room_id.is_none() {
             return Err(EventError::Missing { column: "room_id" });
@@ -506,6 +511,7 @@ fn decode(raw: &RawBatch) -> DecodedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{MAX_WATCH_SECONDS, MAX_YUAN};
 
     fn sample(i: usize) -> Event {
         Event {
@@ -572,6 +578,48 @@ mod tests {
         assert_eq!(read.rejected[0].error.to_string(), "bad value -3: negative");
         assert_eq!(read.rejected[1].row, 2);
         assert_eq!(read.rejected[1].error.to_string(), "missing room_id");
+    }
+
+    #[test]
+    fn values_over_their_kinds_limit_are_refused_at_the_limit_taken() {
+        let with = |kind: EventKind, value: f64| Event { kind, value, ..sample(0) };
+        for (kind, limit) in [
+            (EventKind::Order, MAX_YUAN),
+            (EventKind::Gift, MAX_YUAN),
+            (EventKind::ViewItem, MAX_YUAN),
+            (EventKind::AddToCart, MAX_YUAN),
+            (EventKind::Leave, MAX_WATCH_SECONDS),
+        ] {
+            assert_eq!(with(kind, limit).validate(), Ok(()), "{kind} at its limit");
+            assert!(with(kind, limit + 1.0).validate().is_err(), "{kind} over its limit");
+        }
+        let e = with(EventKind::Order, 5e16).validate().unwrap_err();
+        assert_eq!(e.to_string(), "value 5e16 on order is over the limit of 10000000 yuan");
+        let e = with(EventKind::Gift, 10_000_000.5).validate().unwrap_err();
+        assert_eq!(e.to_string(), "value 10000000.5 on gift is over the limit of 10000000 yuan");
+        let e = with(EventKind::Leave, f64::MAX).validate().unwrap_err();
+        assert_eq!(e.to_string(), "value 1.7976931348623157e308 on leave is over the limit of 604800 seconds");
+        // Non-finite values keep their own reason.
+        let e = with(EventKind::Order, f64::INFINITY).validate().unwrap_err();
+        assert_eq!(e.to_string(), "bad value inf: not finite");
+    }
+
+    #[test]
+    fn coupon_offers_round_trip_and_carry_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.parquet");
+        let offer = Event { kind: EventKind::CouponOffer, value: 0.0, room_id: None, coupon: true, ..sample(4) };
+        let mut with_value = offer.clone();
+        with_value.event_id = "priced-offer".into();
+        with_value.value = 5.0;
+        let mut w = EventWriter::create(&path).unwrap();
+        w.append(&offer).unwrap();
+        w.append(&with_value).unwrap();
+        w.finish().unwrap();
+        let read = EventReader::open(&path).unwrap().read_all().unwrap();
+        assert_eq!(read.events, [offer]);
+        assert_eq!(read.rejected.len(), 1);
+        assert_eq!(read.rejected[0].error.to_string(), "bad value 5: this kind of event carries no value");
     }
 
     #[test]

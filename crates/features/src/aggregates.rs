@@ -5,6 +5,12 @@
 //! sums are exact whatever the order of addition and removal, so the online driver
 //! (sliding windows) and the offline driver (direct scan) agree bit for bit. Features are
 //! then derived from the sums by [`derive_user_features`], the same function for both.
+//!
+//! Amounts are never negative, and a sum saturates at `i64::MAX` instead of wrapping
+//! ([`add_amount`]): every driver computes `min(true total, i64::MAX)`, so a user who
+//! spent beyond the range reads as the largest spender, never as a negative or small
+//! one. The contract's value limits ([`liveprofile_events::MAX_YUAN`]) keep real sums far
+//! below the range; saturation guards what was logged before them.
 
 use liveprofile_events::{DAY_MS, EventKind, HOUR_MS, LIVE_CATEGORIES, MINUTE_MS, Platform, china_hour_of_day};
 use std::sync::OnceLock;
@@ -111,7 +117,25 @@ fn fen(v: f64) -> i64 {
     (v * 100.0).round() as i64
 }
 
-/// Calls `add(slot, amount)` for every slot the event contributes to.
+/// Adds a non-negative amount to a window sum, saturating at `i64::MAX`: the sum stays
+/// `min(true total, i64::MAX)`.
+#[inline]
+pub fn add_amount(sum: &mut i64, amount: i64) {
+    *sum = sum.saturating_add(amount);
+}
+
+/// The sums of `events` (any order), each saturating at `i64::MAX` ([`add_amount`]).
+pub fn sums_of<'a>(events: impl IntoIterator<Item = &'a FeatureEvent>) -> [i64; N_SLOTS] {
+    let mut sums = [0i64; N_SLOTS];
+    for e in events {
+        contributions(e, |slot, a| add_amount(&mut sums[slot], a));
+    }
+    sums
+}
+
+/// Calls `add(slot, amount)` for every slot the event contributes to. Amounts are never
+/// negative (the contract refuses negative values; conversions to integers saturate).
+/// A `coupon_offer` contributes to no slot.
 #[inline]
 pub fn contributions(e: &FeatureEvent, mut add: impl FnMut(usize, i64)) {
     let p = P0 + e.platform.index() * PER_PLATFORM.len();
@@ -168,6 +192,7 @@ pub fn contributions(e: &FeatureEvent, mut add: impl FnMut(usize, i64)) {
             cat(4, 1, &mut add);
             cat(5, f, &mut add);
         }
+        EventKind::CouponOffer => {}
     }
 }
 

@@ -129,31 +129,37 @@ impl VisitSoFar {
         }
     }
 
-    /// Takes in an event of this visit.
+    /// Takes in an event of this visit. Counts and the price sum saturate at their
+    /// type's maximum instead of wrapping. A `coupon_offer` changes nothing here
+    /// (`coupon_offers_so_far` counts viewed items with a coupon, as the models were
+    /// trained on).
     pub fn observe(&mut self, e: &FeatureEvent) {
+        fn one(n: &mut u32) {
+            *n = n.saturating_add(1);
+        }
         let mut price = || {
             let f = (e.value * 100.0).round() as i64;
-            self.priced += 1;
-            self.price_sum_fen += f;
+            one(&mut self.priced);
+            self.price_sum_fen = self.price_sum_fen.saturating_add(f);
             self.price_max_fen = self.price_max_fen.max(f);
         };
         match e.kind {
-            EventKind::Like | EventKind::Comment | EventKind::Share => self.social += 1,
-            EventKind::Follow => self.follows += 1,
-            EventKind::Gift => self.gifts += 1,
+            EventKind::Like | EventKind::Comment | EventKind::Share => one(&mut self.social),
+            EventKind::Follow => one(&mut self.follows),
+            EventKind::Gift => one(&mut self.gifts),
             EventKind::ViewItem => {
-                self.views += 1;
+                one(&mut self.views);
                 if e.coupon {
-                    self.coupon_offers += 1;
+                    one(&mut self.coupon_offers);
                 }
                 price();
             }
             EventKind::AddToCart => {
-                self.carts += 1;
+                one(&mut self.carts);
                 price();
             }
-            EventKind::Favorite => self.favorites += 1,
-            EventKind::Enter | EventKind::Leave | EventKind::Order => {}
+            EventKind::Favorite => one(&mut self.favorites),
+            EventKind::Enter | EventKind::Leave | EventKind::Order | EventKind::CouponOffer => {}
         }
     }
 }
@@ -267,7 +273,7 @@ impl HostHistory {
         let count = |v: &[i64]| {
             let hi = v.partition_point(|t| *t <= as_of_ms);
             let lo = v.partition_point(|t| *t <= as_of_ms - HOST_WINDOW_MS);
-            (hi - lo) as u32
+            u32::try_from(hi - lo).unwrap_or(u32::MAX)
         };
         HostStats { visits: count(&self.enters), orders: count(&self.orders) }
     }
@@ -276,4 +282,39 @@ impl HostHistory {
 /// Live-category vocabulary index of an event's category (the last entry for others).
 pub fn category_index(category: &str) -> u8 {
     LIVE_CATEGORIES.iter().position(|c| *c == category).unwrap_or(LIVE_CATEGORIES.len()) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, value: f64, coupon: bool) -> FeatureEvent {
+        FeatureEvent { ts_ms: 1, platform: Platform::Douyin, kind, category: Some(1), value, coupon }
+    }
+
+    #[test]
+    fn visit_counts_and_price_sums_saturate_instead_of_wrapping() {
+        let mut v = VisitSoFar::new(0, Platform::Douyin, Some(1));
+        v.social = u32::MAX - 1;
+        v.views = u32::MAX;
+        v.priced = u32::MAX;
+        v.price_sum_fen = i64::MAX - 5;
+        for _ in 0..3 {
+            v.observe(&event(EventKind::Like, 0.0, false));
+        }
+        v.observe(&event(EventKind::ViewItem, 99.0, true));
+        assert_eq!((v.social, v.views, v.priced, v.coupon_offers), (u32::MAX, u32::MAX, u32::MAX, 1));
+        assert_eq!((v.price_sum_fen, v.price_max_fen), (i64::MAX, 9_900));
+        let mut out = Vec::new();
+        derive_conversion_features(&v, 60_000, HostStats::default(), &[], &mut out);
+        assert!(out.iter().all(|x| x.is_finite() && *x >= 0.0), "{out:?}");
+    }
+
+    #[test]
+    fn a_coupon_offer_changes_no_visit_feature() {
+        let mut v = VisitSoFar::new(0, Platform::Taobao, None);
+        let before = v;
+        v.observe(&event(EventKind::CouponOffer, 0.0, true));
+        assert_eq!(v, before);
+    }
 }

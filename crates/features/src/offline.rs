@@ -5,7 +5,8 @@
 //! reference; the property tests check that all three give identical vectors.
 
 use crate::aggregates::{
-    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, contributions, derive_user_features, in_order,
+    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, add_amount, contributions, derive_user_features, in_order,
+    sums_of,
 };
 
 /// Applies the arrival-order rule to one user's events in file order: returns the
@@ -28,7 +29,10 @@ pub fn accept_in_arrival_order(events: &[FeatureEvent]) -> (Vec<FeatureEvent>, V
 
 /// Cumulative slot sums over one user's time-sorted events: any window's sums are a
 /// difference of two rows found by binary search, so a table of many as-of times costs
-/// O(log n) per window instead of a scan.
+/// O(log n) per window instead of a scan. Cumulative sums saturate at `i64::MAX`; a
+/// window ending at a saturated row is summed directly over its events instead (the
+/// difference of saturated rows would be wrong), which gives the online driver's
+/// saturated sums.
 #[derive(Debug, Clone)]
 pub struct PrefixSums<'a> {
     events: &'a [FeatureEvent],
@@ -48,7 +52,7 @@ impl<'a> PrefixSums<'a> {
         cum.push(row);
         last_order.push(lo);
         for e in events {
-            contributions(e, |slot, a| row[slot] += a);
+            contributions(e, |slot, a| add_amount(&mut row[slot], a));
             if e.kind == liveprofile_events::EventKind::Order {
                 lo = Some(lo.map_or(e.ts_ms, |t| t.max(e.ts_ms)));
             }
@@ -65,8 +69,12 @@ impl<'a> PrefixSums<'a> {
         let mut sums = [[0i64; N_SLOTS]; N_WINDOWS];
         for (w, len) in WINDOWS_MS.iter().enumerate() {
             let lo = prefix[..hi].partition_point(|e| e.ts_ms <= as_of_ms - len);
-            for (s, v) in sums[w].iter_mut().enumerate() {
-                *v = self.cum[hi][s] - self.cum[lo][s];
+            if self.cum[hi].contains(&i64::MAX) {
+                sums[w] = sums_of(&prefix[lo..hi]);
+            } else {
+                for (s, v) in sums[w].iter_mut().enumerate() {
+                    *v = self.cum[hi][s] - self.cum[lo][s];
+                }
             }
         }
         let recency =
@@ -92,7 +100,7 @@ pub fn user_features_by_scan(events: &[FeatureEvent], as_of_ms: i64, out: &mut V
         for (w, len) in WINDOWS_MS.iter().enumerate() {
             if age < *len {
                 let s = &mut sums[w];
-                contributions(e, |slot, a| s[slot] += a);
+                contributions(e, |slot, a| add_amount(&mut s[slot], a));
             }
         }
     }

@@ -4,9 +4,15 @@
 //! window marking where the window starts, and the window sums. Moving the horizon
 //! forward subtracts the events a cursor passes; every event is added and removed at
 //! most once per window. Late events (within the tolerance) are inserted in order.
+//!
+//! Sums saturate at `i64::MAX` ([`add_amount`]). A saturated sum no longer knows its
+//! true total, so when an event leaves a window whose sum is saturated, that window's
+//! sums are counted again from the events still inside it (held anyway): the result is
+//! the offline driver's, bit for bit, at a cost paid only past the range.
 
 use crate::aggregates::{
-    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, WindowSums, contributions, derive_user_features, in_order,
+    FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, WindowSums, add_amount, contributions, derive_user_features,
+    in_order, sums_of,
 };
 use std::collections::VecDeque;
 
@@ -85,7 +91,7 @@ impl UserState {
         for ((len, sums), start) in WINDOWS_MS.iter().zip(&mut self.sums).zip(&mut self.start) {
             let inside = self.horizon_ms == i64::MIN || e.ts_ms > self.horizon_ms - len;
             if inside {
-                contributions(&e, |s, a| sums[s] += a);
+                contributions(&e, |s, a| add_amount(&mut sums[s], a));
             } else {
                 *start += 1; // it sits before the window's start
             }
@@ -101,10 +107,20 @@ impl UserState {
         self.horizon_ms = to_ms;
         for ((len, sums), start) in WINDOWS_MS.iter().zip(&mut self.sums).zip(&mut self.start) {
             let bound = to_ms - len;
+            let mut saturated = false;
             while *start < self.events.len() && self.events[*start].ts_ms <= bound {
                 let e = self.events[*start];
-                contributions(&e, |s, a| sums[s] -= a);
+                contributions(&e, |s, a| {
+                    if sums[s] == i64::MAX {
+                        saturated = true; // the true total is unknown: counted again below
+                    } else {
+                        sums[s] -= a;
+                    }
+                });
                 *start += 1;
+            }
+            if saturated {
+                *sums = sums_of(self.events.range(*start..));
             }
         }
         // The longest window starts first; everything before it is no longer needed.

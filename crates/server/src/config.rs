@@ -7,10 +7,70 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Most open gRPC connections; at the cap a new connection is closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Seconds a gRPC connection has to send its first call (TLS handshake and HTTP/2 preface
+/// included).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS: u64 = 10;
+/// Concurrent HTTP/2 streams (calls) per gRPC connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Seconds between HTTP/2 keepalive pings on an idle gRPC connection.
+pub const DEFAULT_HTTP2_KEEPALIVE_SECONDS: u64 = 60;
+/// Seconds a keepalive ping may go unanswered before the connection is closed.
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT_SECONDS: u64 = 20;
+/// Seconds a call may wait for its caller's next message before it ends.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT_SECONDS: u64 = 30;
+/// Encoded request bytes held at once, unless `max-message-bytes` is larger.
+pub const DEFAULT_MAX_INFLIGHT_REQUEST_BYTES: usize = 64 << 20;
+/// Most open connections on the metrics port.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 16;
+/// Seconds a metrics connection has to send a request.
+pub const DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS: u64 = 5;
+
+/// The defaults of the flags whose help does not spell theirs: appended to the help from
+/// the constants above.
+fn flag_defaults() -> [(&'static str, String); 9] {
+    [
+        ("max_connections", DEFAULT_MAX_CONNECTIONS.to_string()),
+        ("handshake_timeout_seconds", DEFAULT_HANDSHAKE_TIMEOUT_SECONDS.to_string()),
+        ("max_streams_per_connection", DEFAULT_MAX_STREAMS_PER_CONNECTION.to_string()),
+        ("http2_keepalive_seconds", DEFAULT_HTTP2_KEEPALIVE_SECONDS.to_string()),
+        ("http2_keepalive_timeout_seconds", DEFAULT_HTTP2_KEEPALIVE_TIMEOUT_SECONDS.to_string()),
+        ("stream_idle_timeout_seconds", DEFAULT_STREAM_IDLE_TIMEOUT_SECONDS.to_string()),
+        (
+            "max_inflight_request_bytes",
+            format!(
+                "{DEFAULT_MAX_INFLIGHT_REQUEST_BYTES} ({} MiB) or --max-message-bytes if larger",
+                DEFAULT_MAX_INFLIGHT_REQUEST_BYTES >> 20
+            ),
+        ),
+        ("metrics_max_connections", DEFAULT_METRICS_MAX_CONNECTIONS.to_string()),
+        ("metrics_header_timeout_seconds", DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS.to_string()),
+    ]
+}
+
+/// Appends `[default: ...]` to the help of a flag listed in [`flag_defaults`].
+fn with_default(arg: clap::Arg) -> clap::Arg {
+    let Some((_, value)) = flag_defaults().into_iter().find(|(id, _)| arg.get_id() == *id) else {
+        return arg;
+    };
+    let help = arg.get_help().map(|h| format!("{h} [default: {value}]"));
+    let long_help = arg.get_long_help().map(|h| format!("{h}\n\n[default: {value}]"));
+    let arg = match help {
+        Some(h) => arg.help(h),
+        None => arg,
+    };
+    match long_help {
+        Some(h) => arg.long_help(h),
+        None => arg,
+    }
+}
+
 /// Flags of `liveprofile serve`. Every flag is optional: a flag not given falls back to
 /// its environment variable, then to the `--config` file, then to the default named in
 /// its help.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(mut_args(with_default))]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (keys are the flag names with `_`).
     #[arg(long, env = "LIVEPROFILE_CONFIG")]
@@ -87,6 +147,20 @@ pub struct ServeArgs {
     /// Longest time between two snapshots when events arrived, in seconds [default: 300].
     #[arg(long, env = "LIVEPROFILE_SNAPSHOT_SECONDS")]
     pub snapshot_seconds: Option<u64>,
+    /// Hours of event time an event sent again is answered `duplicate` (a producer may
+    /// retry for this long and learn its events are stored), at most 720 [default: 6].
+    #[arg(long, env = "LIVEPROFILE_DEDUP_HORIZON_HOURS")]
+    pub dedup_horizon_hours: Option<u64>,
+    /// Most event ids kept for duplicate answers (16 bytes each plus the table's slack);
+    /// over it the oldest go first and the horizon shortens [default: 7340032].
+    #[arg(long, env = "LIVEPROFILE_DEDUP_MAX_IDS")]
+    pub dedup_max_ids: Option<usize>,
+    /// Start even when the profile log lost acknowledged records (damage other than a
+    /// torn last write): the damaged files are moved to `damaged/` in the data folder and
+    /// each loss is logged as an ERROR. Without it the server refuses to start, naming the
+    /// file and the records lost.
+    #[arg(long, env = "LIVEPROFILE_ACCEPT_LOG_DAMAGE")]
+    pub accept_log_damage: bool,
     /// CSV of identity links `platform,platform_user_id,user_id` loaded at start (links
     /// set through ProfileAdmin win) [default: none].
     #[arg(long, env = "LIVEPROFILE_IDENTITIES")]
@@ -101,6 +175,41 @@ pub struct ServeArgs {
     /// is down are delivered when it is back [default: liveprofile].
     #[arg(long, env = "LIVEPROFILE_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
+    /// Most open gRPC connections; at the cap a new connection is closed at once (counted
+    /// in liveprofile_connections_refused). Keep it under the open-file limit.
+    #[arg(long, env = "LIVEPROFILE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a new gRPC connection has to make its first call (TLS handshake and HTTP/2
+    /// preface included); then it is closed.
+    #[arg(long, env = "LIVEPROFILE_HANDSHAKE_TIMEOUT_SECONDS")]
+    pub handshake_timeout_seconds: Option<u64>,
+    /// Concurrent calls (HTTP/2 streams) per gRPC connection; a client waits for a free
+    /// one.
+    #[arg(long, env = "LIVEPROFILE_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// Seconds between HTTP/2 keepalive pings the server sends on a gRPC connection.
+    #[arg(long, env = "LIVEPROFILE_HTTP2_KEEPALIVE_SECONDS")]
+    pub http2_keepalive_seconds: Option<u64>,
+    /// Seconds a keepalive ping may go unanswered before the connection is closed (the
+    /// peer is gone).
+    #[arg(long, env = "LIVEPROFILE_HTTP2_KEEPALIVE_TIMEOUT_SECONDS")]
+    pub http2_keepalive_timeout_seconds: Option<u64>,
+    /// Seconds a call may wait for its caller's next message (an open IngestEvents or
+    /// ScoreStream stream, or a request body); then it ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "LIVEPROFILE_STREAM_IDLE_TIMEOUT_SECONDS")]
+    pub stream_idle_timeout_seconds: Option<u64>,
+    /// Encoded request bytes the server holds at once, counted before decoding; a message
+    /// that does not fit is refused at once with RESOURCE_EXHAUSTED. At least
+    /// --max-message-bytes.
+    #[arg(long, env = "LIVEPROFILE_MAX_INFLIGHT_REQUEST_BYTES")]
+    pub max_inflight_request_bytes: Option<usize>,
+    /// Most open connections on the metrics port; more are closed at once.
+    #[arg(long, env = "LIVEPROFILE_METRICS_MAX_CONNECTIONS")]
+    pub metrics_max_connections: Option<usize>,
+    /// Seconds a metrics connection has to send a request (after connecting or after the
+    /// previous answer); then it is closed.
+    #[arg(long, env = "LIVEPROFILE_METRICS_HEADER_TIMEOUT_SECONDS")]
+    pub metrics_header_timeout_seconds: Option<u64>,
 }
 
 /// The same settings in a TOML file.
@@ -128,10 +237,22 @@ struct FileConfig {
     durability: Option<String>,
     snapshot_every: Option<u64>,
     snapshot_seconds: Option<u64>,
+    dedup_horizon_hours: Option<u64>,
+    dedup_max_ids: Option<usize>,
+    accept_log_damage: Option<bool>,
     identities: Option<PathBuf>,
     mqtt_broker: Option<String>,
     mqtt_topic: Option<String>,
     mqtt_client_id: Option<String>,
+    max_connections: Option<usize>,
+    handshake_timeout_seconds: Option<u64>,
+    max_streams_per_connection: Option<u32>,
+    http2_keepalive_seconds: Option<u64>,
+    http2_keepalive_timeout_seconds: Option<u64>,
+    stream_idle_timeout_seconds: Option<u64>,
+    max_inflight_request_bytes: Option<usize>,
+    metrics_max_connections: Option<usize>,
+    metrics_header_timeout_seconds: Option<u64>,
 }
 
 /// TLS files.
@@ -174,6 +295,31 @@ pub struct ServerConfig {
     pub experiments: PathBuf,
     /// The profile store and its ingest paths.
     pub profiles: ProfilesConfig,
+    /// Connection, stream and request-size limits.
+    pub limits: LimitsConfig,
+}
+
+/// What callers can hold of the server, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Open gRPC connections.
+    pub max_connections: usize,
+    /// Time a gRPC connection has to make its first call.
+    pub handshake_timeout: Duration,
+    /// Concurrent HTTP/2 streams per gRPC connection.
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive ping period.
+    pub keepalive_interval: Duration,
+    /// Time a keepalive ping may go unanswered.
+    pub keepalive_timeout: Duration,
+    /// Time a call may wait for its caller's next message.
+    pub stream_idle_timeout: Duration,
+    /// Encoded request bytes held at once.
+    pub max_inflight_request_bytes: usize,
+    /// Open metrics connections.
+    pub metrics_max_connections: usize,
+    /// Time a metrics connection has to send a request.
+    pub metrics_header_timeout: Duration,
 }
 
 /// The profile store and ingest.
@@ -187,6 +333,12 @@ pub struct ProfilesConfig {
     pub snapshot_every: u64,
     /// Longest time between snapshots.
     pub snapshot_interval: Duration,
+    /// Event time a resent event is answered `duplicate`.
+    pub dedup_horizon: Duration,
+    /// Most event ids kept for duplicate answers.
+    pub dedup_max_ids: usize,
+    /// Start even when the log lost acknowledged records.
+    pub accept_log_damage: bool,
     /// Identity links loaded at start.
     pub identities: Option<PathBuf>,
     /// MQTT subscription, if enabled.
@@ -247,6 +399,48 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max_message_bytes = self.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 << 20);
+        let seconds = |flag: Option<u64>, key: Option<u64>, default: u64| Duration::from_secs(flag.or(key).unwrap_or(default));
+        let limits = LimitsConfig {
+            max_connections: self.max_connections.or(file.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            handshake_timeout: seconds(
+                self.handshake_timeout_seconds,
+                file.handshake_timeout_seconds,
+                DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
+            ),
+            max_streams_per_connection: self
+                .max_streams_per_connection
+                .or(file.max_streams_per_connection)
+                .unwrap_or(DEFAULT_MAX_STREAMS_PER_CONNECTION),
+            keepalive_interval: seconds(
+                self.http2_keepalive_seconds,
+                file.http2_keepalive_seconds,
+                DEFAULT_HTTP2_KEEPALIVE_SECONDS,
+            ),
+            keepalive_timeout: seconds(
+                self.http2_keepalive_timeout_seconds,
+                file.http2_keepalive_timeout_seconds,
+                DEFAULT_HTTP2_KEEPALIVE_TIMEOUT_SECONDS,
+            ),
+            stream_idle_timeout: seconds(
+                self.stream_idle_timeout_seconds,
+                file.stream_idle_timeout_seconds,
+                DEFAULT_STREAM_IDLE_TIMEOUT_SECONDS,
+            ),
+            max_inflight_request_bytes: self
+                .max_inflight_request_bytes
+                .or(file.max_inflight_request_bytes)
+                .unwrap_or(DEFAULT_MAX_INFLIGHT_REQUEST_BYTES.max(max_message_bytes)),
+            metrics_max_connections: self
+                .metrics_max_connections
+                .or(file.metrics_max_connections)
+                .unwrap_or(DEFAULT_METRICS_MAX_CONNECTIONS),
+            metrics_header_timeout: seconds(
+                self.metrics_header_timeout_seconds,
+                file.metrics_header_timeout_seconds,
+                DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS,
+            ),
+        };
         let c = ServerConfig {
             models: self.models.or(file.models).unwrap_or_else(|| PathBuf::from("models")),
             addr: self.addr.or(file.addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
@@ -260,7 +454,7 @@ impl ServeArgs {
                 threads: self.inference_threads.or(file.inference_threads).unwrap_or(threads),
             },
             max_request_rows: self.max_request_rows.or(file.max_request_rows).unwrap_or(4096),
-            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 << 20),
+            max_message_bytes,
             admin_token: self
                 .admin_token
                 .or(file.admin_token)
@@ -288,6 +482,14 @@ impl ServeArgs {
                     .unwrap_or(Durability::Fsync),
                 snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(10_000_000),
                 snapshot_interval: Duration::from_secs(self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300)),
+                dedup_horizon: Duration::from_secs(
+                    3600 * self
+                        .dedup_horizon_hours
+                        .or(file.dedup_horizon_hours)
+                        .unwrap_or((liveprofile_store::DEFAULT_DEDUP_HORIZON_MS / 3_600_000) as u64),
+                ),
+                dedup_max_ids: self.dedup_max_ids.or(file.dedup_max_ids).unwrap_or(liveprofile_store::DEFAULT_DEDUP_MAX_IDS),
+                accept_log_damage: self.accept_log_damage || file.accept_log_damage.unwrap_or(false),
                 identities: self.identities.or(file.identities),
                 mqtt: match self.mqtt_broker.or(file.mqtt_broker) {
                     None => None,
@@ -309,6 +511,7 @@ impl ServeArgs {
                     }
                 },
             },
+            limits,
         };
         for (name, v) in [
             ("max-batch-size", c.batching.max_batch_size),
@@ -321,9 +524,36 @@ impl ServeArgs {
             ("rescan-ms", c.rescan.as_millis() as usize),
             ("snapshot-every", c.profiles.snapshot_every as usize),
             ("snapshot-seconds", c.profiles.snapshot_interval.as_secs() as usize),
+            ("dedup-max-ids", c.profiles.dedup_max_ids),
+            ("max-connections", c.limits.max_connections),
+            ("handshake-timeout-seconds", c.limits.handshake_timeout.as_secs() as usize),
+            ("max-streams-per-connection", c.limits.max_streams_per_connection as usize),
+            ("http2-keepalive-seconds", c.limits.keepalive_interval.as_secs() as usize),
+            ("http2-keepalive-timeout-seconds", c.limits.keepalive_timeout.as_secs() as usize),
+            ("stream-idle-timeout-seconds", c.limits.stream_idle_timeout.as_secs() as usize),
+            ("metrics-max-connections", c.limits.metrics_max_connections),
+            ("metrics-header-timeout-seconds", c.limits.metrics_header_timeout.as_secs() as usize),
         ] {
             anyhow::ensure!(v > 0, "{name} must be at least 1");
         }
+        anyhow::ensure!(
+            c.profiles.dedup_horizon.as_millis() <= liveprofile_store::MAX_DEDUP_HORIZON_MS as u128,
+            "dedup-horizon-hours must be at most {}",
+            liveprofile_store::MAX_DEDUP_HORIZON_MS / 3_600_000
+        );
+        anyhow::ensure!(
+            c.limits.max_inflight_request_bytes >= c.max_message_bytes,
+            "max-inflight-request-bytes ({}) is under max-message-bytes ({}): a message of the largest size could \
+             never be admitted",
+            c.limits.max_inflight_request_bytes,
+            c.max_message_bytes
+        );
+        anyhow::ensure!(
+            c.limits.max_connections <= tokio::sync::Semaphore::MAX_PERMITS
+                && c.limits.metrics_max_connections <= tokio::sync::Semaphore::MAX_PERMITS,
+            "max-connections and metrics-max-connections must be at most {}",
+            tokio::sync::Semaphore::MAX_PERMITS
+        );
         anyhow::ensure!(
             c.max_request_rows <= c.batching.max_queue_rows,
             "max-request-rows ({}) is over max-queue-rows ({}): such a request could never be admitted",

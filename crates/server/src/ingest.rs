@@ -43,13 +43,42 @@ pub fn incoming(e: v1::LiveEvent) -> IncomingEvent {
     }
 }
 
-/// A store failure as a status: the store refusing writes after a failed log write is
-/// UNAVAILABLE (retry elsewhere or later); any other I/O failure is INTERNAL.
+/// A store failure as a status. Nothing of a batch that failed was stored, so each is
+/// safe to retry: a full disk is RESOURCE_EXHAUSTED (retry once there is room: health
+/// `liveprofile.store` turns SERVING), another failed log write, or the store refusing
+/// writes after a write it could not clear, UNAVAILABLE (retry later or elsewhere); any
+/// other failure is INTERNAL.
 pub fn store_status(e: &StoreError) -> Status {
     match e {
-        StoreError::Failed(_) => Status::unavailable(e.to_string()),
+        StoreError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::WriteFailed { .. } | StoreError::Failed(_) => Status::unavailable(e.to_string()),
         StoreError::RecordTooLarge { .. } => Status::invalid_argument(e.to_string()),
         _ => Status::internal(format!("profile store: {e}")),
+    }
+}
+
+/// Failed batches are logged at most once a second: on a full disk every producer's
+/// every retry fails, and the health status `liveprofile.store` tells the rest.
+static FAILURE_LOG: RateLimit = RateLimit::every_ms(1000);
+
+/// Lets an action through at most once per period.
+struct RateLimit {
+    period_ms: i64,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl RateLimit {
+    const fn every_ms(period_ms: i64) -> Self {
+        RateLimit { period_ms, last_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2) }
+    }
+
+    /// Whether the action may run now (and if so, the period starts again).
+    fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = liveprofile_store::now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now - last >= self.period_ms
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -65,7 +94,13 @@ pub async fn ingest_batch(
     let report = tokio::task::spawn_blocking(move || store.ingest(&events))
         .await
         .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?
-        .map_err(|e| store_status(&e))?;
+        .map_err(|e| {
+            let status = store_status(&e);
+            if status.code() != tonic::Code::InvalidArgument && FAILURE_LOG.due() {
+                tracing::error!(path, error = %e, "a batch was not stored (the client is told; nothing of it was applied)");
+            }
+            status
+        })?;
     state.metrics.count_ingest(path, &report, started.elapsed());
     Ok(report)
 }

@@ -6,6 +6,7 @@
 //! - [`server`]: start, readiness, graceful shutdown.
 //! - [`scoring`], [`admin`], [`kserve`]: the gRPC services.
 //! - [`batcher`]: dynamic batching on inference threads, bounded admission, deadlines.
+//! - [`limits`]: connection, stream and request-size limits, and the protobuf codec.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`loadgen`]: the load generator of the service benchmarks.
 
@@ -16,6 +17,7 @@ pub mod experiments;
 pub mod ingest;
 pub mod ingest_bench;
 pub mod kserve;
+pub mod limits;
 pub mod loadgen;
 pub mod metrics;
 pub mod mqtt;

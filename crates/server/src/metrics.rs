@@ -2,7 +2,9 @@
 //! the same (`nv_inference_*`); the rest are `liveprofile_*`.
 
 use liveprofile_runtime::{ModelRepository, ShadowScorer};
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 const LATENCY_US: &[f64] =
     &[10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 100_000.0, 1_000_000.0];
@@ -41,6 +43,23 @@ pub struct Metrics {
     pub ingest_us: HistogramVec,
     /// First exposures of users to experiments, logged.
     pub experiment_exposures: prometheus::IntCounter,
+    /// Open connections, per port (`grpc`, `metrics`).
+    pub connections_open: IntGaugeVec,
+    /// Connections closed at once because the port was at its connection cap.
+    pub connections_refused: IntCounterVec,
+    /// Connections closed for not completing their handshake (gRPC) or request (metrics)
+    /// in time.
+    pub connections_timed_out: IntCounterVec,
+    /// Encoded bytes of the requests being served (the in-flight request budget in use).
+    pub request_bytes_in_flight: IntGauge,
+    /// Requests refused before decoding: they did not fit in the in-flight request budget.
+    pub request_bytes_refused: IntCounter,
+    /// Calls ended because their caller sent nothing for the stream idle timeout.
+    pub stream_idle_timeouts: IntCounter,
+    /// MQTT messages dead-lettered (acknowledged without taking their events in, recorded
+    /// in the data folder's `dead-letter/`), per reason (`too_large`, `undecodable`,
+    /// `refused`: [`crate::mqtt::DeadLetterReason`]).
+    pub mqtt_dead_letters: IntCounterVec,
     model_events: IntGaugeVec,
     stable_version: IntGaugeVec,
     loaded_versions: IntGaugeVec,
@@ -73,6 +92,12 @@ fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
     r.register(Box::new(g.clone())).expect("metric registration");
     g
+}
+
+fn single<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: prometheus::Result<M>) -> M {
+    let m = m.expect("metric definition");
+    r.register(Box::new(m.clone())).expect("metric registration");
+    m
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -115,6 +140,43 @@ impl Metrics {
         r.register(Box::new(experiment_exposures.clone())).expect("metric registration");
         Metrics {
             experiment_exposures,
+            connections_open: int_gauge(&r, "liveprofile_connections_open", "Open connections, per port", &["port"]),
+            connections_refused: counter(
+                &r,
+                "liveprofile_connections_refused",
+                "Connections closed at once: the port was at its connection cap",
+                &["port"],
+            ),
+            connections_timed_out: counter(
+                &r,
+                "liveprofile_connections_timed_out",
+                "Connections closed for not completing their handshake (grpc) or request (metrics) in time",
+                &["port"],
+            ),
+            request_bytes_in_flight: single(
+                &r,
+                IntGauge::new("liveprofile_request_bytes_in_flight", "Encoded bytes of the requests being served"),
+            ),
+            request_bytes_refused: single(
+                &r,
+                IntCounter::new(
+                    "liveprofile_request_bytes_rejections",
+                    "Requests refused before decoding: over the in-flight request budget",
+                ),
+            ),
+            stream_idle_timeouts: single(
+                &r,
+                IntCounter::new(
+                    "liveprofile_stream_idle_timeouts",
+                    "Calls ended because the caller sent nothing for the stream idle timeout",
+                ),
+            ),
+            mqtt_dead_letters: counter(
+                &r,
+                "liveprofile_mqtt_dead_letters",
+                "MQTT messages acknowledged without their events and recorded in dead-letter/, per reason",
+                &["reason"],
+            ),
             request_success: counter(&r, "nv_inference_request_success", "Requests answered", &mva),
             request_failure: counter(
                 &r,

@@ -1,5 +1,7 @@
 //! Starting and stopping the server: gRPC (scoring, admin, KServe v2, health, reflection)
-//! on one port, Prometheus metrics on another.
+//! on one port, Prometheus metrics on another, both under the limits of [`crate::limits`]
+//! (connection caps and deadlines; on gRPC also HTTP/2 streams per connection, keepalive
+//! pings, idle request streams and the in-flight request budget).
 //!
 //! The ports open at once with health NOT_SERVING; the models load, check and warm on a
 //! blocking thread, and only then is health SERVING (when some model answers; each model's
@@ -12,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::experiments::{ExperimentAdminService, FolderWatch};
 use crate::ingest::{IngestService, ProfileAdminService};
 use crate::kserve::KServeService;
+use crate::limits::{CallLimits, GrpcIncoming, MetricsListener, RequestBudget};
 use crate::mqtt::MqttIngest;
 use crate::proto::v1::{
     experiment_admin_server::ExperimentAdminServer, ingest_server::IngestServer, model_admin_server::ModelAdminServer,
@@ -54,6 +57,7 @@ pub struct RunningServer {
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: tokio::task::JoinHandle<std::io::Result<()>>,
     loader: tokio::task::JoinHandle<()>,
+    store_health: tokio::task::JoinHandle<()>,
     watch: Arc<Mutex<Option<liveprofile_runtime::repository::WatchHandle>>>,
     mqtt: Option<MqttIngest>,
 }
@@ -67,6 +71,45 @@ impl std::fmt::Debug for RunningServer {
 /// Prefix of the health service name of each model: `liveprofile.model.<name>` is SERVING
 /// while the model has a version that answers.
 pub const MODEL_HEALTH_PREFIX: &str = "liveprofile.model.";
+
+/// Health service name of the profile store: SERVING while it can write its log,
+/// NOT_SERVING after a failed log write (a full disk) until a write succeeds again.
+/// Scoring goes on meanwhile, so the server-wide status does not follow it.
+pub const STORE_HEALTH: &str = "liveprofile.store";
+
+/// How often the store's write health is checked (and, after a failed write, whether
+/// there is room again).
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps [`STORE_HEALTH`] in step with the store until the server stops: after a failed
+/// log write it probes the disk every [`STORE_PROBE_EVERY`], so the store turns SERVING
+/// as soon as there is room, even if no batch arrives to find out.
+fn watch_store_health(state: Arc<AppState>, health: tonic_health::server::HealthReporter) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reported: Option<bool> = None;
+        while !state.is_stopping() {
+            let store = state.profiles.clone();
+            let writable = tokio::task::spawn_blocking(move || match store.write_health() {
+                Ok(()) => Ok(()),
+                Err(why) => if store.probe_log() { Ok(()) } else { Err(why) },
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("store probe failed: {e}")));
+            let ok = writable.is_ok();
+            if reported != Some(ok) {
+                match &writable {
+                    Ok(()) if reported.is_some() => tracing::info!("profile store writes again: {STORE_HEALTH} SERVING"),
+                    Ok(()) => {}
+                    Err(why) => tracing::error!(reason = %why, "profile store cannot write its log: {STORE_HEALTH} NOT_SERVING"),
+                }
+                let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                health.set_service_status(STORE_HEALTH, status).await;
+                reported = Some(ok);
+            }
+            tokio::time::sleep(STORE_PROBE_EVERY).await;
+        }
+    })
+}
 
 /// The health service name of a model.
 pub fn model_health_name(model: &str) -> String {
@@ -108,7 +151,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(t) => {
             let cert = std::fs::read(&t.cert).with_context(|| format!("reading {}", t.cert.display()))?;
             let key = std::fs::read(&t.key).with_context(|| format!("reading {}", t.key.display()))?;
-            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            // The handshake deadline of the connection covers TLS too; this one names it.
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(config.limits.handshake_timeout))
         }
         None => None,
     };
@@ -122,11 +166,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let metrics_addr = metrics_listener.local_addr()?;
 
     let store_options = liveprofile_store::StoreOptions {
-        dir: config.profiles.data_dir.clone(),
-        shards: 64,
         durability: config.profiles.durability,
         snapshot_every_records: config.profiles.snapshot_every,
         snapshot_interval: config.profiles.snapshot_interval,
+        dedup_horizon: config.profiles.dedup_horizon,
+        dedup_max_ids: config.profiles.dedup_max_ids,
+        accept_log_damage: config.profiles.accept_log_damage,
+        ..liveprofile_store::StoreOptions::new(config.profiles.data_dir.clone())
     };
     let profiles = tokio::task::spawn_blocking(move || liveprofile_store::ProfileStore::open(store_options))
         .await?
@@ -153,6 +199,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .context("reflection service")?;
 
     let limit = config.max_message_bytes;
+    let budget = RequestBudget::new(config.limits.max_inflight_request_bytes, state.metrics.clone());
+    let calls = CallLimits::new(budget, config.limits.stream_idle_timeout, state.metrics.clone());
     let scoring = ScoringServer::new(ScoringService::new(state.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -186,26 +234,41 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     );
     let mqtt = config.profiles.mqtt.as_ref().map(|m| MqttIngest::start(state.clone(), m));
 
-    let mut builder = Server::builder().tcp_nodelay(true);
+    let limits = &config.limits;
+    warn_if_over_descriptor_limit(limits.max_connections + limits.metrics_max_connections);
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
+    // Every service goes through the call limits: the first call lifts the connection's
+    // handshake deadline, idle request streams end, the codec sees the request budget.
     let router = builder
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(scoring)
-        .add_service(kserve)
-        .add_service(admin)
-        .add_service(ingest)
-        .add_service(profile_admin)
-        .add_service(experiment_admin);
+        .add_service(calls.wrap(health_service))
+        .add_service(calls.wrap(reflection_v1))
+        .add_service(calls.wrap(reflection_v1alpha))
+        .add_service(calls.wrap(scoring))
+        .add_service(calls.wrap(kserve))
+        .add_service(calls.wrap(admin))
+        .add_service(calls.wrap(ingest))
+        .add_service(calls.wrap(profile_admin))
+        .add_service(calls.wrap(experiment_admin));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let incoming =
+        GrpcIncoming::new(grpc_listener, limits.max_connections, limits.handshake_timeout, state.metrics.clone());
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = grpc_stopped.await;
     }));
 
+    let metrics_listener = MetricsListener::new(
+        metrics_listener,
+        limits.metrics_max_connections,
+        limits.metrics_header_timeout,
+        state.metrics.clone(),
+    );
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
     let metrics_state = state.clone();
     let app = axum::Router::new().route(
@@ -288,6 +351,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         })
     };
 
+    let store_health = watch_store_health(state.clone(), health.clone());
     tracing::info!(%grpc_addr, %metrics_addr, tls = config.tls.is_some(), "listening");
     Ok(RunningServer {
         grpc_addr,
@@ -299,6 +363,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         grpc,
         metrics,
         loader,
+        store_health,
         watch,
         mqtt,
     })
@@ -324,6 +389,7 @@ impl RunningServer {
     /// NOT_SERVING under every name, the server's and each model's.
     async fn set_not_serving(&self) {
         set_health(&self.health, ServingStatus::NotServing).await;
+        self.health.set_service_status(STORE_HEALTH, ServingStatus::NotServing).await;
         for model in self.state.model_readiness().keys() {
             self.health.set_service_status(model_health_name(model), ServingStatus::NotServing).await;
         }
@@ -356,6 +422,8 @@ impl RunningServer {
         }
         let _ = (&mut self.metrics).await;
         let _ = (&mut self.loader).await;
+        self.store_health.abort();
+        let _ = (&mut self.store_health).await;
         // The health loop has ended: nothing can turn a name back to SERVING now.
         self.set_not_serving().await;
         // A snapshot now makes the next start load it instead of replaying the log.
@@ -371,11 +439,59 @@ impl RunningServer {
     }
 }
 
+/// Descriptors kept for everything but connections: the log, snapshots, model files, the
+/// watcher.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Warns when the connection caps (plus a reserve) are over the process's open-file
+/// limit: the caps would not keep descriptors from running out.
+fn warn_if_over_descriptor_limit(connections: usize) {
+    let Some(limit) = open_file_limit() else { return };
+    let needed = connections as u64 + RESERVED_DESCRIPTORS;
+    if needed > limit {
+        tracing::warn!(
+            connections,
+            limit,
+            "the connection caps plus {RESERVED_DESCRIPTORS} reserved descriptors are over the open-file limit: raise \
+             it (ulimit -n) or lower --max-connections"
+        );
+    }
+}
+
+/// The soft limit on open files, where the system tells it (`/proc/self/limits`).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
 /// Runs until `signal` resolves, then shuts down gracefully.
 pub async fn run(config: ServerConfig, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    survive_file_size_limit();
     let server = start(config).await?;
     signal.await;
     server.shutdown().await
+}
+
+/// Takes SIGXFSZ instead of dying of it. A write past the file size limit (`ulimit -f`,
+/// a quota set that way) then fails with EFBIG, which the store treats like a full disk:
+/// the batch fails alone and later ones are taken once there is room. By default the
+/// signal would kill the process mid-batch.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        let kind = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
+        match tokio::signal::unix::signal(kind) {
+            Ok(mut signals) => {
+                tokio::spawn(async move {
+                    while signals.recv().await.is_some() {
+                        tracing::warn!("SIGXFSZ: a write went over the file size limit (it fails with EFBIG)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot take SIGXFSZ: a write over the file size limit kills the server"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

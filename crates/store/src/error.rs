@@ -35,13 +35,54 @@ pub enum StoreError {
         /// The limit ([`crate::MAX_RECORD_BYTES`]).
         limit: usize,
     },
-    /// An earlier write to the log failed, so the state in memory may be ahead of the log;
-    /// the store takes no more events until it is restarted (and recovers from the log).
+    /// The disk is full (or a quota or the file size limit is reached): nothing of the
+    /// batch was logged or applied, and later writes succeed once there is room.
+    #[error("disk full: {path}: {action}: {source}; nothing of it was logged or applied")]
+    DiskFull {
+        /// The segment (or segment being created).
+        path: String,
+        /// What was being written.
+        action: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A log write failed for another reason: nothing of the batch was logged or applied.
+    #[error("log write failed: {path}: {action}: {source}; nothing of it was logged or applied")]
+    WriteFailed {
+        /// The segment.
+        path: String,
+        /// What was being written.
+        action: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A log write failed in a way that leaves what is on the disk unknown (a failed
+    /// fsync, or a failed write that could not be cleared); the store takes no more
+    /// events until it is restarted (and recovers from the log).
     #[error("the store stopped taking events after a failed log write: {0}")]
     Failed(String),
+    /// The log lost acknowledged records; the store does not start without the operator
+    /// accepting the loss.
+    #[error(
+        "the profile log lost acknowledged records: {damage}{}. The store does not start without them: \
+         restore the file, or start once with --accept-log-damage (StoreOptions::accept_log_damage) to move \
+         the damaged files to damaged/ and go on without those records",
+        if *more > 0 { format!(" (and {more} more damaged places)") } else { String::new() }
+    )]
+    LogDamaged {
+        /// The first damage found, in log order.
+        damage: Box<crate::LogDamage>,
+        /// How many more were found.
+        more: usize,
+    },
     /// Another store (in this or another process) has the data folder open.
-    #[error("profile data folder {0} is in use by another process")]
-    InUse(String),
+    #[error("profile data folder {dir} is in use by {}", match pid { Some(p) => format!("pid {p}"), None => "another process".to_owned() })]
+    InUse {
+        /// The data folder.
+        dir: String,
+        /// The process holding it, when it can be told.
+        pid: Option<u32>,
+    },
     /// An experiment cannot be started (name taken by another definition, too many).
     #[error("{0}")]
     Experiment(String),

@@ -57,7 +57,8 @@ pub struct IncomingEvent {
     /// Item involved.
     #[serde(default)]
     pub item_id: String,
-    /// Watch seconds, yuan or price, by kind (see the event contract).
+    /// Watch seconds, yuan or price, by kind (see the event contract), at most the kind's
+    /// limit ([`EventKind::max_value`]: 10,000,000 yuan, 604,800 watch seconds).
     #[serde(default)]
     pub value: f64,
     /// Whether a coupon was used or offered.
@@ -187,7 +188,9 @@ impl IncomingEvent {
     /// log record stays within [`MAX_EVENT_RECORD_BYTES`] and no reason quotes an
     /// oversized value. An event stamped more than [`MAX_CLOCK_SKEW_MS`] after `now_ms` is
     /// refused: taken in, it would move its user's clock ahead and every real event after
-    /// it would be late.
+    /// it would be late. A value over its kind's limit ([`EventKind::max_value`]) is
+    /// refused naming the field, the kind and the limit (`value 5e16 on order is over the
+    /// limit of 10000000 yuan`): the contract's check, the same for event files.
     pub fn to_event(&self, identities: &IdentityTable, now_ms: i64) -> Result<Event, String> {
         self.check_sizes()?;
         if self.event_id.is_empty() {

@@ -2,17 +2,19 @@
 //! (`snapshot-<seq>.snap`, written as `.snapshot-<seq>.snap.<pid>.partial`; see
 //! [`Publication`]).
 //!
-//! Layout: the magic `LPSNAP02`, then frames like the log's (length, crc32, payload):
-//! a header (sequence number, shard count), one frame per shard, the host book, the
-//! identity table, the experiments, and a trailer repeating the sequence number. A file
-//! without its trailer is not a snapshot. Snapshots of the first layout (`LPSNAP01`, no
-//! experiments frame) are still read.
+//! Layout: the magic `LPSNAP03`, then frames (length u64, crc32, payload): a header
+//! (sequence number, shard count), one frame per shard, the host book, the identity
+//! table, the experiments, the event-id index, and a trailer repeating the sequence
+//! number. A file without its trailer is not a snapshot. Snapshots of earlier layouts
+//! (`LPSNAP02` without the event-id index, `LPSNAP01` without experiments either) are
+//! still read.
 //!
 //! The snapshot of sequence number `S` holds every record up to `S`; its parts are read
 //! one after another while events keep arriving, so each part also holds the records it
 //! took in after `S`, up to the sequence number it carries. Replay applies a record to
 //! the parts that do not hold it yet.
 
+use crate::dedup::EventIds;
 use crate::error::StoreError;
 use crate::experiments::ExperimentBook;
 use crate::log::numbered_files;
@@ -23,7 +25,9 @@ use std::io::{BufWriter, Read, Write};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"LPSNAP02";
+const MAGIC: &[u8; 8] = b"LPSNAP03";
+/// The second layout, without the event-id index.
+const MAGIC_V2: &[u8; 8] = b"LPSNAP02";
 /// The first layout, without experiments.
 const MAGIC_V1: &[u8; 8] = b"LPSNAP01";
 
@@ -34,6 +38,8 @@ pub(crate) struct SnapshotParts {
     pub(crate) hosts: Hosts,
     pub(crate) identities: Identities,
     pub(crate) experiments: ExperimentBook,
+    /// Empty (sequence number 0) in snapshots of earlier layouts.
+    pub(crate) event_ids: EventIds,
 }
 
 fn path_of(dir: &Path, seq: u64) -> PathBuf {
@@ -58,12 +64,14 @@ pub(crate) fn serialize<
     H: Deref<Target = Hosts>,
     I: Deref<Target = Identities>,
     X: Deref<Target = ExperimentBook>,
+    E: Deref<Target = EventIds>,
 >(
     seq: u64,
     shards: impl ExactSizeIterator<Item = G>,
     hosts: impl FnOnce() -> H,
     identities: impl FnOnce() -> I,
     experiments: impl FnOnce() -> X,
+    event_ids: impl FnOnce() -> E,
 ) -> Vec<Vec<u8>> {
     let mut chunks = Vec::with_capacity(shards.len() + 4);
     let mut header = Vec::new();
@@ -80,6 +88,7 @@ pub(crate) fn serialize<
     frame(&mut rest, &postcard::to_stdvec(&*hosts()).expect("hosts serialize"));
     frame(&mut rest, &postcard::to_stdvec(&*identities()).expect("identities serialize"));
     frame(&mut rest, &postcard::to_stdvec(&*experiments()).expect("experiments serialize"));
+    frame(&mut rest, &postcard::to_stdvec(&*event_ids()).expect("event ids serialize"));
     frame(&mut rest, &postcard::to_stdvec(&seq).expect("trailer serializes"));
     chunks.push(rest);
     chunks
@@ -128,10 +137,12 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
     let corrupt = |reason: String| StoreError::Corrupt { path: path.display().to_string(), reason };
     let mut bytes = Vec::new();
     File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| StoreError::io(&path, e))?;
-    let (mut rest, has_experiments) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
-        (rest, true)
+    let (mut rest, has_experiments, has_ids) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
+        (rest, true, true)
+    } else if let Some(rest) = bytes.strip_prefix(MAGIC_V2.as_slice()) {
+        (rest, true, false)
     } else if let Some(rest) = bytes.strip_prefix(MAGIC_V1.as_slice()) {
-        (rest, false)
+        (rest, false, false)
     } else {
         return Err(corrupt("does not start with the snapshot magic".to_owned()));
     };
@@ -165,11 +176,16 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
     } else {
         ExperimentBook::default()
     };
+    let event_ids = if has_ids {
+        postcard::from_bytes(next("event-id index")?).map_err(|e| decode("event-id index", e))?
+    } else {
+        EventIds::default()
+    };
     let trailer: u64 = postcard::from_bytes(next("trailer")?).map_err(|e| decode("trailer", e))?;
     if trailer != seq {
         return Err(corrupt(format!("trailer says sequence {trailer}, the name {seq}")));
     }
-    Ok(Some(SnapshotParts { seq, shards, hosts, identities, experiments }))
+    Ok(Some(SnapshotParts { seq, shards, hosts, identities, experiments, event_ids }))
 }
 
 #[cfg(test)]
@@ -200,6 +216,7 @@ mod tests {
             || Box::new(Hosts::default()),
             || Box::new(Identities::default()),
             || Box::new(ExperimentBook { seq: 3, ..Default::default() }),
+            || Box::new(EventIds::default()),
         );
         write(dir.path(), seq + 1, &chunks).unwrap();
         let parts = load_newest(dir.path()).unwrap().unwrap();
@@ -217,6 +234,7 @@ mod tests {
             || Box::new(Hosts::default()),
             || Box::new(Identities::default()),
             || Box::new(ExperimentBook::default()),
+            || Box::new(EventIds::default()),
         );
         write(dir.path(), 4, &chunks).unwrap();
         let names = || {

@@ -1,11 +1,17 @@
 //! [`ProfileStore`]: users sharded by a hash of their id, one host book, the identity
-//! table; every accepted event and identity change is logged before it is acknowledged.
+//! table, the event-id index; every accepted event and identity change is logged before it
+//! is applied and acknowledged.
 
+mod ingest;
+mod open;
+
+use crate::dedup::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_DEDUP_MAX_IDS, EventIds};
 use crate::error::{LookupError, StoreError};
 use crate::experiments::{ExperimentBook, ExperimentStatus, ExperimentTable, MAX_EXPERIMENTS};
 use crate::identity::{IdentityLink, IdentityTable};
-use crate::incoming::{IncomingEvent, IngestReport, MAX_CLOCK_SKEW_MS, Outcome};
-use crate::log::{Durability, LogWriter, replay, segments, sync_dir};
+use crate::incoming::MAX_CLOCK_SKEW_MS;
+use crate::lock::FolderLock;
+use crate::log::{DEFAULT_SEGMENT_BYTES, Durability, LogDamage, LogWriter, segments, sync_dir};
 use crate::snapshot;
 use liveprofile_events::{Event, Platform, stable_hash};
 use liveprofile_experiments::{Experiment, Exposure};
@@ -31,11 +37,26 @@ pub struct StoreOptions {
     pub snapshot_every_records: u64,
     /// ... or this long after the previous one, if anything was logged since.
     pub snapshot_interval: Duration,
+    /// Size each log segment is created with (allocated up front); a larger batch gets a
+    /// segment of its own size.
+    pub segment_bytes: u64,
+    /// How long an event sent again is answered `duplicate`: the event ids of this much
+    /// event time behind the newest event taken in are kept (at most 30 days).
+    pub dedup_horizon: Duration,
+    /// Most event ids kept for that; over the cap the oldest are dropped before their
+    /// time and the horizon shortens (16 bytes an id plus the table's slack).
+    pub dedup_max_ids: usize,
+    /// Start even when the log lost acknowledged records: the damaged files are moved to
+    /// `damaged/`, each loss is logged as an ERROR and listed by
+    /// [`ProfileStore::log_damage`]. Without it the store refuses to start, naming the
+    /// file and the records lost.
+    pub accept_log_damage: bool,
 }
 
 impl StoreOptions {
     /// Defaults for a data folder: 64 shards, fsync, a snapshot every ten million records or
-    /// five minutes.
+    /// five minutes, 64 MiB segments, duplicates told for 6 hours (at most 7 Mi ids), no
+    /// log damage accepted.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             dir: dir.into(),
@@ -43,7 +64,15 @@ impl StoreOptions {
             durability: Durability::Fsync,
             snapshot_every_records: 10_000_000,
             snapshot_interval: Duration::from_secs(300),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            dedup_horizon: Duration::from_millis(DEFAULT_DEDUP_HORIZON_MS as u64),
+            dedup_max_ids: DEFAULT_DEDUP_MAX_IDS,
+            accept_log_damage: false,
         }
+    }
+
+    fn dedup_horizon_ms(&self) -> i64 {
+        i64::try_from(self.dedup_horizon.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
@@ -58,9 +87,10 @@ enum Record {
 }
 
 /// One user's profile and its events still inside the late window, as (time, 64-bit hash
-/// of the event id), for idempotency: an older duplicate is refused as late, so it is
-/// never applied twice. Two different ids of one user within five minutes sharing a
-/// 64-bit hash is the only way an event could be taken for a duplicate.
+/// of the event id): an older event sent again is refused as late, so it is never applied
+/// twice, even when its id has left the store-wide event-id index. Two different ids of
+/// one user within five minutes sharing a 64-bit hash is the only way an event could be
+/// taken for a duplicate here.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct UserEntry {
     pub(crate) profile: UserProfile,
@@ -93,10 +123,23 @@ pub(crate) struct Identities {
 
 struct LogState {
     writer: LogWriter,
-    failed: Option<String>,
+    /// Why the last log write failed, until one succeeds (the store's health).
+    write_error: Option<String>,
     snapshot_seq: u64,
     last_snapshot: Instant,
+    /// No automatic snapshot before this (after one failed).
+    snapshot_backoff: Option<Instant>,
     scratch: Vec<u8>,
+}
+
+impl LogState {
+    /// Refuses writes once the writer stopped for good.
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.writer.broken() {
+            Some(why) => Err(StoreError::Failed(why.to_owned())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Counts since the store opened.
@@ -107,6 +150,7 @@ struct Counters {
     late: AtomicU64,
     rejected: AtomicU64,
     snapshots: AtomicU64,
+    write_failures: AtomicU64,
 }
 
 /// A moment's view of the store.
@@ -122,7 +166,7 @@ pub struct StoreStats {
     pub last_seq: u64,
     /// Sequence number the newest snapshot covers.
     pub snapshot_seq: u64,
-    /// Bytes in the current log segment.
+    /// Bytes of data in the current log segment.
     pub log_bytes: u64,
     /// Events accepted since the store opened (not counting recovery).
     pub accepted: u64,
@@ -136,6 +180,17 @@ pub struct StoreStats {
     pub snapshots: u64,
     /// Records replayed from the log when the store opened.
     pub recovered_records: u64,
+    /// Event ids held for telling duplicates.
+    pub event_ids: u64,
+    /// Event ids dropped before their horizon because of the cap, over the index's life.
+    pub event_ids_evicted_early: u64,
+    /// How far behind the newest event time the ids held reach, in milliseconds (the
+    /// horizon, or less after the cap dropped some).
+    pub dedup_horizon_ms: i64,
+    /// Log writes that failed since the store opened (each failed call, nothing kept).
+    pub write_failures: u64,
+    /// Places where the log lost records, accepted when the store opened.
+    pub log_damage: u64,
 }
 
 /// Features read from a profile, with the time they are as of.
@@ -155,6 +210,8 @@ pub struct ProfileStore {
     shards: Vec<Mutex<Shard>>,
     hosts: Mutex<Hosts>,
     identities: RwLock<Identities>,
+    /// Ids of the events taken in over the duplicate horizon.
+    event_ids: Mutex<EventIds>,
     /// Experiments' definitions, exposures and outcome accumulators.
     experiments: Mutex<ExperimentBook>,
     /// The definitions alone, for routing without the book's lock.
@@ -168,8 +225,10 @@ pub struct ProfileStore {
     options: StoreOptions,
     counters: Counters,
     recovered_records: u64,
-    /// Held (locked) while the store is open, so that one process at a time uses the folder.
-    _lock: std::fs::File,
+    /// Log damage accepted when the store opened.
+    log_damage: Vec<LogDamage>,
+    /// Held while the store is open, so that one store at a time uses the folder.
+    _lock: FolderLock,
 }
 
 impl std::fmt::Debug for ProfileStore {
@@ -190,141 +249,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ProfileStore {
-    /// Opens (or creates) the store in `options.dir`: loads the newest snapshot, replays
-    /// the log after it, truncates a torn last record, and starts the snapshot thread.
+    /// Opens (or creates) the store in `options.dir`: locks the folder, loads the newest
+    /// snapshot, replays the log after it (clearing a torn last write), and starts the
+    /// snapshot thread. Refuses to start when the log lost acknowledged records, unless
+    /// [`StoreOptions::accept_log_damage`] is set.
     pub fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreError> {
-        let dir = options.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::io(&lock_path, e))?;
-        // A store being dropped in this process may hold the lock for a moment more (its
-        // snapshot thread lets go within one tick): wait a little before giving up.
-        let wait_until = Instant::now() + Duration::from_secs(1);
-        while lock_file.try_lock().is_err() {
-            if Instant::now() >= wait_until {
-                return Err(StoreError::InUse(dir.display().to_string()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        open::open(options)
+    }
+
+    /// The log damage accepted when the store opened (empty unless
+    /// [`StoreOptions::accept_log_damage`] was set and records were lost).
+    pub fn log_damage(&self) -> &[LogDamage] {
+        &self.log_damage
+    }
+
+    /// `Ok` while the store can write its log; the reason of the last failed write until a
+    /// write succeeds again (a later batch, or the background probe that checks for room
+    /// every second), or for good after a failure that needs a restart.
+    pub fn write_health(&self) -> Result<(), String> {
+        let log = lock(&self.log);
+        if let Some(why) = log.writer.broken() {
+            return Err(why.to_owned());
         }
-        let started = Instant::now();
-        let mut shards: Vec<Shard> = (0..options.shards.max(1)).map(|_| Shard::default()).collect();
-        let mut hosts = Hosts::default();
-        let mut identities = Identities::default();
-        let mut book = ExperimentBook::default();
-        let mut snapshot_seq = 0;
-        if let Some(parts) = snapshot::load_newest(&dir)? {
-            snapshot_seq = parts.seq;
-            hosts = parts.hosts;
-            identities = parts.identities;
-            book = parts.experiments;
-            if parts.shards.len() != shards.len() {
-                // Each shard's sequence number is only valid for its own users: keep the
-                // snapshot's sharding.
-                tracing::info!(
-                    snapshot = parts.shards.len(),
-                    asked = shards.len(),
-                    "keeping the snapshot's shard count"
-                );
-            }
-            shards = parts.shards;
+        match &log.write_error {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
         }
-        let shard_count = shards.len();
-        let mut recovered = 0u64;
-        // A snapshot is taken while events keep arriving: each part knows the last record
-        // it holds, and a record is applied to the parts that do not hold it yet.
-        let (last_seq, append_to) = replay(&dir, snapshot_seq, |seq, payload| {
-            let record: Record = postcard::from_bytes(payload).map_err(|e| StoreError::Corrupt {
-                path: dir.display().to_string(),
-                reason: format!("log record {seq} does not decode: {e}"),
-            })?;
-            match record {
-                Record::Event(e) => {
-                    let i = shard_of(&e.user_id, shard_count);
-                    let mut observe_host = |e: &Event| {
-                        if seq > hosts.seq {
-                            hosts.book.observe(e);
-                            hosts.seq = seq;
-                        }
-                    };
-                    // Every logged event was accepted: the experiments take it in too.
-                    if seq > book.seq {
-                        book.observe(&e, seq);
-                    }
-                    if seq > shards[i].seq {
-                        apply_event(&mut shards[i], e, seq, observe_host);
-                    } else {
-                        observe_host(&e);
-                    }
-                }
-                Record::ExperimentStarted(x) => {
-                    if seq > book.seq {
-                        book.start(x, seq);
-                    }
-                }
-                Record::ExperimentStopped { name, ts_ms } => {
-                    if seq > book.seq {
-                        book.stop(&name, ts_ms, seq);
-                    }
-                }
-                Record::Exposures(xs) => {
-                    if seq > book.seq {
-                        book.expose(&xs, seq);
-                    }
-                }
-                Record::Identities(links) => {
-                    if seq > identities.seq {
-                        links.into_iter().for_each(|l| identities.table.upsert(l));
-                        identities.seq = seq;
-                    }
-                }
+    }
+
+    /// After a failed write, checks whether a write of that size would succeed now
+    /// (without changing the log); clears the failure when it would. Returns whether the
+    /// store can write.
+    pub fn probe_log(&self) -> bool {
+        let mut log = lock(&self.log);
+        if log.write_error.is_none() || log.writer.broken().is_some() {
+            return log.write_error.is_none() && log.writer.broken().is_none();
+        }
+        if !log.writer.failing() {
+            log.write_error = None;
+            return true;
+        }
+        match log.writer.probe() {
+            Ok(()) => {
+                tracing::info!("the log can be written again");
+                log.write_error = None;
+                true
             }
-            recovered += 1;
-            Ok(())
-        })?;
-        let writer = LogWriter::open(&dir, append_to, last_seq + 1, options.durability)?;
-        let running = RwLock::new(Arc::new(book.experiments.values().map(ExperimentStatus::of).collect()));
-        let exposed = RwLock::new(
-            book.experiments
-                .iter()
-                .map(|(name, o)| (name.clone(), o.table().into_iter().map(|r| r.user_id).collect()))
-                .collect(),
-        );
-        let store = Arc::new(ProfileStore {
-            dir: dir.clone(),
-            shards: shards.into_iter().map(Mutex::new).collect(),
-            hosts: Mutex::new(hosts),
-            identities: RwLock::new(identities),
-            experiments: Mutex::new(book),
-            running,
-            exposed,
-            snapshotting: Mutex::new(()),
-            log: Mutex::new(LogState {
-                writer,
-                failed: None,
-                snapshot_seq,
-                last_snapshot: Instant::now(),
-                scratch: Vec::new(),
-            }),
-            options,
-            counters: Counters::default(),
-            recovered_records: recovered,
-            _lock: lock_file,
-        });
-        tracing::info!(
-            dir = %dir.display(),
-            snapshot_seq,
-            replayed = recovered,
-            users = store.user_count(),
-            seconds = started.elapsed().as_secs_f64(),
-            "profile store recovered"
-        );
-        spawn_snapshotter(Arc::downgrade(&store));
-        Ok(store)
+            Err(_) => false,
+        }
     }
 
     /// Seeds the identity table from a file: links for accounts not yet mapped are added
@@ -337,9 +309,7 @@ impl ProfileStore {
     /// Adds or replaces identity links, durably (logged before it returns).
     pub fn upsert_identities(&self, links: Vec<IdentityLink>) -> Result<u64, StoreError> {
         let mut log = lock(&self.log);
-        if let Some(why) = &log.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
+        log.writable()?;
         let record = Record::Identities(links.clone());
         let bytes = postcard::to_stdvec(&record).expect("identity links serialize");
         fits_a_record(&bytes, log.writer.next_seq())?;
@@ -352,70 +322,28 @@ impl ProfileStore {
         Ok(n)
     }
 
-    /// Takes in a batch of events. Returns once every accepted event is in the log (as
-    /// durable as the options say); the report counts every event exactly once.
-    pub fn ingest(&self, batch: &[IncomingEvent]) -> Result<IngestReport, StoreError> {
-        let mut report = IngestReport { received: batch.len() as u64, ..Default::default() };
-        let mut log = lock(&self.log);
-        if let Some(why) = &log.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
-        let identities = self.identities.read().unwrap_or_else(|p| p.into_inner());
-        let log = &mut *log;
-        let now = now_ms();
-        for (index, incoming) in batch.iter().enumerate() {
-            let outcome = match incoming.to_event(&identities.table, now) {
-                Err(reason) => Outcome::Rejected(reason),
-                Ok(event) => {
-                    let i = shard_of(&event.user_id, self.shards.len());
-                    let mut shard = lock(&self.shards[i]);
-                    log.scratch.clear();
-                    // Serialize before applying: apply takes the event by value.
-                    let record = Record::Event(event);
-                    log.scratch =
-                        postcard::to_extend(&record, std::mem::take(&mut log.scratch)).expect("events serialize");
-                    let Record::Event(event) = record else { unreachable!() };
-                    // Lock order everywhere: log, then a shard, then the host book.
-                    let seq = log.writer.next_seq();
-                    let outcome = apply_event(&mut shard, event, seq, |e| {
-                        {
-                            let mut hosts = lock(&self.hosts);
-                            hosts.book.observe(e);
-                            hosts.seq = seq;
-                        }
-                        lock(&self.experiments).observe(e, seq);
-                    });
-                    if outcome == Outcome::Accepted {
-                        report.last_seq = log.writer.stage(&log.scratch);
-                        debug_assert_eq!(report.last_seq, seq);
-                    }
-                    outcome
+    /// Commits the staged records; a failed write is counted and kept as the store's
+    /// health until a write succeeds.
+    fn commit(&self, log: &mut LogState) -> Result<(), StoreError> {
+        match log.writer.commit() {
+            Ok(()) => {
+                if log.write_error.take().is_some() {
+                    tracing::info!("log writes succeed again");
                 }
-            };
-            match outcome {
-                Outcome::Accepted => report.accepted += 1,
-                Outcome::Duplicate => report.duplicates += 1,
-                Outcome::Late(reason) => report.refuse(index, &incoming.event_id, true, reason),
-                Outcome::Rejected(reason) => report.refuse(index, &incoming.event_id, false, reason),
+                Ok(())
+            }
+            Err(e @ StoreError::RecordTooLarge { .. }) => Err(e),
+            Err(e) => {
+                self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                let why = e.to_string();
+                match log.writer.broken() {
+                    Some(_) => tracing::error!(error = %why, "log write failed; the store takes no more events until restarted"),
+                    None => tracing::error!(error = %why, "log write failed; nothing of it was kept, later writes are tried afresh"),
+                }
+                log.write_error = Some(why);
+                Err(e)
             }
         }
-        drop(identities);
-        self.commit(log)?;
-        self.counters.accepted.fetch_add(report.accepted, Ordering::Relaxed);
-        self.counters.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
-        self.counters.late.fetch_add(report.late, Ordering::Relaxed);
-        self.counters.rejected.fetch_add(report.rejected, Ordering::Relaxed);
-        Ok(report)
-    }
-
-    fn commit(&self, log: &mut LogState) -> Result<(), StoreError> {
-        if let Err(e) = log.writer.commit() {
-            let why = e.to_string();
-            tracing::error!(error = %why, "log write failed; the store takes no more events until restarted");
-            log.failed = Some(why);
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// A user's features (the user-feature schema) as of `as_of_ms`, by default now (or
@@ -426,19 +354,27 @@ impl ProfileStore {
         let entry = shard.users.get_mut(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
         let p = &mut entry.profile;
         let horizon = p.horizon_ms();
+        let now = now_ms();
         let as_of_ms = match as_of_ms {
             Some(t) if t < horizon => {
                 return Err(LookupError::InPast { user_id: user_id.to_owned(), as_of_ms: t, horizon_ms: horizon });
             }
-            // Reading moves the window state to the time asked: never past the clock.
-            Some(t) if t > now_ms() + MAX_CLOCK_SKEW_MS => {
+            Some(t) if t > now + MAX_CLOCK_SKEW_MS => {
                 return Err(LookupError::InFuture { as_of_ms: t, max_skew_ms: MAX_CLOCK_SKEW_MS });
             }
             Some(t) => t,
-            None => now_ms().max(horizon),
+            None => now.max(horizon),
         };
         let mut values = Vec::with_capacity(user_features().len());
-        p.features(as_of_ms, &mut values).expect("as_of is not before the horizon");
+        if as_of_ms > now.max(horizon) {
+            // Reading moves the window state to the time asked, which every later caller
+            // would then see: a time ahead of the clock (and of the user's newest event)
+            // is answered from a copy, leaving the shared state where it was.
+            let mut ahead = p.clone();
+            ahead.features(as_of_ms, &mut values).expect("as_of is not before the horizon");
+        } else {
+            p.features(as_of_ms, &mut values).expect("as_of is not before the horizon");
+        }
         Ok(ProfileFeatures { values, as_of_ms, last_event_ms: p.newest_ms() })
     }
 
@@ -471,9 +407,7 @@ impl ProfileStore {
         // event it holds), so ingest waits only for the part it touches.
         let seq = {
             let mut log = lock(&self.log);
-            if let Some(why) = &log.failed {
-                return Err(StoreError::Failed(why.clone()));
-            }
+            log.writable()?;
             let seq = log.writer.last_seq();
             if seq == log.snapshot_seq {
                 log.last_snapshot = Instant::now();
@@ -488,17 +422,16 @@ impl ProfileStore {
             || lock(&self.hosts),
             || self.identities.read().unwrap_or_else(|p| p.into_inner()),
             || lock(&self.experiments),
+            || lock(&self.event_ids),
         );
         let serialized = started.elapsed();
-        // Parts may hold events applied by an ingest call that had not written them yet:
-        // wait for that call (it holds the log lock until its write), and make the log as
-        // durable as the snapshot before the snapshot exists, so that no part can be ahead
-        // of the log after a crash.
+        // Parts hold only logged events (applied after their write), but with the `write`
+        // durability those may not be on the disk yet: make the log as durable as the
+        // snapshot before the snapshot exists, so that no part can be ahead of the log
+        // after a power loss.
         {
             let mut log = lock(&self.log);
-            if let Some(why) = &log.failed {
-                return Err(StoreError::Failed(why.clone()));
-            }
+            log.writable()?;
             log.writer.sync()?;
         }
         let bytes = snapshot::write(&self.dir, seq, &parts)?;
@@ -515,6 +448,7 @@ impl ProfileStore {
             let mut log = lock(&self.log);
             log.snapshot_seq = seq;
             log.last_snapshot = Instant::now();
+            log.snapshot_backoff = None;
         }
         self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -530,7 +464,8 @@ impl ProfileStore {
     fn snapshot_due(&self) -> bool {
         let log = lock(&self.log);
         let pending = log.writer.last_seq() - log.snapshot_seq;
-        log.failed.is_none()
+        log.writer.broken().is_none()
+            && log.snapshot_backoff.is_none_or(|t| Instant::now() >= t)
             && pending > 0
             && (pending >= self.options.snapshot_every_records
                 || log.last_snapshot.elapsed() >= self.options.snapshot_interval)
@@ -547,6 +482,10 @@ impl ProfileStore {
             let log = lock(&self.log);
             (log.writer.last_seq(), log.snapshot_seq, log.writer.bytes())
         };
+        let (event_ids, event_ids_evicted_early, dedup_horizon_ms) = {
+            let ids = lock(&self.event_ids);
+            (ids.len() as u64, ids.evicted_early(), ids.kept_horizon_ms())
+        };
         StoreStats {
             users: self.user_count() as u64,
             hosts: lock(&self.hosts).book.len() as u64,
@@ -560,6 +499,11 @@ impl ProfileStore {
             rejected: self.counters.rejected.load(Ordering::Relaxed),
             snapshots: self.counters.snapshots.load(Ordering::Relaxed),
             recovered_records: self.recovered_records,
+            event_ids,
+            event_ids_evicted_early,
+            dedup_horizon_ms,
+            write_failures: self.counters.write_failures.load(Ordering::Relaxed),
+            log_damage: self.log_damage.len() as u64,
         }
     }
 
@@ -585,9 +529,7 @@ impl ProfileStore {
     /// a different experiment of the same name is refused.
     pub fn start_experiment(&self, experiment: Experiment) -> Result<bool, StoreError> {
         let mut log = lock(&self.log);
-        if let Some(why) = &log.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
+        log.writable()?;
         {
             let book = lock(&self.experiments);
             if let Some(held) = book.experiments.get(&experiment.name) {
@@ -618,9 +560,7 @@ impl ProfileStore {
     /// Stops an experiment at `ts_ms`, durably; `Ok(false)` when there is none of that name.
     pub fn stop_experiment(&self, name: &str, ts_ms: i64) -> Result<bool, StoreError> {
         let mut log = lock(&self.log);
-        if let Some(why) = &log.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
+        log.writable()?;
         match lock(&self.experiments).experiments.get(name) {
             None => return Ok(false),
             Some(x) if x.stopped_ms().is_some() => return Ok(true),
@@ -684,9 +624,7 @@ impl ProfileStore {
             return Ok(0);
         }
         let mut log = lock(&self.log);
-        if let Some(why) = &log.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
+        log.writable()?;
         // Checked again under the log lock: another answer may have logged them meanwhile.
         let new = fresh(&lock(&self.experiments));
         if new.is_empty() {
@@ -698,8 +636,9 @@ impl ProfileStore {
         fits_a_record(&bytes, log.writer.next_seq())?;
         let seq = log.writer.stage(&bytes);
         let Record::Exposures(new) = record else { unreachable!() };
-        lock(&self.experiments).expose(&new, seq);
+        // Applied only once logged: a failed write leaves no exposure behind.
         self.commit(&mut log)?;
+        lock(&self.experiments).expose(&new, seq);
         {
             let mut exposed = self.exposed.write().unwrap_or_else(|p| p.into_inner());
             for x in &new {
@@ -735,41 +674,6 @@ impl ProfileStore {
     pub const LATE_WINDOW_MS: i64 = OUT_OF_ORDER_TOLERANCE_MS;
 }
 
-/// Applies one contract-valid event to its shard and the host book.
-/// Applies one contract-valid event, which gets log sequence number `seq` if accepted.
-fn apply_event(shard: &mut Shard, event: Event, seq: u64, observe_host: impl FnOnce(&Event)) -> Outcome {
-    let entry = match shard.users.get_mut(&event.user_id) {
-        Some(e) => e,
-        None => shard.users.entry(event.user_id.clone()).or_default(),
-    };
-    let id_hash = stable_hash(&event.event_id);
-    if entry.recent_ids.iter().any(|(_, id)| *id == id_hash) {
-        return Outcome::Duplicate;
-    }
-    if !entry.profile.accepts(event.ts_ms) {
-        let newest = entry.profile.newest_ms().unwrap_or_default();
-        return Outcome::Late(format!(
-            "event at {} is {} ms older than user {:?}'s newest event at {newest}; the late window is {} ms",
-            event.ts_ms,
-            newest - event.ts_ms,
-            event.user_id,
-            OUT_OF_ORDER_TOLERANCE_MS
-        ));
-    }
-    if let Err(e) = entry.profile.observe(&event) {
-        return Outcome::Rejected(e.to_string());
-    }
-    observe_host(&event);
-    shard.seq = seq;
-    let newest = entry.profile.newest_ms().unwrap_or(event.ts_ms);
-    entry.recent_ids.push_back((event.ts_ms, id_hash));
-    entry.recent_ids.retain(|(ts, _)| *ts >= newest - OUT_OF_ORDER_TOLERANCE_MS);
-    if entry.recent_ids.capacity() > 4 * entry.recent_ids.len().max(4) {
-        entry.recent_ids.shrink_to_fit();
-    }
-    Outcome::Accepted
-}
-
 /// Refuses a record the log could not read back, before it is staged (the writer would
 /// refuse it too, but only after the caller had applied it).
 fn fits_a_record(bytes: &[u8], seq: u64) -> Result<(), StoreError> {
@@ -792,13 +696,21 @@ fn shard_of(user_id: &str, shards: usize) -> usize {
 
 fn spawn_snapshotter(store: Weak<ProfileStore>) {
     let spawned = std::thread::Builder::new().name("profile-snapshots".to_owned()).spawn(move || {
+        let mut last_probe = Instant::now();
         loop {
             std::thread::sleep(Duration::from_millis(200));
             let Some(store) = store.upgrade() else { return };
+            // After a failed write, look for room once a second, so that health comes
+            // back without waiting for traffic (which a draining load balancer holds back).
+            if last_probe.elapsed() >= Duration::from_secs(1) && store.write_health().is_err() {
+                last_probe = Instant::now();
+                store.probe_log();
+            }
             if store.snapshot_due()
                 && let Err(e) = store.snapshot()
             {
-                tracing::error!(error = %e, "snapshot failed; the log keeps every event");
+                tracing::error!(error = %e, "snapshot failed; the log keeps every event; next try in 10 s");
+                lock(&store.log).snapshot_backoff = Some(Instant::now() + Duration::from_secs(10));
             }
         }
     });

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Conversion versions 1 and 2 (a copy with its version changed) in `root`.
-fn two_versions(root: &Path) {
+pub(crate) fn two_versions(root: &Path) {
     for version in [1u32, 2] {
         let dest = root.join(format!("conversion/{version}"));
         std::fs::create_dir_all(&dest).unwrap();
@@ -30,7 +30,7 @@ fn two_versions(root: &Path) {
 }
 
 /// The golden rows of the conversion package and its schema hash.
-fn golden() -> (Vec<Vec<f32>>, String) {
+pub(crate) fn golden() -> (Vec<Vec<f32>>, String) {
     let dir = models().join("conversion/1");
     let read = |f: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()

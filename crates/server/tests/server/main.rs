@@ -6,6 +6,7 @@ mod common;
 mod experiments;
 mod kserve;
 mod load;
+mod mqtt_poison;
 mod profiles;
 mod reliability;
 mod scoring;

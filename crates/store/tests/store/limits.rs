@@ -128,3 +128,51 @@ fn the_log_writer_refuses_a_record_over_its_limit_and_writes_nothing() {
     assert_eq!(report.rejected, 1, "the refused batch of links was not applied: {:?}", report.errors);
     assert!(report.errors[0].reason.contains("not in the identity table"), "{:?}", report.errors);
 }
+
+#[test]
+fn values_over_their_kinds_limit_are_refused_alone_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    let t = DEFAULT_START_MS;
+    let with = |id: &str, at: i64, kind: &str, value: f64| IncomingEvent { value, ..incoming(id, "big", t + at, kind) };
+    let batch = vec![
+        with("v0", 0, "enter", 0.0),
+        with("v1", 1, "order", 5e16),
+        with("v2", 2, "order", 10_000_000.0),
+        with("v3", 3, "order", 10_000_000.01),
+        with("v4", 4, "gift", 1e9),
+        with("v5", 5, "view_item", f64::MAX),
+        with("v6", 6, "coupon_offer", 0.0),
+        with("v7", 7, "coupon_offer", 3.0),
+        with("v8", 8, "leave", 604_801.0),
+        with("v9", 9, "leave", 604_800.0),
+    ];
+    let report = store.ingest(&batch).unwrap();
+    assert_eq!((report.received, report.accepted, report.rejected), (10, 4, 6));
+    let reasons: Vec<(usize, &str, &str)> =
+        report.errors.iter().map(|e| (e.index, e.event_id.as_str(), e.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "v1", "value 5e16 on order is over the limit of 10000000 yuan"),
+            (3, "v3", "value 10000000.01 on order is over the limit of 10000000 yuan"),
+            (4, "v4", "value 1000000000 on gift is over the limit of 10000000 yuan"),
+            (5, "v5", "value 1.7976931348623157e308 on view_item is over the limit of 10000000 yuan"),
+            (7, "v7", "bad value 3: this kind of event carries no value"),
+            (8, "v8", "value 604801 on leave is over the limit of 604800 seconds"),
+        ]
+    );
+    // The order at the limit counts in full; the refused ones not at all.
+    let f = store.user_features("big", Some(t + 10)).unwrap();
+    let get = |name: &str| {
+        f.values[liveprofile_features::aggregates::user_features().iter().position(|d| d.name == name).unwrap()]
+    };
+    assert_eq!((get("orders_28d"), get("spend_yuan_28d")), (1.0, 10_000_000.0));
+    assert_eq!(get("watch_min_28d"), 10_080.0);
+    assert_eq!(f.last_event_ms, Some(t + 9));
+    drop(store);
+
+    // The coupon offer is in the log like every accepted event.
+    let store = ProfileStore::open(options(dir.path())).unwrap();
+    assert_eq!(store.stats().recovered_records, 4);
+}

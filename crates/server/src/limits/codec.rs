@@ -1,0 +1,71 @@
+//! The protobuf codec of every generated service and client (set as the codec path in
+//! `build.rs`): tonic's prost codec, with two changes on the server side. A request's
+//! encoded length is admitted against the [`RequestBudget`](super::RequestBudget) before
+//! it is decoded, and a request that cannot be decoded is INVALID_ARGUMENT (the caller's
+//! fault) where tonic answers INTERNAL.
+
+use super::budget::Call;
+use prost::Message;
+use prost::bytes::Buf;
+use std::marker::PhantomData;
+use tonic::Status;
+use tonic::codec::{DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
+
+/// How every message that cannot be decoded on the server begins.
+pub const UNDECODABLE: &str = "request could not be decoded: ";
+
+/// A prost codec bound to the call it serves. Generated code makes one per call with
+/// `Codec::default()`; inside a server call it picks the call's budget up, elsewhere (in a
+/// client) it is tonic's prost codec.
+#[derive(Debug)]
+pub struct Codec<T, U> {
+    call: Option<Call>,
+    _types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Codec { call: Call::current(), _types: PhantomData }
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = MessageDecoder<U>;
+
+    fn encoder(&mut self) -> ProstEncoder<T> {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> MessageDecoder<U> {
+        MessageDecoder { call: self.call.clone(), _type: PhantomData }
+    }
+}
+
+/// Decodes one message: admitted by its encoded length first when serving a call.
+#[derive(Debug)]
+pub struct MessageDecoder<U> {
+    call: Option<Call>,
+    _type: PhantomData<U>,
+}
+
+impl<U: Message + Default> Decoder for MessageDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let Some(call) = &self.call else {
+            // A client reading an answer: tonic's own behaviour.
+            return U::decode(src).map(Some).map_err(|e| Status::internal(e.to_string()));
+        };
+        call.admit(src.remaining())?;
+        U::decode(src).map(Some).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}{e}")))
+    }
+}

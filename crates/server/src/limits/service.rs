@@ -1,0 +1,145 @@
+//! The wrapper of every gRPC service: marks the connection's handshake complete, ends a
+//! call whose caller sends nothing for the stream idle timeout, and makes the call's
+//! request budget visible to its codec.
+
+use super::budget::{Call, RequestBudget};
+use super::connections::ConnectInfo;
+use crate::metrics::Metrics;
+use http_body::Frame;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+use tonic::transport::server::TlsConnectInfo;
+
+/// How the status of a call ended for idleness begins.
+pub const STREAM_IDLE: &str = "no message from the caller for ";
+
+/// What every call is held to.
+#[derive(Debug)]
+pub struct CallLimits {
+    budget: Arc<RequestBudget>,
+    stream_idle: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl CallLimits {
+    /// Calls taking their request bytes from `budget`, ended after `stream_idle` without
+    /// request data.
+    pub fn new(budget: Arc<RequestBudget>, stream_idle: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(CallLimits { budget, stream_idle, metrics })
+    }
+
+    /// `service` under these limits.
+    pub fn wrap<S>(self: &Arc<Self>, service: S) -> Limited<S> {
+        Limited { inner: service, limits: self.clone() }
+    }
+}
+
+/// A gRPC service under [`CallLimits`].
+#[derive(Debug, Clone)]
+pub struct Limited<S> {
+    inner: S,
+    limits: Arc<CallLimits>,
+}
+
+impl<S: NamedService> NamedService for Limited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, ResBody> Service<http::Request<Body>> for Limited<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        let connection = extensions
+            .get::<ConnectInfo>()
+            .or_else(|| extensions.get::<TlsConnectInfo<ConnectInfo>>().map(TlsConnectInfo::get_ref))
+            .cloned();
+        if let Some(connection) = connection {
+            connection.called();
+            // What `Request::remote_addr` reads.
+            extensions.insert(connection.tcp.clone());
+        }
+        let limits = &self.limits;
+        let request = request.map(|body| {
+            Body::new(IdleBody { inner: body, idle: limits.stream_idle, timer: None, metrics: limits.metrics.clone() })
+        });
+        let call = Call::new(limits.budget.clone());
+        Box::pin(call.scope(self.inner.call(request)))
+    }
+}
+
+/// A request body that fails with DEADLINE_EXCEEDED when the server has waited `idle`
+/// for its next frame. Time spent handling what arrived does not count.
+struct IdleBody {
+    inner: Body,
+    idle: Duration,
+    /// Running while the server waits.
+    timer: Option<Pin<Box<Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// `30 s`, `200 ms`.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
+}
+
+impl http_body::Body for IdleBody {
+    type Data = prost::bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Status>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.timer = None;
+            return Poll::Ready(frame);
+        }
+        let idle = this.idle;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.timer = None;
+        this.metrics.stream_idle_timeouts.inc();
+        Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+            "{STREAM_IDLE}{}: the call ends (stream idle timeout)",
+            human(idle)
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human(Duration::from_secs(30)), "30 s");
+        assert_eq!(human(Duration::from_millis(200)), "200 ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1500 ms");
+    }
+}
