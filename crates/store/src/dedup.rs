@@ -102,6 +102,8 @@ pub(crate) struct EventIds {
     horizon_ms: i64,
     max_ids: usize,
     evicted_early: u64,
+    /// Event time up to which ids were dropped before their time (by the cap).
+    dropped_until_ms: Option<i64>,
     pub(crate) seq: u64,
 }
 
@@ -156,6 +158,8 @@ impl EventIds {
         while self.ids.len() > self.max_ids {
             let Some(&oldest) = self.buckets.keys().next() else { break };
             self.evicted_early += self.drop_buckets(&[oldest]);
+            let end = (oldest + 1).saturating_mul(BUCKET_MS);
+            self.dropped_until_ms = Some(self.dropped_until_ms.map_or(end, |d| d.max(end)));
         }
     }
 
@@ -181,8 +185,8 @@ impl EventIds {
     /// How far behind the newest event time the ids kept reach, in milliseconds: the
     /// horizon, or less when the cap dropped buckets before their time.
     pub(crate) fn kept_horizon_ms(&self) -> i64 {
-        match (self.newest_ms, self.buckets.keys().next()) {
-            (Some(newest), Some(oldest)) => (newest - oldest * BUCKET_MS).clamp(0, self.horizon_ms),
+        match (self.newest_ms, self.dropped_until_ms) {
+            (Some(newest), Some(dropped)) => newest.saturating_sub(dropped).clamp(0, self.horizon_ms),
             _ => self.horizon_ms,
         }
     }
@@ -194,6 +198,7 @@ struct Stored {
     seq: u64,
     newest_ms: Option<i64>,
     evicted_early: u64,
+    dropped_until_ms: Option<i64>,
     buckets: Vec<(i64, u64)>,
     /// 16 bytes an id: the two words, little-endian.
     ids: Vec<u8>,
@@ -210,6 +215,7 @@ impl Serialize for EventIds {
             seq: self.seq,
             newest_ms: self.newest_ms,
             evicted_early: self.evicted_early,
+            dropped_until_ms: self.dropped_until_ms,
             buckets: self.buckets.iter().map(|(b, n)| (*b, *n)).collect(),
             ids,
         }
@@ -235,6 +241,7 @@ impl<'de> Deserialize<'de> for EventIds {
             horizon_ms: DEFAULT_DEDUP_HORIZON_MS,
             max_ids: DEFAULT_DEDUP_MAX_IDS,
             evicted_early: stored.evicted_early,
+            dropped_until_ms: stored.dropped_until_ms,
             seq: stored.seq,
         })
     }

@@ -121,6 +121,8 @@ pub(crate) fn recover(
     let segs = segments(dir)?;
     let mut applied = snapshot_seq;
     let mut end_seq = snapshot_seq;
+    // Where the log itself ends (the last record of the segments read, the snapshot aside).
+    let mut log_end = 0u64;
     let mut findings: Vec<Finding> = Vec::new();
     let mut want = Want::Snapshot(snapshot_seq + 1);
     let mut seen_v2 = false;
@@ -202,6 +204,7 @@ pub(crate) fn recover(
                     read_v2(path, header, &mut applied, apply)?
                 };
                 end_seq = end_seq.max(read.last);
+                log_end = log_end.max(read.last);
                 want = match read.end {
                     V2End::Clean { offset } => {
                         newest = Some(Newest::Current {
@@ -256,6 +259,7 @@ pub(crate) fn recover(
             Err(HeaderError::NoMagic) => {
                 let read = legacy::read(path, first, &mut applied, apply)?;
                 end_seq = end_seq.max(read.last);
+                log_end = log_end.max(read.last);
                 want = match read.end {
                     legacy::End::Clean => {
                         newest = Some(Newest::Legacy { path: path.clone(), torn: None });
@@ -290,14 +294,14 @@ pub(crate) fn recover(
             },
             move_aside: false,
         });
-    } else if !segs.is_empty() && !open_ended && end_seq < snapshot_seq {
+    } else if !segs.is_empty() && !open_ended && log_end < snapshot_seq {
         let (_, newest_path) = segs.last().expect("a segment");
         findings.push(Finding {
             damage: LogDamage {
                 file: newest_path.clone(),
                 missing: false,
                 reason: format!(
-                    "the log ends at record {end_seq}, before the snapshot's record {snapshot_seq}: the segment holding records from {} on is missing",
+                    "the log ends at record {log_end}, before the snapshot's record {snapshot_seq}: the segment holding records from {} on is missing",
                     snapshot_seq + 1
                 ),
                 first_lost: snapshot_seq + 1,

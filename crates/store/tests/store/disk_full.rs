@@ -54,10 +54,11 @@ fn disk_full_child() {
     assert_eq!(store.ingest(&batch("c", 10, t + 2000)).unwrap().last_seq, 20);
     assert_eq!(store.write_health(), Ok(()));
 
-    // A batch that needs a new segment: creating it fails the same way.
-    let err = store.ingest(&batch("h", 3000, t + 3000)).unwrap_err();
+    // A batch over a segment's capacity needs a segment of its own: creating it fails
+    // the same way.
+    let err = store.ingest(&batch("h", 6000, t + 3000)).unwrap_err();
     assert!(err.to_string().contains("creating the segment"), "{err}");
-    assert!(unknown(&store, "h", 3000));
+    assert!(unknown(&store, "h", 6000));
     assert!(store.write_health().is_err() && !store.probe_log());
 
     // Room again: the probe sees it, and batches are taken without a restart.
@@ -86,11 +87,11 @@ fn a_full_disk_fails_the_batch_alone_and_later_batches_are_taken() {
     // After a restart: the batches taken are there, none of the failed ones.
     let store = ProfileStore::open(child_options(dir.path())).unwrap();
     assert_eq!((store.stats().last_seq, store.stats().recovered_records), (30, 30));
-    assert!(unknown(&store, "b", 400) && unknown(&store, "h", 3000));
+    assert!(unknown(&store, "b", 400) && unknown(&store, "h", 6000));
     for tag in ["a", "c", "d"] {
         assert!(store.user_features(&format!("{tag}-9"), None).is_ok());
     }
     let t = DEFAULT_START_MS;
     assert_eq!(store.ingest(&batch("b", 400, t + 5000)).unwrap().accepted, 400);
-    assert_eq!(store.ingest(&batch("h", 3000, t + 5000)).unwrap().accepted, 3000);
+    assert_eq!(store.ingest(&batch("h", 6000, t + 5000)).unwrap().accepted, 6000);
 }

@@ -5,7 +5,7 @@
 
 use super::segments::{data_end, empty_segment, frames, last_seq, segments, torn_frame};
 use super::{events, options};
-use liveprofile_store::{IncomingEvent, IngestReport, LogDamage, ProfileStore, StoreError, StoreOptions};
+use liveprofile_store::{MAX_DEDUP_HORIZON_MS, IncomingEvent, IngestReport, LogDamage, ProfileStore, StoreError, StoreOptions};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
@@ -15,6 +15,9 @@ const EVENTS: usize = 2000;
 fn opts(dir: &Path) -> StoreOptions {
     let mut o = options(dir);
     o.segment_bytes = 64 << 10;
+    // The events span a week: every one sent again is told `duplicate` only within the
+    // horizon, so it covers them all.
+    o.dedup_horizon = std::time::Duration::from_millis(MAX_DEDUP_HORIZON_MS as u64);
     o
 }
 
