@@ -203,6 +203,11 @@ impl ProfileAdmin for ProfileAdminService {
             rejected: s.rejected,
             snapshots: s.snapshots,
             recovered_records: s.recovered_records,
+            event_ids: s.event_ids,
+            event_ids_evicted_early: s.event_ids_evicted_early,
+            dedup_horizon_ms: s.dedup_horizon_ms,
+            write_failures: s.write_failures,
+            log_damage: s.log_damage,
         }))
     }
 

@@ -573,3 +573,69 @@ async fn acknowledged_events_and_exposures_survive_kills_full_disks_broker_resta
         assert_eq!(by_user.get(user.as_str()), Some(&arm.as_str()), "answered user {user}");
     }
 }
+
+/// A health status, as a load balancer reads it (`""`: the server's).
+async fn health_of(port: u16, service: &str) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(port).await);
+    let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+    health.check(request).await.map_or(-1, |r| r.into_inner().status)
+}
+
+/// Polls until `service` reports `status` (the store checks every second).
+async fn wait_for_health(port: u16, service: &str, status: tonic_health::ServingStatus) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while health_of(port, service).await != status as i32 {
+        assert!(Instant::now() < until, "{service:?} never turned {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_store_health(port: u16, status: tonic_health::ServingStatus) {
+    wait_for_health(port, "liveprofile.store", status).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_batches_alone_turns_store_health_not_serving_and_recovers_without_a_restart() {
+    use tonic_health::ServingStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut world =
+        World { root: dir.path().to_owned(), port, broker_port: 0, server: Some(super::serve(&data, port)), broker: None };
+    let mut ingest = IngestClient::new(channel(port).await);
+    let t0 = liveprofile_store::now_ms();
+    let batch = |tag: &str| -> Vec<v1::LiveEvent> {
+        (0..50).map(|u| like(format!("{tag}-{u}"), format!("user-{u}"), t0)).collect()
+    };
+    let send = |client: &mut IngestClient<tonic::transport::Channel>, events: Vec<v1::LiveEvent>| {
+        let mut client = client.clone();
+        async move { client.ingest_events(tokio_stream::iter([v1::EventBatch { events }])).await.map(|a| a.into_inner()) }
+    };
+    assert_eq!(send(&mut ingest, batch("a")).await.unwrap().accepted, 50);
+    wait_for_store_health(port, ServingStatus::Serving).await;
+    wait_for_health(port, "", ServingStatus::Serving).await;
+
+    world.limit_file_size(Some(4096));
+    let err = send(&mut ingest, batch("b")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().starts_with("disk full: ") && err.message().ends_with("nothing of it was logged or applied"));
+    wait_for_store_health(port, ServingStatus::NotServing).await;
+    world.assert_server_alive();
+    // Scoring goes on: the server as a whole stays SERVING.
+    assert_eq!(health_of(port, "").await, ServingStatus::Serving as i32);
+
+    // Room again: the store notices by itself, and the failed batch is taken in whole.
+    world.limit_file_size(None);
+    wait_for_store_health(port, ServingStatus::Serving).await;
+    let ack = send(&mut ingest, batch("b")).await.unwrap();
+    assert_eq!((ack.accepted, ack.duplicates), (50, 0), "nothing of the failed batch was kept");
+
+    // After kill -9 both batches are there once.
+    world.kill_server();
+    world.server = Some(super::serve(&data, port));
+    let mut ingest = IngestClient::new(channel(port).await);
+    for tag in ["a", "b"] {
+        let ack = send(&mut ingest, batch(tag)).await.unwrap();
+        assert_eq!((ack.accepted, ack.duplicates), (0, 50));
+    }
+}
