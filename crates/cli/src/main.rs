@@ -85,10 +85,8 @@ fn main() -> std::process::ExitCode {
     // A log line that cannot be written (stderr on a full disk or past the file size
     // limit) is dropped: reporting it would write to stderr again, and the std macro that
     // would do it panics, taking down whatever was logging.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false);
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

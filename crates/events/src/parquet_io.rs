@@ -303,6 +303,26 @@ pub struct EventReader {
     total_rows: u64,
 }
 
+/// Runs a step of the Parquet reader, turning a panic into an error: the reader assumes
+/// well-formed bytes in places (its footer decoder unwraps), and a damaged file must be an
+/// error naming it, not a crash of the process reading it.
+fn guarded<T>(
+    f: impl FnOnce() -> Result<T, parquet::errors::ParquetError>,
+) -> Result<T, parquet::errors::ParquetError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(damaged_bytes(payload.as_ref())))
+}
+
+/// The error of a reader that panicked on damaged bytes.
+fn damaged_bytes(payload: &(dyn std::any::Any + Send)) -> parquet::errors::ParquetError {
+    let why = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    parquet::errors::ParquetError::General(format!("the Parquet reader failed on damaged bytes ({why})"))
+}
+
 impl EventReader {
     /// Opens `path` and checks that it has every contract column with its type.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EventIoError> {
@@ -313,7 +333,7 @@ impl EventReader {
     pub fn row_group_sizes(path: impl AsRef<Path>) -> Result<Vec<u64>, EventIoError> {
         let display = path.as_ref().display().to_string();
         let file = File::open(path.as_ref()).map_err(|source| EventIoError::Io { path: display.clone(), source })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        let builder = guarded(|| ParquetRecordBatchReaderBuilder::try_new(file))
             .map_err(|source| EventIoError::Parquet { path: display, source })?;
         Ok(builder.metadata().row_groups().iter().map(|g| g.num_rows() as u64).collect())
     }
@@ -323,7 +343,7 @@ impl EventReader {
     pub fn open_row_groups(path: impl AsRef<Path>, row_group: Option<usize>) -> Result<Self, EventIoError> {
         let display = path.as_ref().display().to_string();
         let file = File::open(path.as_ref()).map_err(|source| EventIoError::Io { path: display.clone(), source })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        let builder = guarded(|| ParquetRecordBatchReaderBuilder::try_new(file))
             .map_err(|source| EventIoError::Parquet { path: display.clone(), source })?;
         let schema = builder.schema().clone();
         for field in event_schema().fields() {
@@ -378,7 +398,11 @@ impl EventReader {
 
     /// Reads the next batch undecoded (see [`decode_with`]), or `None` at the end.
     pub fn next_raw(&mut self) -> Result<Option<RawBatch>, EventIoError> {
-        let Some(batch) = self.inner.next() else { return Ok(None) };
+        let inner = &mut self.inner;
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.next())).map_err(|payload| {
+            EventIoError::Parquet { path: self.path.clone(), source: damaged_bytes(payload.as_ref()) }
+        })?;
+        let Some(batch) = next else { return Ok(None) };
         let batch = batch.map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
         let batch = cast_strings(&batch).map_err(|source| EventIoError::Arrow { path: self.path.clone(), source })?;
         let raw = RawBatch { first_row: self.next_row, batch };
@@ -527,6 +551,22 @@ mod tests {
             item_id: None,
             value: i as f64 * 0.5,
             coupon: i.is_multiple_of(3),
+        }
+    }
+
+    #[test]
+    fn a_footer_that_panics_the_parquet_decoder_is_an_error_naming_the_file() {
+        // Found by the event_files fuzz target: the footer's thrift decoding unwraps.
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/footer-that-panics-the-parquet-reader.parquet");
+        for result in [EventReader::open(&path).map(|_| ()), EventReader::row_group_sizes(&path).map(|_| ())] {
+            match result {
+                Err(EventIoError::Parquet { path: named, source }) => {
+                    assert_eq!(named, path.display().to_string());
+                    assert!(source.to_string().contains("damaged bytes"), "{source}");
+                }
+                other => panic!("expected a Parquet error, got {other:?}"),
+            }
         }
     }
 

@@ -400,7 +400,8 @@ impl ServeArgs {
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max_message_bytes = self.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 << 20);
-        let seconds = |flag: Option<u64>, key: Option<u64>, default: u64| Duration::from_secs(flag.or(key).unwrap_or(default));
+        let seconds =
+            |flag: Option<u64>, key: Option<u64>, default: u64| Duration::from_secs(flag.or(key).unwrap_or(default));
         let limits = LimitsConfig {
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS),
             handshake_timeout: seconds(
@@ -488,7 +489,10 @@ impl ServeArgs {
                         .or(file.dedup_horizon_hours)
                         .unwrap_or((liveprofile_store::DEFAULT_DEDUP_HORIZON_MS / 3_600_000) as u64),
                 ),
-                dedup_max_ids: self.dedup_max_ids.or(file.dedup_max_ids).unwrap_or(liveprofile_store::DEFAULT_DEDUP_MAX_IDS),
+                dedup_max_ids: self
+                    .dedup_max_ids
+                    .or(file.dedup_max_ids)
+                    .unwrap_or(liveprofile_store::DEFAULT_DEDUP_MAX_IDS),
                 accept_log_damage: self.accept_log_damage || file.accept_log_damage.unwrap_or(false),
                 identities: self.identities.or(file.identities),
                 mqtt: match self.mqtt_broker.or(file.mqtt_broker) {

@@ -84,23 +84,36 @@ const STORE_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Keeps [`STORE_HEALTH`] in step with the store until the server stops: after a failed
 /// log write it probes the disk every [`STORE_PROBE_EVERY`], so the store turns SERVING
 /// as soon as there is room, even if no batch arrives to find out.
-fn watch_store_health(state: Arc<AppState>, health: tonic_health::server::HealthReporter) -> tokio::task::JoinHandle<()> {
+fn watch_store_health(
+    state: Arc<AppState>,
+    health: tonic_health::server::HealthReporter,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reported: Option<bool> = None;
         while !state.is_stopping() {
             let store = state.profiles.clone();
             let writable = tokio::task::spawn_blocking(move || match store.write_health() {
                 Ok(()) => Ok(()),
-                Err(why) => if store.probe_log() { Ok(()) } else { Err(why) },
+                Err(why) => {
+                    if store.probe_log() {
+                        Ok(())
+                    } else {
+                        Err(why)
+                    }
+                }
             })
             .await
             .unwrap_or_else(|e| Err(format!("store probe failed: {e}")));
             let ok = writable.is_ok();
             if reported != Some(ok) {
                 match &writable {
-                    Ok(()) if reported.is_some() => tracing::info!("profile store writes again: {STORE_HEALTH} SERVING"),
+                    Ok(()) if reported.is_some() => {
+                        tracing::info!("profile store writes again: {STORE_HEALTH} SERVING")
+                    }
                     Ok(()) => {}
-                    Err(why) => tracing::error!(reason = %why, "profile store cannot write its log: {STORE_HEALTH} NOT_SERVING"),
+                    Err(why) => {
+                        tracing::error!(reason = %why, "profile store cannot write its log: {STORE_HEALTH} NOT_SERVING")
+                    }
                 }
                 let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
                 health.set_service_status(STORE_HEALTH, status).await;
@@ -152,7 +165,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             let cert = std::fs::read(&t.cert).with_context(|| format!("reading {}", t.cert.display()))?;
             let key = std::fs::read(&t.key).with_context(|| format!("reading {}", t.key.display()))?;
             // The handshake deadline of the connection covers TLS too; this one names it.
-            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(config.limits.handshake_timeout))
+            Some(
+                ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(config.limits.handshake_timeout),
+            )
         }
         None => None,
     };
@@ -489,7 +504,9 @@ fn survive_file_size_limit() {
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "cannot take SIGXFSZ: a write over the file size limit kills the server"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take SIGXFSZ: a write over the file size limit kills the server")
+            }
         }
     }
 }

@@ -55,6 +55,9 @@ pub(crate) const FORMAT_MARKER: &str = "LOG_FORMAT";
 /// Folder damaged files are moved to when the operator accepts the loss.
 pub(crate) const DAMAGED_DIR: &str = "damaged";
 
+/// What replay hands each record to: `(sequence number, payload)`.
+pub(crate) type Apply<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// When an append reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

@@ -152,11 +152,14 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
         }
         let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
-        let body = rest.get(12..12 + len).ok_or_else(|| corrupt(format!("the {what} is cut short")))?;
+        let (body, after) = match rest[12..].split_at_checked(len) {
+            Some(parts) => parts,
+            None => return Err(corrupt(format!("the {what} is cut short"))),
+        };
         if crc32fast::hash(body) != crc {
             return Err(corrupt(format!("checksum mismatch in the {what}")));
         }
-        rest = &rest[12 + len..];
+        rest = after;
         Ok(body)
     };
     let decode = |what: &str, e: postcard::Error| corrupt(format!("the {what} does not decode: {e}"));
@@ -164,6 +167,11 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
         postcard::from_bytes(next("header")?).map_err(|e| decode("header", e))?;
     if header_seq != seq {
         return Err(corrupt(format!("header says sequence {header_seq}, the name {seq}")));
+    }
+    // Each shard is a frame of at least 12 bytes: a count the file cannot hold is damage
+    // (and must not size an allocation).
+    if shard_count > (bytes.len() / 12) as u64 {
+        return Err(corrupt(format!("the header names {shard_count} shards, more than the file can hold")));
     }
     let mut shards = Vec::with_capacity(shard_count as usize);
     for _ in 0..shard_count {
@@ -221,6 +229,26 @@ mod tests {
         write(dir.path(), seq + 1, &chunks).unwrap();
         let parts = load_newest(dir.path()).unwrap().unwrap();
         assert_eq!((parts.seq, parts.experiments.seq), (seq + 1, 3));
+    }
+
+    /// Lengths and counts in a snapshot are checked against the file before they are used
+    /// (both were found by the store_recovery fuzz target: an overflowing frame length and
+    /// a shard count that sized an allocation).
+    #[test]
+    fn a_frame_length_or_shard_count_past_the_file_is_damage_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        fs::write(path_of(dir.path(), 3), &bytes).unwrap();
+        let err = load_newest(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("the header is cut short"), "{err}");
+
+        let mut bytes = MAGIC.to_vec();
+        frame(&mut bytes, &postcard::to_stdvec(&(4u64, u64::MAX)).unwrap());
+        fs::write(path_of(dir.path(), 4), &bytes).unwrap();
+        let err = load_newest(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("more than the file can hold"), "{err}");
     }
 
     /// A snapshot being written when the process stopped leaves a temporary file: the

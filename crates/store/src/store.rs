@@ -327,7 +327,9 @@ impl ProfileStore {
     fn commit(&self, log: &mut LogState) -> Result<(), StoreError> {
         match log.writer.commit() {
             Ok(()) => {
-                if log.write_error.take().is_some() {
+                // A batch with nothing to log (all duplicates, say) writes nothing: it does
+                // not tell that the disk has room again.
+                if !log.writer.failing() && log.write_error.take().is_some() {
                     tracing::info!("log writes succeed again");
                 }
                 Ok(())
@@ -337,8 +339,12 @@ impl ProfileStore {
                 self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
                 let why = e.to_string();
                 match log.writer.broken() {
-                    Some(_) => tracing::error!(error = %why, "log write failed; the store takes no more events until restarted"),
-                    None => tracing::error!(error = %why, "log write failed; nothing of it was kept, later writes are tried afresh"),
+                    Some(_) => {
+                        tracing::error!(error = %why, "log write failed; the store takes no more events until restarted")
+                    }
+                    None => {
+                        tracing::error!(error = %why, "log write failed; nothing of it was kept, later writes are tried afresh")
+                    }
                 }
                 log.write_error = Some(why);
                 Err(e)

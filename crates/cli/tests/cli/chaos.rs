@@ -149,7 +149,6 @@ impl World {
             .stderr(Stdio::null())
             .status();
     }
-
 }
 
 impl Drop for World {
@@ -288,7 +287,8 @@ async fn acknowledged_events_and_exposures_survive_kills_full_disks_broker_resta
         ),
     )
     .unwrap();
-    let mut world = World { root: root.clone(), port: free_port(), broker_port: free_port(), server: None, broker: None };
+    let mut world =
+        World { root: root.clone(), port: free_port(), broker_port: free_port(), server: None, broker: None };
     world.start_broker();
     world.start_server();
     let port = world.port;
@@ -304,7 +304,8 @@ async fn acknowledged_events_and_exposures_survive_kills_full_disks_broker_resta
     let failures: Arc<Mutex<HashMap<tonic::Code, u64>>> = Arc::default();
     let mut tasks = Vec::new();
     for p in 0..GRPC_PRODUCERS {
-        let (sent, over, give_up, failures) = (grpc_sent.clone(), chaos_over.clone(), give_up.clone(), failures.clone());
+        let (sent, over, give_up, failures) =
+            (grpc_sent.clone(), chaos_over.clone(), give_up.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
             for b in 0i64.. {
                 if over.load(Ordering::Relaxed) {
@@ -326,7 +327,8 @@ async fn acknowledged_events_and_exposures_survive_kills_full_disks_broker_resta
     let mqtt_sent: Arc<Mutex<Vec<Vec<v1::LiveEvent>>>> = Arc::default();
     let mqtt_acked = Arc::new(AtomicU64::new(0));
     {
-        let (sent, over, acked, broker_port) = (mqtt_sent.clone(), chaos_over.clone(), mqtt_acked.clone(), world.broker_port);
+        let (sent, over, acked, broker_port) =
+            (mqtt_sent.clone(), chaos_over.clone(), mqtt_acked.clone(), world.broker_port);
         tasks.push(tokio::spawn(async move {
             let mut options = rumqttc::MqttOptions::new("chaos-producer", "127.0.0.1", broker_port);
             options.set_keep_alive(Duration::from_secs(5));
@@ -600,8 +602,13 @@ async fn a_full_disk_fails_batches_alone_turns_store_health_not_serving_and_reco
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let mut world =
-        World { root: dir.path().to_owned(), port, broker_port: 0, server: Some(super::serve(&data, port)), broker: None };
+    let mut world = World {
+        root: dir.path().to_owned(),
+        port,
+        broker_port: 0,
+        server: Some(super::serve(&data, port)),
+        broker: None,
+    };
     let mut ingest = IngestClient::new(channel(port).await);
     let t0 = liveprofile_store::now_ms();
     let batch = |tag: &str| -> Vec<v1::LiveEvent> {

@@ -125,12 +125,7 @@ pub struct MetricsListener {
 
 impl MetricsListener {
     /// At most `max_connections` open; each request must arrive within `header_timeout`.
-    pub fn new(
-        listener: TcpListener,
-        max_connections: usize,
-        header_timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(listener: TcpListener, max_connections: usize, header_timeout: Duration, metrics: Arc<Metrics>) -> Self {
         MetricsListener { listener, gate: Gate::new("metrics", max_connections, header_timeout, metrics) }
     }
 }

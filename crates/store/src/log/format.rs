@@ -178,7 +178,9 @@ mod tests {
         b[0] ^= 0x40;
         assert_eq!(FrameHeader::decode(&b), FrameRead::Bad);
         assert_eq!(FrameHeader::decode(&[0u8; FRAME_HEADER]), FrameRead::End);
-        assert!(matches!(FrameHeader::decode(&FrameHeader::seal(8)), FrameRead::Header(h) if h.count == 0 && h.seq == 8));
+        assert!(
+            matches!(FrameHeader::decode(&FrameHeader::seal(8)), FrameRead::Header(h) if h.count == 0 && h.seq == 8)
+        );
     }
 
     #[test]

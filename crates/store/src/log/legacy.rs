@@ -3,7 +3,7 @@
 //! the rules they were written under: a bad frame at the end of the newest segment, or
 //! followed only by zeros, is a torn record and is cut off; any other bad frame is damage.
 
-use super::{MAX_RECORD_BYTES, read_full, zeros_from};
+use super::{Apply, MAX_RECORD_BYTES, read_full, zeros_from};
 use crate::error::StoreError;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -33,12 +33,7 @@ pub(crate) struct Read1 {
 }
 
 /// Reads every record of the segment, calling `apply` for those after `*applied`.
-pub(crate) fn read(
-    path: &Path,
-    first_seq: u64,
-    applied: &mut u64,
-    apply: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-) -> Result<Read1, StoreError> {
+pub(crate) fn read(path: &Path, first_seq: u64, applied: &mut u64, apply: &mut Apply<'_>) -> Result<Read1, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);

@@ -22,7 +22,8 @@
 
 use super::format::{FRAME_HEADER, FrameHeader, FrameRead, HeaderError, SEGMENT_HEADER, SegmentHeader, split_records};
 use super::{
-    DAMAGED_DIR, Durability, FORMAT_MARKER, LogWriter, legacy, read_full, segment_path, segments, sync_dir, zeros_from,
+    Apply, DAMAGED_DIR, Durability, FORMAT_MARKER, LogWriter, legacy, read_full, segment_path, segments, sync_dir,
+    zeros_from,
 };
 use crate::error::StoreError;
 use std::fs::{self, File, OpenOptions};
@@ -111,11 +112,7 @@ enum Want {
 /// Reads the log in `dir` after a snapshot at `snapshot_seq`, calling `apply(seq,
 /// payload)` for every record after it, in order. Changes nothing on the disk but
 /// leftover temporary files.
-pub(crate) fn recover(
-    dir: &Path,
-    snapshot_seq: u64,
-    apply: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-) -> Result<Recovered, StoreError> {
+pub(crate) fn recover(dir: &Path, snapshot_seq: u64, apply: &mut Apply<'_>) -> Result<Recovered, StoreError> {
     remove_temporaries(dir)?;
     let marker = dir.join(FORMAT_MARKER).exists();
     let segs = segments(dir)?;
@@ -130,6 +127,13 @@ pub(crate) fn recover(
     let name = |p: &Path| p.display().to_string();
     for (i, (first, path)) in segs.iter().enumerate() {
         let (first, is_newest) = (*first, i + 1 == segs.len());
+        if first == 0 {
+            // Records are numbered from 1: no writer names a segment 0.
+            return Err(StoreError::Corrupt {
+                path: name(path),
+                reason: "a segment named as starting at record 0 (records are numbered from 1)".to_owned(),
+            });
+        }
         let missing = |seq: u64, reason: String| Finding {
             damage: LogDamage {
                 file: segment_path(dir, seq),
@@ -149,12 +153,20 @@ pub(crate) fn recover(
             Want::AfterDamage(k) => findings[k].damage.last_lost = Some(first.saturating_sub(1)),
             Want::Snapshot(seq) if first > seq => findings.push(missing(
                 seq,
-                format!("the snapshot holds records up to {} and the oldest segment, {}, starts at record {first}", seq - 1, name(path)),
+                format!(
+                    "the snapshot holds records up to {} and the oldest segment, {}, starts at record {first}",
+                    seq - 1,
+                    name(path)
+                ),
             )),
             Want::Snapshot(_) => {}
             Want::Sealed { seq, by } if first > seq => findings.push(missing(
                 seq,
-                format!("{} was sealed naming it as the next segment; the next one, {}, starts at record {first}", name(&by), name(path)),
+                format!(
+                    "{} was sealed naming it as the next segment; the next one, {}, starts at record {first}",
+                    name(&by),
+                    name(path)
+                ),
             )),
             Want::Sealed { seq, .. } | Want::Ended { seq, .. } if first < seq => return Err(overlap(seq)),
             Want::Sealed { .. } => {}
@@ -234,11 +246,17 @@ pub(crate) fn recover(
                     V2End::Sealed { next } if next != read.last + 1 => damaged(
                         &mut findings,
                         read.last,
-                        format!("its seal names record {next} as the next segment's first, after its last record {}", read.last),
+                        format!(
+                            "its seal names record {next} as the next segment's first, after its last record {}",
+                            read.last
+                        ),
                     ),
                     V2End::Sealed { next } => {
                         if is_newest {
-                            let reason = format!("{} was sealed naming it as the next segment, and it is the newest", name(path));
+                            let reason = format!(
+                                "{} was sealed naming it as the next segment, and it is the newest",
+                                name(path)
+                            );
                             let mut f = missing(next, reason);
                             f.damage.last_lost = None;
                             findings.push(f);
@@ -253,7 +271,8 @@ pub(crate) fn recover(
                 want = damaged(&mut findings, first - 1, reason);
             }
             Err(HeaderError::NoMagic) if seen_v2 || (marker && is_newest) => {
-                let reason = "it has no segment header, though the folder's log is in format 2 (zero-filled or emptied)";
+                let reason =
+                    "it has no segment header, though the folder's log is in format 2 (zero-filled or emptied)";
                 want = damaged(&mut findings, first - 1, reason.to_owned());
             }
             Err(HeaderError::NoMagic) => {
@@ -474,12 +493,7 @@ struct V2Read {
     end: V2End,
 }
 
-fn read_v2(
-    path: &Path,
-    header: SegmentHeader,
-    applied: &mut u64,
-    apply: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-) -> Result<V2Read, StoreError> {
+fn read_v2(path: &Path, header: SegmentHeader, applied: &mut u64, apply: &mut Apply<'_>) -> Result<V2Read, StoreError> {
     let io = |e| StoreError::io(path, e);
     let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
@@ -487,7 +501,9 @@ fn read_v2(
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let capacity = header.capacity;
     let size_wrong = match len.cmp(&capacity) {
-        std::cmp::Ordering::Less => Some(format!("it is {len} bytes, shorter than its capacity of {capacity} (cut short)")),
+        std::cmp::Ordering::Less => {
+            Some(format!("it is {len} bytes, shorter than its capacity of {capacity} (cut short)"))
+        }
         std::cmp::Ordering::Greater => Some(format!("it is {len} bytes, longer than its capacity of {capacity}")),
         std::cmp::Ordering::Equal => None,
     };

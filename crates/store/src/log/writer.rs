@@ -198,7 +198,8 @@ impl LogWriter {
             // After a failed fsync what is on the disk is not known: the batch is not
             // acknowledged, is cleared as far as possible, and the writer stops.
             let _ = zero(&mut self.seg.file, at, frame_len);
-            let why = format!("fsync of {} failed after writing log records {first} to {last}: {e}", self.seg.path.display());
+            let why =
+                format!("fsync of {} failed after writing log records {first} to {last}: {e}", self.seg.path.display());
             self.broken = Some(why.clone());
             self.discard();
             return Err(StoreError::Failed(why));

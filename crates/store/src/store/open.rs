@@ -2,7 +2,9 @@
 //! decision on damage, and the snapshot thread.
 
 use super::ingest::apply_event;
-use super::{Counters, Hosts, Identities, LogState, ProfileStore, Record, Shard, StoreOptions, shard_of, spawn_snapshotter};
+use super::{
+    Counters, Hosts, Identities, LogState, ProfileStore, Record, Shard, StoreOptions, shard_of, spawn_snapshotter,
+};
 use crate::dedup::{EventIds, IdKey};
 use crate::error::StoreError;
 use crate::experiments::{ExperimentBook, ExperimentStatus};
@@ -99,14 +101,7 @@ pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreErro
     // When damage is accepted, what was recovered becomes a snapshot before the damaged
     // files are moved aside, so that the records read from them are kept.
     let (writer, log_damage) = found.finish(&dir, options.durability, options.segment_bytes, |seq| {
-        let chunks = snapshot::serialize(
-            seq,
-            shards.iter(),
-            || &hosts,
-            || &identities,
-            || &book,
-            || &event_ids,
-        );
+        let chunks = snapshot::serialize(seq, shards.iter(), || &hosts, || &identities, || &book, || &event_ids);
         snapshot::write(&dir, seq, &chunks)?;
         snapshot::remove_older(&dir, seq)?;
         snapshot_seq = seq;

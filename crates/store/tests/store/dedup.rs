@@ -58,7 +58,13 @@ fn events_spanning_hours_sent_again_are_all_duplicates_also_after_a_restart() {
     assert_eq!(send(&store, &spanning(350, 390)).accepted, 800);
     let old = send(&store, &spanning(0, 20));
     assert_eq!((old.late, old.accepted), (400, 0));
-    assert!(old.errors[0].reason.ends_with("no event with this id is held (ids are kept for 21600000 ms behind the newest event time)"), "{}", old.errors[0].reason);
+    assert!(
+        old.errors[0]
+            .reason
+            .ends_with("no event with this id is held (ids are kept for 21600000 ms behind the newest event time)"),
+        "{}",
+        old.errors[0].reason
+    );
     assert_eq!(send(&store, &spanning(20, 390)).duplicates, 7400);
 }
 

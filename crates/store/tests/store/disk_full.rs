@@ -49,6 +49,9 @@ fn disk_full_child() {
     assert_eq!(store.stats().last_seq, 10);
     assert!(store.write_health().unwrap_err().starts_with("disk full: "));
     assert!(!store.probe_log());
+    // A batch with nothing to log succeeds and tells nothing of the disk.
+    assert_eq!(store.ingest(&batch("a", 10, t)).unwrap().duplicates, 10);
+    assert!(store.write_health().unwrap_err().starts_with("disk full: "));
 
     // A small batch still fits: the failed one was rolled back, not left half-written.
     assert_eq!(store.ingest(&batch("c", 10, t + 2000)).unwrap().last_seq, 20);

@@ -5,11 +5,11 @@ use liveprofile_events::{Event, EventReader, Platform};
 use liveprofile_features::OnlineProfiles;
 use liveprofile_simulator::{DEFAULT_START_MS, SimConfig, Simulator};
 use liveprofile_store::{Durability, IdentityLink, IncomingEvent, LookupError, ProfileStore, StoreError, StoreOptions};
+use segments::{data_end, torn_frame};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use segments::{data_end, torn_frame};
 
 mod dedup;
 #[cfg(target_os = "linux")]

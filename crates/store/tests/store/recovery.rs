@@ -5,7 +5,9 @@
 
 use super::segments::{data_end, empty_segment, frames, last_seq, segments, torn_frame};
 use super::{events, options};
-use liveprofile_store::{MAX_DEDUP_HORIZON_MS, IncomingEvent, IngestReport, LogDamage, ProfileStore, StoreError, StoreOptions};
+use liveprofile_store::{
+    IncomingEvent, IngestReport, LogDamage, MAX_DEDUP_HORIZON_MS, ProfileStore, StoreError, StoreOptions,
+};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
@@ -93,15 +95,17 @@ fn a_newest_segment_cut_to_half_is_refused_naming_the_file_and_the_records_lost(
     OpenOptions::new().write(true).open(&newest).unwrap().set_len(half).unwrap();
 
     let (damage, more, text) = refusal(dir.path());
-    assert_eq!((&damage.file, damage.missing, damage.first_lost, damage.last_lost, more), (&newest, false, kept + 1, None, 0));
     assert_eq!(
-        damage.reason,
-        format!("it is {half} bytes, shorter than its capacity of {} (cut short)", 64 << 10)
+        (&damage.file, damage.missing, damage.first_lost, damage.last_lost, more),
+        (&newest, false, kept + 1, None, 0)
     );
-    assert!(text.starts_with(&format!(
-        "the profile log lost acknowledged records: {}: it is {half} bytes",
-        newest.display()
-    )));
+    assert_eq!(damage.reason, format!("it is {half} bytes, shorter than its capacity of {} (cut short)", 64 << 10));
+    assert!(
+        text.starts_with(&format!(
+            "the profile log lost acknowledged records: {}: it is {half} bytes",
+            newest.display()
+        ))
+    );
     assert!(text.contains(&format!("records from {} on are lost (how many is not known)", kept + 1)), "{text}");
     assert!(text.contains("--accept-log-damage"), "{text}");
 
@@ -153,7 +157,10 @@ fn a_deleted_newest_or_middle_segment_is_refused() {
     std::fs::remove_file(&newest).unwrap();
     let (damage, _, text) = refusal(dir.path());
     assert_eq!((&damage.file, damage.missing, damage.first_lost, damage.last_lost), (&newest, true, first, None));
-    assert!(text.contains(&format!("{} is missing: {} was sealed", newest.display(), segs[segs.len() - 2].1.display())), "{text}");
+    assert!(
+        text.contains(&format!("{} is missing: {} was sealed", newest.display(), segs[segs.len() - 2].1.display())),
+        "{text}"
+    );
     let store = accept(dir.path(), &damage);
     assert_eq!(store.stats().last_seq, first - 1);
     assert_eq!(resend_all(&store).accepted, EVENTS as u64 - (first - 1));
@@ -164,7 +171,10 @@ fn a_deleted_newest_or_middle_segment_is_refused() {
     let ((first, middle), (next, _)) = (segs[1].clone(), segs[2].clone());
     std::fs::remove_file(&middle).unwrap();
     let (damage, _, text) = refusal(dir.path());
-    assert_eq!((&damage.file, damage.missing, damage.first_lost, damage.last_lost), (&middle, true, first, Some(next - 1)));
+    assert_eq!(
+        (&damage.file, damage.missing, damage.first_lost, damage.last_lost),
+        (&middle, true, first, Some(next - 1))
+    );
     assert!(text.contains(&format!("records {first} to {} are lost", next - 1)), "{text}");
     let store = accept(dir.path(), &damage);
     assert_eq!(resend_all(&store).duplicates, EVENTS as u64 - (next - first));
@@ -262,4 +272,23 @@ fn a_crash_between_creating_a_segment_and_sealing_the_last_one_loses_nothing() {
     drop(store);
     let store = ProfileStore::open(opts(dir.path())).unwrap();
     assert_eq!((store.stats().last_seq, store.stats().recovered_records), (2001, 2001));
+}
+
+#[test]
+fn a_segment_named_as_starting_at_record_zero_is_refused_not_a_crash() {
+    // Records are numbered from 1, so no writer names a segment 0; one found on the disk
+    // (a fuzzer wrote it) stops the start with an error naming it.
+    for contents in [&b""[..], b"LPWALSEG", &[7u8; 64]] {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = dir.path().join(format!("log-{:020}.wal", 0));
+        std::fs::write(&zero, contents).unwrap();
+        match ProfileStore::open(opts(dir.path())) {
+            Err(StoreError::Corrupt { path, reason }) => {
+                assert_eq!(path, zero.display().to_string());
+                assert!(reason.contains("starting at record 0"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&zero).unwrap(), contents, "the file is left as it was");
+    }
 }
