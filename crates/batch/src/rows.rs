@@ -199,6 +199,7 @@ fn describe(e: &InputError) -> (String, String) {
         InputError::BadCategory { feature, value, size, .. } => {
             (feature.clone(), format!("a category with {size} values; {value} is not one of their indices"))
         }
+        InputError::BadBool { feature, value, .. } => (feature.clone(), format!("a bool; {value} is neither 0 nor 1")),
         other => (String::new(), other.to_string()),
     }
 }

@@ -14,6 +14,27 @@ pub enum PackageError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A package file is not a regular file (a FIFO, a device, a socket, a folder): reading
+    /// it could block or never end, so it is refused before anything is read.
+    #[error("{path} is {kind}, not a regular file: package files must be regular files")]
+    NotRegularFile {
+        /// File.
+        path: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A package file is larger than the runtime reads for its kind.
+    #[error("{path} is {bytes} bytes, over the {limit}-byte limit for {what}")]
+    TooLarge {
+        /// File.
+        path: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+        /// `model.onnx`, `a JSON file`.
+        what: &'static str,
+    },
     /// The manifest, schema or golden file is not valid JSON of the expected shape.
     #[error("{file}: {reason}")]
     Format {
@@ -126,6 +147,16 @@ pub enum InputError {
         value: f32,
         /// Vocabulary size.
         size: usize,
+    },
+    /// A bool feature whose value is neither 0 nor 1.
+    #[error("row {row}: feature {feature:?} is a bool; {value} is neither 0 nor 1")]
+    BadBool {
+        /// Row.
+        row: usize,
+        /// Feature.
+        feature: String,
+        /// Value.
+        value: f32,
     },
     /// The caller's schema hash is not the model's.
     #[error("schema hash {given} does not match the model's feature schema {expected}")]

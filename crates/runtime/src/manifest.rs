@@ -100,11 +100,63 @@ pub struct Golden {
     pub notes: Vec<String>,
 }
 
+/// Largest `model.onnx` the runtime reads (the bundled ones are under 1 MiB; a ranking
+/// model with large embedding tables stays well under this).
+pub const MAX_ONNX_BYTES: u64 = 512 << 20;
+/// Largest manifest, schema or golden JSON file the runtime reads.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// Reads one file of a package: a regular file only (opened without blocking, so a FIFO
+/// or a device cannot stall the reader, and checked on the open handle), of at most
+/// `limit` bytes (checked before reading and again while reading, for a file that grows).
+pub fn read_package_file(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, PackageError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io = |source: std::io::Error| PackageError::Io { path: path.display().to_string(), source };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let kind = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a folder"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "a special file"
+        };
+        return Err(PackageError::NotRegularFile { path: path.display().to_string(), kind });
+    }
+    let too_large = |bytes: u64| PackageError::TooLarge { path: path.display().to_string(), bytes, limit, what };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, PackageError> {
+    // Files named by the manifest are siblings of it: no path may lead out of the folder.
+    if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
+        return Err(PackageError::Format {
+            file: file.to_owned(),
+            reason: "a package file is named by a plain file name in the package folder".to_owned(),
+        });
+    }
     let path = dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| PackageError::Io { path: path.display().to_string(), source })?;
-    serde_json::from_str(&text).map_err(|e| PackageError::Format { file: file.to_owned(), reason: e.to_string() })
+    let bytes = read_package_file(&path, MAX_JSON_BYTES, "a JSON file")?;
+    serde_json::from_slice(&bytes).map_err(|e| PackageError::Format { file: file.to_owned(), reason: e.to_string() })
 }
 
 /// Reads the manifest of a package folder.

@@ -218,6 +218,8 @@ pub struct LoadedModel {
     /// Outputs are probabilities (binary or multi-label tasks): kept within [0, 1].
     pub(crate) probabilities: bool,
     pub(crate) feature_index: HashMap<String, usize>,
+    /// Per feature, how many index values it takes (a category: its vocabulary size; a bool:
+    /// 2), or `None` for a number.
     pub(crate) category_sizes: Vec<Option<usize>>,
     pub(crate) load_ms: f64,
 }
@@ -244,7 +246,12 @@ impl LoadedModel {
         let category_sizes = schema
             .features
             .iter()
-            .map(|f| (f.dtype == Dtype::Category).then(|| f.vocabulary.as_ref().map_or(0, Vec::len)))
+            .map(|f| match f.dtype {
+                Dtype::Category => Some(f.vocabulary.as_ref().map_or(0, Vec::len)),
+                // 0 or 1: the indices of a two-value category.
+                Dtype::Bool => Some(2),
+                Dtype::Float32 => None,
+            })
             .collect();
         LoadedModel {
             manifest,
@@ -396,6 +403,10 @@ impl LoadedModel {
                 if let Some(size) = self.category_sizes[i]
                     && !category_ok(v, size)
                 {
+                    let feature = &self.schema.features[i];
+                    if feature.dtype == Dtype::Bool {
+                        return Err(InputError::BadBool { row: r, feature: feature.name.clone(), value: v });
+                    }
                     return Err(InputError::BadCategory {
                         row: r,
                         feature: self.schema.features[i].name.clone(),

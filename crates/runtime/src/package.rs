@@ -257,8 +257,7 @@ pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
     let started = Instant::now();
     let manifest = read_manifest(dir)?;
     let onnx_path = dir.join("model.onnx");
-    let bytes = std::fs::read(&onnx_path)
-        .map_err(|source| PackageError::Io { path: onnx_path.display().to_string(), source })?;
+    let bytes = crate::manifest::read_package_file(&onnx_path, crate::manifest::MAX_ONNX_BYTES, "model.onnx")?;
     let actual: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     if actual != manifest.onnx_sha256 {
         return Err(PackageError::Checksum { expected: manifest.onnx_sha256.clone(), actual });

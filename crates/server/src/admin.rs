@@ -149,7 +149,13 @@ impl ModelAdmin for AdminService {
                 )));
             }
         }
-        self.state.repo()?.unload(&r.name, r.version).map_err(|e| route_status(&e))?;
+        // Unloading waits for a scan or load in progress (one at a time): off the async
+        // runtime's threads, so that a slow load never stalls scoring, health or metrics.
+        let repo = self.state.repo()?.clone();
+        tokio::task::spawn_blocking(move || repo.unload(&r.name, r.version))
+            .await
+            .map_err(|e| Status::internal(format!("unload task failed: {e}")))?
+            .map_err(|e| route_status(&e))?;
         Ok(Response::new(v1::UnloadModelResponse {}))
     }
 

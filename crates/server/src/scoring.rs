@@ -261,6 +261,7 @@ fn renumber(e: InputError, rows: &[usize]) -> InputError {
         InputError::BadCategory { row, feature, value, size } => {
             InputError::BadCategory { row: map(row), feature, value, size }
         }
+        InputError::BadBool { row, feature, value } => InputError::BadBool { row: map(row), feature, value },
         other => other,
     }
 }
@@ -516,14 +517,20 @@ fn inbound_status(status: Status, received: u64) -> Status {
         "Error decompressing",
     ];
     let request = received + 1;
+    // The server's codec says INVALID_ARGUMENT for a message that does not decode; tonic's
+    // framing, INTERNAL.
+    let undecodable = match status.code() {
+        tonic::Code::InvalidArgument => status.message().strip_prefix(crate::limits::UNDECODABLE),
+        tonic::Code::Internal => UNDECODABLE.iter().any(|p| status.message().starts_with(p)).then(|| status.message()),
+        _ => None,
+    };
+    if let Some(why) = undecodable {
+        return bounded(Status::invalid_argument(format!(
+            "score stream request {request} cannot be decoded ({why}); the {received} requests before it were \
+             answered, the stream ends here"
+        )));
+    }
     match status.code() {
-        tonic::Code::Internal if UNDECODABLE.iter().any(|p| status.message().starts_with(p)) => {
-            bounded(Status::invalid_argument(format!(
-                "score stream request {request} cannot be decoded ({}); the {received} requests before it were \
-                 answered, the stream ends here",
-                status.message()
-            )))
-        }
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => bounded(Status::resource_exhausted(format!(
             "score stream request {request} is too large ({}); the {received} requests before it were answered, \
              the stream ends here",

@@ -226,7 +226,8 @@ pub fn input_status(e: &InputError) -> Status {
         | InputError::WrongWidth { .. }
         | InputError::Missing { .. }
         | InputError::NotFinite { .. }
-        | InputError::BadCategory { .. } => e.clone(),
+        | InputError::BadCategory { .. }
+        | InputError::BadBool { .. } => e.clone(),
     };
     Status::invalid_argument(capped.to_string())
 }

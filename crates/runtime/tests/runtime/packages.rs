@@ -122,6 +122,20 @@ fn inputs_are_validated_by_feature_name() {
     let err = model.score(&bad, 1).unwrap_err();
     assert!(err.to_string().contains("feature \"Month\" is a category"), "{err}");
 
+    // A bool takes 0 or 1 only.
+    let weekend = names.iter().position(|n| n == "Weekend").unwrap();
+    for v in [7.0, 0.5, -1.0] {
+        let mut bad = row.clone();
+        bad[weekend] = v;
+        let err = model.score(&bad, 1).unwrap_err();
+        assert_eq!(err.to_string(), format!("row 0: feature \"Weekend\" is a bool; {v} is neither 0 nor 1"));
+    }
+    for v in [0.0, 1.0] {
+        let mut good = row.clone();
+        good[weekend] = v;
+        model.score(&good, 1).unwrap();
+    }
+
     assert!(matches!(model.score(&[], 0), Err(ScoreError::Input(InputError::EmptyBatch))));
     let err = model.score(&row[..5], 1).unwrap_err();
     assert!(matches!(err, ScoreError::Input(InputError::WrongWidth { .. })), "{err}");

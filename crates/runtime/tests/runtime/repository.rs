@@ -327,3 +327,47 @@ fn links_out_of_the_repository_are_refused_and_links_within_it_load() {
     assert_eq!(repo.policy("m").unwrap().stable, 4);
     assert!(repo.get("m", Some(2)).is_err() && repo.get("m", Some(3)).is_err());
 }
+
+#[cfg(unix)]
+#[test]
+fn fifos_and_oversized_files_in_a_package_are_refused_without_blocking_and_later_versions_load() {
+    use liveprofile_runtime::manifest::MAX_ONNX_BYTES;
+    let mkfifo = |path: &std::path::Path| {
+        std::fs::remove_file(path).unwrap();
+        let ok = std::process::Command::new("mkfifo").arg(path).status().unwrap().success();
+        assert!(ok, "mkfifo {}", path.display());
+    };
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    // A FIFO as the graph and as the golden file: opening one for reading would wait for
+    // a writer forever.
+    publish(dir.path(), "m", 2, |d| mkfifo(&d.join("model.onnx")));
+    publish(dir.path(), "m", 3, |d| mkfifo(&d.join("golden.json")));
+    // A graph over the size limit (sparse: no disk is used), refused before it is read.
+    publish(dir.path(), "m", 4, |d| {
+        std::fs::File::options().write(true).open(d.join("model.onnx")).unwrap().set_len(MAX_ONNX_BYTES + 1).unwrap()
+    });
+    // A manifest naming a file outside its folder.
+    publish(dir.path(), "m", 5, |d| edit_manifest(d, |m| m["golden"]["file"] = "../1/golden.json".into()));
+    publish(dir.path(), "m", 6, |_| {});
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let repo = ModelRepository::open(RepositoryConfig::new(&root)).unwrap();
+        let again = repo.load_version("m", 2).map(|_| ());
+        let _ = tx.send((repo, again));
+    });
+    let (repo, again) = rx.recv_timeout(Duration::from_secs(120)).expect("the scan finished: nothing blocked");
+    let refused = refusals(&repo, "m");
+    let reason = |v: u32| refused.iter().find(|r| r.0 == v).map(|r| r.1.clone()).unwrap_or_default();
+    assert_eq!(refused.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4, 5], "{refused:?}");
+    assert!(reason(2).ends_with("model.onnx is a FIFO, not a regular file: package files must be regular files"));
+    assert!(reason(3).ends_with("golden.json is a FIFO, not a regular file: package files must be regular files"));
+    assert!(
+        reason(4)
+            .contains(&format!("is {} bytes, over the {MAX_ONNX_BYTES}-byte limit for model.onnx", MAX_ONNX_BYTES + 1))
+    );
+    assert!(reason(5).contains("a plain file name in the package folder"), "{}", reason(5));
+    assert!(matches!(again, Err(RouteError::Refused { version: 2, .. })), "{again:?}");
+    assert_eq!(repo.policy("m").unwrap().stable, 6, "the version after the refused ones loads");
+}

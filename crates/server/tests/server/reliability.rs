@@ -1,7 +1,8 @@
 //! What a careless or hostile client or operator must not break: an empty or refused model
 //! folder does not drain the server, unknown model names do not grow the metrics or the
-//! answers, and a request that cannot be decoded ends a score stream with
-//! INVALID_ARGUMENT after the answers to the requests before it.
+//! answers, requests that cannot be decoded are INVALID_ARGUMENT (a score stream ends with
+//! it after the answers to the requests before it), and connections, quiet streams and
+//! request bytes are held within their limits.
 
 use crate::common::*;
 use liveprofile_server::proto::inference as pb;
@@ -210,5 +211,165 @@ async fn an_undecodable_stream_request_ends_the_stream_with_invalid_argument_aft
     assert!(status.message().starts_with("score stream request 3 cannot be decoded"), "{}", status.message());
     // Nothing after the error: the stream has ended, not silently with OK.
     assert!(matches!(answers.message().await, Ok(None) | Err(_)));
+    server.shutdown().await.unwrap();
+}
+
+/// Raw bytes as a unary ScoreTags request; the answer decoded as usual.
+struct RawTags;
+
+impl tonic::codec::Codec for RawTags {
+    type Encode = Vec<u8>;
+    type Decode = v1::ScoreTagsResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<v1::ScoreTagsResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_unary_request_is_invalid_argument() {
+    let repo = repository(&["user_tags"]);
+    let server = start(config(repo.path())).await;
+    let mut grpc = tonic::client::Grpc::new(channel(&server).await);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/liveprofile.v1.Scoring/ScoreTags");
+    for bytes in
+        [vec![0x0a, 0x05, 0x01], vec![0xff; 12], vec![0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80]]
+    {
+        grpc.ready().await.unwrap();
+        let status = grpc.unary(tonic::Request::new(bytes.clone()), path.clone(), RawTags).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bytes:?}: {status:?}");
+        assert!(status.message().starts_with(liveprofile_server::limits::UNDECODABLE), "{}", status.message());
+    }
+    // The same connection still answers a good request.
+    let mut client = scoring(&server).await;
+    assert_eq!(client.score_tags(golden("user_tags").tags_request(2)).await.unwrap().into_inner().users.len(), 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stream_that_goes_quiet_ends_with_deadline_exceeded() {
+    let repo = repository(&["user_tags"]);
+    let mut c = config(repo.path());
+    c.limits.stream_idle_timeout = Duration::from_millis(400);
+    let server = start(c).await;
+    let g = golden("user_tags");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::ScoreStreamRequest {
+        request_id: "first".into(),
+        request: Some(v1::score_stream_request::Request::Tags(g.tags_request(1))),
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answers = scoring(&server)
+        .await
+        .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answers.message().await.unwrap().unwrap().request_id, "first");
+    // The sender stays open and sends nothing.
+    let status = tokio::time::timeout(Duration::from_secs(30), answers.message()).await.expect("ended").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().starts_with(liveprofile_server::limits::STREAM_IDLE), "{}", status.message());
+    assert!(status.message().contains("400 ms"), "{}", status.message());
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(sample(&metrics(&server).await, "liveprofile_stream_idle_timeouts", &[]), Some(1.0));
+    drop(tx);
+    server.shutdown().await.unwrap();
+}
+
+/// Reads until the server closes the socket (end of file or reset); the time it took.
+async fn closed_by_server(socket: &mut tokio::net::TcpStream, within: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, socket.read(&mut buf)).await.expect("the server closed the socket") {
+            Ok(0) | Err(_) => return started.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once_and_silent_ones_after_the_handshake_timeout() {
+    let repo = repository(&["user_tags"]);
+    let mut c = config(repo.path());
+    c.limits.max_connections = 3;
+    c.limits.handshake_timeout = Duration::from_millis(1500);
+    c.limits.metrics_max_connections = 2;
+    c.limits.metrics_header_timeout = Duration::from_millis(1500);
+    let server = start(c).await;
+    // Three sockets that never send the HTTP/2 preface take every place.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(server.grpc_addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = tokio::net::TcpStream::connect(server.grpc_addr).await.unwrap();
+    closed_by_server(&mut over, Duration::from_secs(30)).await;
+    let text = metrics(&server).await;
+    assert_eq!(sample(&text, "liveprofile_connections_refused", &["port=\"grpc\""]), Some(1.0));
+    assert_eq!(sample(&text, "liveprofile_connections_open", &["port=\"grpc\""]), Some(3.0));
+    // The silent ones are closed once their handshake time is up, and their places freed.
+    for s in &mut silent {
+        closed_by_server(s, Duration::from_secs(30)).await;
+    }
+    let text = metrics(&server).await;
+    assert_eq!(sample(&text, "liveprofile_connections_timed_out", &["port=\"grpc\""]), Some(3.0));
+    let mut client = scoring(&server).await;
+    assert_eq!(client.score_tags(golden("user_tags").tags_request(1)).await.unwrap().into_inner().users.len(), 1);
+
+    // The metrics port: a connection that sends no request is closed after the header
+    // timeout; over its cap, at once; a request after that is answered.
+    let mut quiet = tokio::net::TcpStream::connect(server.metrics_addr).await.unwrap();
+    let mut quiet2 = tokio::net::TcpStream::connect(server.metrics_addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = tokio::net::TcpStream::connect(server.metrics_addr).await.unwrap();
+    closed_by_server(&mut refused, Duration::from_secs(30)).await;
+    let waited = closed_by_server(&mut quiet, Duration::from_secs(30)).await;
+    closed_by_server(&mut quiet2, Duration::from_secs(30)).await;
+    assert!(waited >= Duration::from_millis(1000), "{waited:?}");
+    let text = metrics(&server).await;
+    assert_eq!(sample(&text, "liveprofile_connections_refused", &["port=\"metrics\""]), Some(1.0));
+    assert_eq!(sample(&text, "liveprofile_connections_timed_out", &["port=\"metrics\""]), Some(2.0));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_byte_budget_is_refused_before_it_is_decoded() {
+    use prost::Message;
+    let repo = repository(&["user_tags"]);
+    let mut c = config(repo.path());
+    c.limits.max_inflight_request_bytes = 4096;
+    let server = start(c).await;
+    let g = golden("user_tags");
+    let big = g.tags_request(64);
+    let bytes = big.encoded_len();
+    assert!(bytes > 4096, "{bytes}");
+    let mut client = scoring(&server).await;
+    let status = client.score_tags(big).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "{}{bytes} bytes does not fit: 0 of the 4096 request bytes the server holds at once are in use; retry \
+             with backoff",
+            liveprofile_server::limits::OVER_BUDGET
+        )
+    );
+    assert_eq!(sample(&metrics(&server).await, "liveprofile_request_bytes_rejections", &[]), Some(1.0));
+    // Small requests fit, and the bytes are given back after each answer.
+    for _ in 0..20 {
+        assert_eq!(client.score_tags(g.tags_request(1)).await.unwrap().into_inner().users.len(), 1);
+    }
+    assert_eq!(sample(&metrics(&server).await, "liveprofile_request_bytes_in_flight", &[]), Some(0.0));
     server.shutdown().await.unwrap();
 }

@@ -140,6 +140,11 @@ impl FrameHeader {
 
 /// Splits a batch payload (that passed its checksum) into its `count` records.
 pub(crate) fn split_records(payload: &[u8], count: u32) -> Result<Vec<&[u8]>, String> {
+    // Every record takes its prefix and at least one byte: a count the payload cannot
+    // hold is damage, and must not size an allocation.
+    if count as usize > payload.len() / (RECORD_PREFIX + 1) {
+        return Err(format!("the batch names {count} records, more than its {} bytes can hold", payload.len()));
+    }
     let mut out = Vec::with_capacity(count as usize);
     let mut rest = payload;
     for i in 0..count {
@@ -162,6 +167,18 @@ pub(crate) fn split_records(payload: &[u8], count: u32) -> Result<Vec<&[u8]>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_count_the_payload_cannot_hold_is_refused_before_allocating() {
+        let mut payload = 1u32.to_le_bytes().to_vec();
+        payload.resize(RECORD_PREFIX + 1, 9);
+        assert_eq!(split_records(&payload, 1).unwrap(), [&[9u8][..]]);
+        let err = split_records(&payload, u32::MAX).unwrap_err();
+        assert_eq!(
+            err,
+            format!("the batch names {} records, more than its {} bytes can hold", u32::MAX, payload.len())
+        );
+    }
 
     #[test]
     fn headers_round_trip_and_check_themselves() {
