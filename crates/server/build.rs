@@ -1,7 +1,7 @@
 //! Generates the gRPC code from `proto/` with protox (no system protoc), and writes the
-//! encoded file descriptor set that server reflection serves. Every generated service and
-//! client uses the crate's codec (`limits::codec`): requests admitted by size before
-//! decoding, undecodable requests INVALID_ARGUMENT.
+//! encoded file descriptor set that server reflection serves. Services only: clients are
+//! in `liveprofile-client`. Every service uses the crate's codec (`limits::codec`):
+//! requests admitted by size before decoding, undecodable requests INVALID_ARGUMENT.
 
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()
-        .build_client(true)
+        .build_client(false)
         .build_server(true)
         .codec_path("crate::limits::codec::Codec")
         .compile_fds(fds)?;

@@ -269,50 +269,7 @@ pub fn score_file(
 
     // The writer thread owns the outputs; the channel bounds the batches in flight.
     let (tx, rx) = sync_channel::<Written>(2);
-    let writer = {
-        let out_schema = out_schema.clone();
-        let out_file = output.to_path_buf();
-        let rejects_path = rejects_path.clone();
-        let format = options.format;
-        std::thread::Builder::new()
-            .name("score-writer".into())
-            .spawn(move || -> Result<(u64, u64, bool), BatchError> {
-                let mut scores = Sink::create(&out_file, format, out_schema, &metadata)?;
-                let mut rejects: Option<Sink> = None;
-                let mut rejected = 0;
-                let mut complete = false;
-                for w in rx {
-                    match w {
-                        Written::Complete => complete = true,
-                        Written::Scores(b) => scores.write(&b)?,
-                        Written::Rejects(b) => {
-                            if rejects.is_none() {
-                                rejects = Some(Sink::create(&rejects_path, Format::Csv, b.schema(), &[])?);
-                            }
-                            rejected += b.num_rows() as u64;
-                            rejects.as_mut().expect("created").write(&b)?;
-                        }
-                    }
-                }
-                if !complete {
-                    // The job failed: dropping the sinks removes their temporary files.
-                    return Ok((0, 0, false));
-                }
-                // Both files are written to the end and synced before either is renamed;
-                // the scores go last, so that an output under its final name always has
-                // its rejects beside it.
-                let rejects = rejects.map(Sink::complete).transpose()?;
-                let scores = scores.complete()?;
-                let had_rejects = rejects.is_some();
-                if let Some(r) = rejects {
-                    r.publish()?;
-                }
-                let rows = scores.publish()?;
-                Ok((rows, rejected, had_rejects))
-            })
-            .map_err(|e| BatchError::io(output, e))?
-    };
-
+    let writer = spawn_writer(output, &rejects_path, options.format, out_schema.clone(), metadata, rx)?;
     // The reader decodes the next batch while this thread's rayon pool scores one.
     let (batches_tx, batches_rx) = sync_channel::<Result<RecordBatch, BatchError>>(1);
     let reader = std::thread::Builder::new()
@@ -325,54 +282,8 @@ pub fn score_file(
             }
         })
         .map_err(|e| BatchError::io(input, e))?;
-    let result = (|| -> Result<u64, BatchError> {
-        let plan = &plan;
-        let mut rows_read = 0u64;
-        for batch in batches_rx.iter() {
-            let batch = batch?;
-            let n = batch.num_rows();
-            let slices: Vec<(usize, RecordBatch)> = (0..n)
-                .step_by(options.chunk_rows)
-                .map(|o| (o, batch.slice(o, options.chunk_rows.min(n - o))))
-                .collect();
-            let parts: Vec<Result<SliceResult, BatchError>> =
-                slices.par_iter().map(|(_, s)| score_slice(model, plan, s, score_names.len())).collect();
-            let mut good = Vec::with_capacity(n);
-            let mut rejects: Vec<Reject> = Vec::new();
-            let mut columns: Vec<Vec<f32>> = vec![Vec::new(); score_names.len()];
-            for ((offset, _), part) in slices.iter().zip(parts) {
-                let part = part?;
-                good.extend_from_slice(&part.good);
-                rejects.extend(part.rejects.into_iter().map(|r| Reject { row: r.row + offset, ..r }));
-                for (c, col) in part.scores.into_iter().enumerate() {
-                    columns[c].extend(col);
-                }
-            }
-            if let Some(first) = rejects.first()
-                && options.on_error == OnError::Fail
-            {
-                return Err(BatchError::BadRow {
-                    path: input.to_path_buf(),
-                    row: rows_read + first.row as u64,
-                    column: first.column.clone(),
-                    reason: format!("{} (use --on-error skip to write bad rows to a rejects file)", first.reason),
-                });
-            }
-            let out = output_batch(&batch, plan, &good, !rejects.is_empty(), columns, &out_schema, model)?;
-            if tx.send(Written::Scores(out)).is_err() {
-                break; // the writer failed; its error is reported below
-            }
-            if !rejects.is_empty() {
-                let r = rejects_batch(&batch, plan, &rejects, rows_read, &reject_schema)?;
-                if tx.send(Written::Rejects(r)).is_err() {
-                    break;
-                }
-            }
-            rows_read += n as u64;
-            progress(n as u64);
-        }
-        Ok(rows_read)
-    })();
+    let job = Job { model, plan: &plan, input, options, score_columns: score_names.len(), out_schema: &out_schema };
+    let result = job.score_batches(&batches_rx, &tx, &reject_schema, progress);
     // On an early stop, dropping the receiver ends the reader. A reader that did not end
     // normally must not pass for the end of the input.
     drop(batches_rx);
@@ -399,6 +310,128 @@ pub fn score_file(
         skipped: false,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Starts the thread that writes scores and rejects as they come and publishes both at
+/// `Written::Complete` (rejects first, so that an output under its final name always has
+/// its rejects beside it); without it, the job failed and nothing is published. Returns
+/// the rows scored and rejected, and whether a rejects file was written.
+fn spawn_writer(
+    output: &Path,
+    rejects_path: &Path,
+    format: Format,
+    out_schema: SchemaRef,
+    metadata: Vec<(String, String)>,
+    rx: std::sync::mpsc::Receiver<Written>,
+) -> Result<std::thread::JoinHandle<Result<(u64, u64, bool), BatchError>>, BatchError> {
+    let out_file = output.to_path_buf();
+    let rejects_path = rejects_path.to_path_buf();
+    std::thread::Builder::new()
+        .name("score-writer".into())
+        .spawn(move || -> Result<(u64, u64, bool), BatchError> {
+            let mut scores = Sink::create(&out_file, format, out_schema, &metadata)?;
+            let mut rejects: Option<Sink> = None;
+            let mut rejected = 0;
+            let mut complete = false;
+            for w in rx {
+                match w {
+                    Written::Complete => complete = true,
+                    Written::Scores(b) => scores.write(&b)?,
+                    Written::Rejects(b) => {
+                        if rejects.is_none() {
+                            rejects = Some(Sink::create(&rejects_path, Format::Csv, b.schema(), &[])?);
+                        }
+                        rejected += b.num_rows() as u64;
+                        rejects.as_mut().expect("created").write(&b)?;
+                    }
+                }
+            }
+            if !complete {
+                // The job failed: dropping the sinks removes their temporary files.
+                return Ok((0, 0, false));
+            }
+            // Both files are written to the end and synced before either is renamed.
+            let rejects = rejects.map(Sink::complete).transpose()?;
+            let scores = scores.complete()?;
+            let had_rejects = rejects.is_some();
+            if let Some(r) = rejects {
+                r.publish()?;
+            }
+            let rows = scores.publish()?;
+            Ok((rows, rejected, had_rejects))
+        })
+        .map_err(|e| BatchError::io(output, e))
+}
+
+/// What scoring one file's batches needs.
+struct Job<'a> {
+    model: &'a LoadedModel,
+    plan: &'a ColumnPlan,
+    input: &'a Path,
+    options: &'a ScoreOptions,
+    /// Number of score columns.
+    score_columns: usize,
+    out_schema: &'a SchemaRef,
+}
+
+impl Job<'_> {
+    /// Scores every batch the reader sends (slices of `chunk_rows` in parallel), sends the
+    /// scores and rejects to the writer, and stops at the first bad row when the job fails
+    /// on errors. Returns the rows read.
+    fn score_batches(
+        &self,
+        batches: &std::sync::mpsc::Receiver<Result<RecordBatch, BatchError>>,
+        tx: &std::sync::mpsc::SyncSender<Written>,
+        reject_schema: &SchemaRef,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, BatchError> {
+        let (model, plan, options) = (self.model, self.plan, self.options);
+        let mut rows_read = 0u64;
+        for batch in batches.iter() {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let slices: Vec<(usize, RecordBatch)> = (0..n)
+                .step_by(options.chunk_rows)
+                .map(|o| (o, batch.slice(o, options.chunk_rows.min(n - o))))
+                .collect();
+            let parts: Vec<Result<SliceResult, BatchError>> =
+                slices.par_iter().map(|(_, s)| score_slice(model, plan, s, self.score_columns)).collect();
+            let mut good = Vec::with_capacity(n);
+            let mut rejects: Vec<Reject> = Vec::new();
+            let mut columns: Vec<Vec<f32>> = vec![Vec::new(); self.score_columns];
+            for ((offset, _), part) in slices.iter().zip(parts) {
+                let part = part?;
+                good.extend_from_slice(&part.good);
+                rejects.extend(part.rejects.into_iter().map(|r| Reject { row: r.row + offset, ..r }));
+                for (c, col) in part.scores.into_iter().enumerate() {
+                    columns[c].extend(col);
+                }
+            }
+            if let Some(first) = rejects.first()
+                && options.on_error == OnError::Fail
+            {
+                return Err(BatchError::BadRow {
+                    path: self.input.to_path_buf(),
+                    row: rows_read + first.row as u64,
+                    column: first.column.clone(),
+                    reason: format!("{} (use --on-error skip to write bad rows to a rejects file)", first.reason),
+                });
+            }
+            let out = output_batch(&batch, plan, &good, !rejects.is_empty(), columns, self.out_schema, model)?;
+            if tx.send(Written::Scores(out)).is_err() {
+                break; // the writer failed; its error is reported by the caller
+            }
+            if !rejects.is_empty() {
+                let r = rejects_batch(&batch, plan, &rejects, rows_read, reject_schema)?;
+                if tx.send(Written::Rejects(r)).is_err() {
+                    break;
+                }
+            }
+            rows_read += n as u64;
+            progress(n as u64);
+        }
+        Ok(rows_read)
+    }
 }
 
 fn output_schema(input: &Schema, plan: &ColumnPlan, scores: &[String]) -> SchemaRef {

@@ -47,13 +47,13 @@ enum LogFormat {
 enum Command {
     /// Serve the models of the repository over gRPC (scoring, admin, KServe v2, health,
     /// reflection) with Prometheus metrics on a second port.
-    Serve(Box<liveprofile_server::ServeArgs>),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Drive a scoring server with concurrent callers; report throughput and latency
     /// percentiles (the service benchmark's load generator).
-    Loadgen(liveprofile_server::loadgen::LoadArgs),
+    Loadgen(commands::loadgen::LoadArgs),
     /// Measure ingest throughput and freshness (event to a score that reflects it) of a
     /// running server, over gRPC and MQTT, and the profile store's memory per user.
-    IngestBench(liveprofile_server::ingest_bench::IngestBenchArgs),
+    IngestBench(commands::loadgen::IngestBenchArgs),
     /// Cross-tag analysis of tag scores: prevalence per platform, tag pairs.
     Analyze(commands::analyze::AnalyzeArgs),
     /// Score Parquet, Arrow IPC or CSV files with a model, through the serving runtime.

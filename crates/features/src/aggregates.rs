@@ -59,7 +59,43 @@ const G_COUPON_ORDERS: usize = 11;
 const PER_PLATFORM: [&str; 5] = ["visits", "watch_min", "interactions", "orders", "spend_yuan"];
 const P0: usize = GLOBAL.len();
 const PER_CATEGORY: [&str; 6] = ["visits", "watch_min", "item_views", "carts", "orders", "spend_yuan"];
-const C0: usize = P0 + PER_PLATFORM.len() * 5;
+const C0: usize = P0 + PER_PLATFORM.len() * Platform::ALL.len();
+// Offsets within one platform's slots, in `PER_PLATFORM` order.
+const P_VISITS: usize = 0;
+const P_WATCH: usize = 1;
+const P_INTERACTIONS: usize = 2;
+const P_ORDERS: usize = 3;
+const P_SPEND: usize = 4;
+// Offsets within one category's slots, in `PER_CATEGORY` order.
+const C_VISITS: usize = 0;
+const C_WATCH: usize = 1;
+const C_VIEWS: usize = 2;
+const C_CARTS: usize = 3;
+const C_ORDERS: usize = 4;
+const C_SPEND: usize = 5;
+/// Each offset names the slot it points at (checked when the crate compiles).
+const _: () = {
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    assert!(same(PER_PLATFORM[P_VISITS], "visits") && same(PER_PLATFORM[P_WATCH], "watch_min"));
+    assert!(same(PER_PLATFORM[P_INTERACTIONS], "interactions") && same(PER_PLATFORM[P_ORDERS], "orders"));
+    assert!(same(PER_PLATFORM[P_SPEND], "spend_yuan"));
+    assert!(same(PER_CATEGORY[C_VISITS], "visits") && same(PER_CATEGORY[C_WATCH], "watch_min"));
+    assert!(same(PER_CATEGORY[C_VIEWS], "item_views") && same(PER_CATEGORY[C_CARTS], "carts"));
+    assert!(same(PER_CATEGORY[C_ORDERS], "orders") && same(PER_CATEGORY[C_SPEND], "spend_yuan"));
+};
 const HOUR_BUCKETS: [&str; 4] = ["00_06", "06_12", "12_18", "18_24"];
 const H0: usize = C0 + PER_CATEGORY.len() * LIVE_CATEGORIES.len();
 /// Number of slots per window.
@@ -148,37 +184,37 @@ pub fn contributions(e: &FeatureEvent, mut add: impl FnMut(usize, i64)) {
     match e.kind {
         EventKind::Enter => {
             add(G_VISITS, 1);
-            add(p, 1);
-            cat(0, 1, &mut add);
-            add(H0 + china_hour_of_day(e.ts_ms) as usize / 6, 1);
+            add(p + P_VISITS, 1);
+            cat(C_VISITS, 1, &mut add);
+            add(H0 + china_hour_of_day(e.ts_ms) as usize / (24 / HOUR_BUCKETS.len()), 1);
         }
         EventKind::Leave => {
             let ms = millis(e.value);
             add(G_WATCH, ms);
-            add(p + 1, ms);
-            cat(1, ms, &mut add);
+            add(p + P_WATCH, ms);
+            cat(C_WATCH, ms, &mut add);
         }
         EventKind::Like | EventKind::Comment | EventKind::Share => {
             add(G_SOCIAL, 1);
-            add(p + 2, 1);
+            add(p + P_INTERACTIONS, 1);
         }
         EventKind::Follow => {
             add(G_FOLLOWS, 1);
-            add(p + 2, 1);
+            add(p + P_INTERACTIONS, 1);
         }
         EventKind::Gift => {
             add(G_GIFTS, 1);
             add(G_GIFT_FEN, fen(e.value));
-            add(p + 2, 1);
+            add(p + P_INTERACTIONS, 1);
         }
         EventKind::ViewItem => {
             add(G_VIEWS, 1);
-            cat(2, 1, &mut add);
+            cat(C_VIEWS, 1, &mut add);
         }
         EventKind::Favorite => add(G_FAVORITES, 1),
         EventKind::AddToCart => {
             add(G_CARTS, 1);
-            cat(3, 1, &mut add);
+            cat(C_CARTS, 1, &mut add);
         }
         EventKind::Order => {
             let f = fen(e.value);
@@ -187,10 +223,10 @@ pub fn contributions(e: &FeatureEvent, mut add: impl FnMut(usize, i64)) {
             if e.coupon {
                 add(G_COUPON_ORDERS, 1);
             }
-            add(p + 3, 1);
-            add(p + 4, f);
-            cat(4, 1, &mut add);
-            cat(5, f, &mut add);
+            add(p + P_ORDERS, 1);
+            add(p + P_SPEND, f);
+            cat(C_ORDERS, 1, &mut add);
+            cat(C_SPEND, f, &mut add);
         }
         EventKind::CouponOffer => {}
     }
@@ -385,9 +421,10 @@ pub fn derive_user_features(sums: &WindowSums, recency: &Recency, as_of_ms: i64,
         let v = match def.source {
             Source::Sum { window, slot, scale } => sums[window][slot] as f64 * scale,
             Source::HourShare { bucket } => ratio(sums[last][H0 + bucket], sums[last][G_VISITS], 1.0),
-            Source::PlatformsActive { window } => {
-                Platform::ALL.iter().filter(|p| sums[window][P0 + p.index() * PER_PLATFORM.len()] > 0).count() as f64
-            }
+            Source::PlatformsActive { window } => Platform::ALL
+                .iter()
+                .filter(|p| sums[window][P0 + p.index() * PER_PLATFORM.len() + P_VISITS] > 0)
+                .count() as f64,
             Source::AvgOrderValue => ratio(sums[last][G_SPEND], sums[last][G_ORDERS], 0.01),
             Source::CouponOrderShare => ratio(sums[last][G_COUPON_ORDERS], sums[last][G_ORDERS], 1.0),
             Source::WatchPerVisit => ratio(sums[last][G_WATCH], sums[last][G_VISITS], 1.0 / MINUTE_MS as f64),

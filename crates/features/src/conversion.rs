@@ -292,6 +292,14 @@ mod tests {
         FeatureEvent { ts_ms: 1, platform: Platform::Douyin, kind, category: Some(1), value, coupon }
     }
 
+    /// A platform added to the event contract must be added to the conversion model's
+    /// vocabulary too, in the same order (its index is the feature's value).
+    #[test]
+    fn the_platform_vocabulary_is_the_event_contracts_platforms_in_order() {
+        let contract: Vec<&str> = liveprofile_events::Platform::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(PLATFORM_VOCAB.to_vec(), contract);
+    }
+
     #[test]
     fn visit_counts_and_price_sums_saturate_instead_of_wrapping() {
         let mut v = VisitSoFar::new(0, Platform::Douyin, Some(1));

@@ -114,7 +114,10 @@ impl UserState {
                     if sums[s] == i64::MAX {
                         saturated = true; // the true total is unknown: counted again below
                     } else {
-                        sums[s] -= a;
+                        // What leaves a window was added to it, so this never goes below
+                        // zero for checked events; saturating keeps a damaged history from
+                        // wrapping a sum.
+                        sums[s] = sums[s].saturating_sub(a);
                     }
                 });
                 *start += 1;

@@ -6,13 +6,86 @@ use liveprofile_features::schema::FeatureSchema;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// ONNX `TensorProto.DataType` codes the runtime names.
+pub mod onnx_type {
+    /// float32.
+    pub const FLOAT: i32 = 1;
+    /// int32.
+    pub const INT32: i32 = 6;
+    /// int64.
+    pub const INT64: i32 = 7;
+    /// string.
+    pub const STRING: i32 = 8;
+    /// bool.
+    pub const BOOL: i32 = 9;
+    /// float16.
+    pub const FLOAT16: i32 = 10;
+    /// float64.
+    pub const DOUBLE: i32 = 11;
+}
+
+/// Element type of a tensor, as the manifest names it (`float32`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TensorDtype {
+    /// 32-bit float: what the runtime serves.
+    Float32,
+    /// 64-bit float.
+    Float64,
+    /// 16-bit float.
+    Float16,
+    /// 32-bit integer.
+    Int32,
+    /// 64-bit integer.
+    Int64,
+    /// Boolean.
+    Bool,
+    /// String.
+    String,
+}
+
+impl TensorDtype {
+    /// The type of an ONNX element type code, if it is one the runtime names.
+    pub fn from_onnx(code: i32) -> Option<Self> {
+        Some(match code {
+            onnx_type::FLOAT => TensorDtype::Float32,
+            onnx_type::DOUBLE => TensorDtype::Float64,
+            onnx_type::FLOAT16 => TensorDtype::Float16,
+            onnx_type::INT32 => TensorDtype::Int32,
+            onnx_type::INT64 => TensorDtype::Int64,
+            onnx_type::BOOL => TensorDtype::Bool,
+            onnx_type::STRING => TensorDtype::String,
+            _ => return None,
+        })
+    }
+
+    /// The manifest's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TensorDtype::Float32 => "float32",
+            TensorDtype::Float64 => "float64",
+            TensorDtype::Float16 => "float16",
+            TensorDtype::Int32 => "int32",
+            TensorDtype::Int64 => "int64",
+            TensorDtype::Bool => "bool",
+            TensorDtype::String => "string",
+        }
+    }
+}
+
+impl std::fmt::Display for TensorDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One input or output tensor of the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorSpec {
     /// Tensor name in the graph.
     pub name: String,
     /// Element type (`float32`).
-    pub dtype: String,
+    pub dtype: TensorDtype,
     /// Shape; -1 for the batch dimension.
     pub shape: Vec<i64>,
     /// For inputs: the ordered feature names.

@@ -2,7 +2,7 @@
 //! golden parity, warm-up. Any failure refuses the package with a message that names it.
 
 use crate::error::PackageError;
-use crate::manifest::{Golden, Manifest, read_json, read_manifest, read_schema};
+use crate::manifest::{Golden, Manifest, TensorDtype, read_json, read_manifest, read_schema};
 use crate::model::{CHUNK_ROWS, Dense, LoadedModel, PlanPool};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -14,21 +14,9 @@ use tract_onnx::prelude::*;
 /// Warm-up runs per plan before a model is reported ready.
 const WARMUP_RUNS: usize = 16;
 
-fn elem_type_name(t: i32) -> &'static str {
-    match t {
-        1 => "float32",
-        6 => "int32",
-        7 => "int64",
-        9 => "bool",
-        10 => "float16",
-        11 => "float64",
-        8 => "string",
-        _ => "other",
-    }
-}
-
-/// (name, dtype, shape with -1 for symbolic dims) of graph inputs or outputs.
-fn graph_tensors(values: &[pb::ValueInfoProto]) -> Vec<(String, String, Vec<i64>)> {
+/// (name, dtype if the runtime names it, shape with -1 for symbolic dims) of graph inputs
+/// or outputs.
+fn graph_tensors(values: &[pb::ValueInfoProto]) -> Vec<(String, Option<TensorDtype>, Vec<i64>)> {
     values
         .iter()
         .map(|v| {
@@ -47,9 +35,9 @@ fn graph_tensors(values: &[pb::ValueInfoProto]) -> Vec<(String, String, Vec<i64>
                                 .collect()
                         })
                         .unwrap_or_default();
-                    (elem_type_name(t.elem_type).to_owned(), shape)
+                    (TensorDtype::from_onnx(t.elem_type), shape)
                 }
-                None => ("unknown".to_owned(), vec![]),
+                None => (None, vec![]),
             };
             (v.name.clone(), dtype, shape)
         })
@@ -70,9 +58,10 @@ fn check_contract(manifest: &Manifest, graph: &pb::GraphProto, schema_names: &[&
             if &spec.name != name {
                 return Err(mismatch(format!("{kind} named {:?} in the manifest, {name:?} in the graph", spec.name)));
             }
-            if &spec.dtype != dtype {
+            if Some(spec.dtype) != *dtype {
+                let graph = dtype.map_or("a type the runtime does not name", TensorDtype::as_str);
                 return Err(mismatch(format!(
-                    "{kind} {name}: dtype {} in the manifest, {dtype} in the graph",
+                    "{kind} {name}: dtype {} in the manifest, {graph} in the graph",
                     spec.dtype
                 )));
             }
@@ -87,7 +76,10 @@ fn check_contract(manifest: &Manifest, graph: &pb::GraphProto, schema_names: &[&
             }
         }
     }
-    if manifest.inputs.len() != 1 || manifest.inputs[0].dtype != "float32" || manifest.inputs[0].shape.len() != 2 {
+    if manifest.inputs.len() != 1
+        || manifest.inputs[0].dtype != TensorDtype::Float32
+        || manifest.inputs[0].shape.len() != 2
+    {
         return Err(mismatch("the runtime serves one float32 input of shape [batch, features]".into()));
     }
     let input = &manifest.inputs[0];
@@ -109,7 +101,7 @@ fn check_contract(manifest: &Manifest, graph: &pb::GraphProto, schema_names: &[&
         )));
     }
     for out in &manifest.outputs {
-        if out.shape.len() != 2 || out.dtype != "float32" {
+        if out.shape.len() != 2 || out.dtype != TensorDtype::Float32 {
             return Err(mismatch(format!("output {} must be float32 [batch, k]", out.name)));
         }
         if !out.names.is_empty() && out.names.len() as i64 != out.shape[1] {

@@ -154,6 +154,9 @@ pub struct Route {
     pub arm: Arm,
     /// A version to score off the request path, for comparison.
     pub shadow: Option<Arc<LoadedModel>>,
+    /// Every version the answer is compared with off the request path: the shadow, and
+    /// the stable version when the canary answers.
+    pub compare: Vec<Arc<LoadedModel>>,
 }
 
 #[derive(Debug)]
@@ -550,7 +553,11 @@ impl ModelRepository {
             Some((canary, percent)) if in_canary(user_id, *percent) => (canary.clone(), Arm::Canary),
             _ => (routing.stable.clone(), Arm::Stable),
         };
-        Ok(Route { model: chosen, arm, shadow: routing.shadow.clone() })
+        let mut compare: Vec<Arc<LoadedModel>> = routing.shadow.iter().cloned().collect();
+        if arm == Arm::Canary {
+            compare.push(routing.stable.clone());
+        }
+        Ok(Route { model: chosen, arm, shadow: routing.shadow.clone(), compare })
     }
 
     /// A specific loaded version, or the stable one.

@@ -14,9 +14,7 @@
 use std::collections::HashMap;
 use tract_onnx::pb;
 
-const FLOAT: i32 = 1;
-const INT32: i32 = 6;
-const INT64: i32 = 7;
+use crate::manifest::onnx_type::{FLOAT, INT32, INT64};
 
 fn int_values(t: &pb::TensorProto) -> Option<Vec<i64>> {
     match t.data_type {

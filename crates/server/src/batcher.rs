@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 /// Why a job was not scored.
 #[derive(Debug, thiserror::Error)]
-pub enum BatchError {
+pub enum JobError {
     /// The queue is full.
     #[error("queue full: {queued} rows waiting, limit {limit}; retry later")]
     QueueFull {
@@ -73,7 +73,7 @@ pub struct Job {
 struct Queued {
     job: Job,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<Outcome, BatchError>>,
+    reply: oneshot::Sender<Result<Outcome, JobError>>,
 }
 
 struct Queue {
@@ -126,16 +126,16 @@ impl Batcher {
 
     /// Queues a job; the receiver gets its outcome. Refused at once when the queue is full
     /// or the batcher is stopping.
-    pub fn submit(&self, job: Job) -> Result<oneshot::Receiver<Result<Outcome, BatchError>>, BatchError> {
+    pub fn submit(&self, job: Job) -> Result<oneshot::Receiver<Result<Outcome, JobError>>, JobError> {
         let (tx, rx) = oneshot::channel();
         let mut q = self.shared.queue.lock().expect("batch queue lock");
         if q.stopping {
-            return Err(BatchError::ShuttingDown);
+            return Err(JobError::ShuttingDown);
         }
         let limit = self.shared.config.max_queue_rows;
         if q.rows + job.rows > limit {
             self.shared.metrics.rejected.with_label_values(&[job.model.name()]).inc();
-            return Err(BatchError::QueueFull { queued: q.rows, limit });
+            return Err(JobError::QueueFull { queued: q.rows, limit });
         }
         q.rows += job.rows;
         q.jobs.push_back(Queued { job, enqueued: Instant::now(), reply: tx });
@@ -233,7 +233,7 @@ fn run_batch(s: &Shared, model: &Arc<LoadedModel>, batch: Vec<Queued>) {
         batch.into_iter().partition(|j| j.job.deadline.is_none_or(|d| d > started));
     for j in expired {
         let waited_us = started.duration_since(j.enqueued).as_micros() as u64;
-        let _ = j.reply.send(Err(BatchError::DeadlineExceeded { waited_us }));
+        let _ = j.reply.send(Err(JobError::DeadlineExceeded { waited_us }));
     }
     if live.is_empty() {
         return;
@@ -260,7 +260,7 @@ fn run_batch(s: &Shared, model: &Arc<LoadedModel>, batch: Vec<Queued>) {
         Err(e) => {
             let message = e.to_string();
             for j in live {
-                let _ = j.reply.send(Err(BatchError::Score(ScoreError::Engine(message.clone()))));
+                let _ = j.reply.send(Err(JobError::Score(ScoreError::Engine(message.clone()))));
             }
             return;
         }

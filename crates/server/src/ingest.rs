@@ -83,10 +83,11 @@ impl RateLimit {
 }
 
 /// Ingests one batch off the async runtime (the log write may wait for the disk). Shared,
-/// so that a caller can retry the same batch without copying it.
+/// so that a caller can retry the same batch without copying it. `transport` (`grpc`,
+/// `mqtt`) labels the metrics (their `path` label) and the log.
 pub async fn ingest_batch(
     state: &AppState,
-    path: &'static str,
+    transport: &'static str,
     events: Arc<[IncomingEvent]>,
 ) -> Result<IngestReport, Status> {
     let store = state.profiles.clone();
@@ -97,11 +98,11 @@ pub async fn ingest_batch(
         .map_err(|e| {
             let status = store_status(&e);
             if status.code() != tonic::Code::InvalidArgument && FAILURE_LOG.due() {
-                tracing::error!(path, error = %e, "a batch was not stored (the client is told; nothing of it was applied)");
+                tracing::error!(transport, error = %e, "a batch was not stored (the client is told; nothing of it was applied)");
             }
             status
         })?;
-    state.metrics.count_ingest(path, &report, started.elapsed());
+    state.metrics.count_ingest(transport, &report, started.elapsed());
     Ok(report)
 }
 

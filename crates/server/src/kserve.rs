@@ -13,8 +13,11 @@ use crate::experiments::{AnswerContext, ExperimentRouter};
 use crate::proto::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice,
 };
+use crate::proto::v1;
+use crate::scoring::arm_name;
 use crate::state::{AppState, bounded, deadline_of, echo, input_status, route_status};
-use liveprofile_runtime::{Arm, InputError, LoadedModel};
+use liveprofile_runtime::manifest::TensorDtype;
+use liveprofile_runtime::{InputError, LoadedModel};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -48,18 +51,21 @@ fn parse_version(model: &str, version: &str) -> Result<Option<u32>, Status> {
 fn tensor_meta(spec: &liveprofile_runtime::manifest::TensorSpec) -> pb::model_metadata_response::TensorMetadata {
     pb::model_metadata_response::TensorMetadata {
         name: spec.name.clone(),
-        datatype: datatype(&spec.dtype).to_owned(),
+        datatype: datatype(spec.dtype).to_owned(),
         shape: spec.shape.clone(),
     }
 }
 
-fn datatype(dtype: &str) -> &str {
+/// The KServe v2 name of a tensor type.
+fn datatype(dtype: TensorDtype) -> &'static str {
     match dtype {
-        "float32" => "FP32",
-        "float64" => "FP64",
-        "int64" => "INT64",
-        "int32" => "INT32",
-        other => other,
+        TensorDtype::Float32 => "FP32",
+        TensorDtype::Float64 => "FP64",
+        TensorDtype::Float16 => "FP16",
+        TensorDtype::Int32 => "INT32",
+        TensorDtype::Int64 => "INT64",
+        TensorDtype::Bool => "BOOL",
+        TensorDtype::String => "BYTES",
     }
 }
 
@@ -283,20 +289,22 @@ impl KServeService {
         let (model, arm, compare) = match (version, user) {
             (None, Some(_)) if experiment.is_some() => {
                 let routed = experiment.as_ref().expect("checked");
-                (repo.get(&r.model_name, routed.version).map_err(|e| route_status(&e))?, "experiment", vec![])
+                (
+                    repo.get(&r.model_name, routed.version).map_err(|e| route_status(&e))?,
+                    arm_name(v1::Arm::Experiment),
+                    vec![],
+                )
             }
-            (Some(v), _) => (repo.get(&r.model_name, Some(v)).map_err(|e| route_status(&e))?, "pinned", vec![]),
+            (Some(v), _) => {
+                (repo.get(&r.model_name, Some(v)).map_err(|e| route_status(&e))?, arm_name(v1::Arm::Pinned), vec![])
+            }
             (None, Some(user)) => {
                 let route = repo.route(&r.model_name, &user).map_err(|e| route_status(&e))?;
-                let mut compare: Vec<_> = route.shadow.into_iter().collect();
-                if route.arm == Arm::Canary
-                    && let Ok(stable) = repo.get(&r.model_name, None)
-                {
-                    compare.push(stable);
-                }
-                (route.model, route.arm.as_str(), compare)
+                (route.model, route.arm.as_str(), route.compare)
             }
-            (None, None) => (repo.get(&r.model_name, None).map_err(|e| route_status(&e))?, "stable", vec![]),
+            (None, None) => {
+                (repo.get(&r.model_name, None).map_err(|e| route_status(&e))?, arm_name(v1::Arm::Stable), vec![])
+            }
         };
         let outputs = &model.manifest().outputs;
         let mut wanted = Vec::new();

@@ -147,17 +147,11 @@ async fn score_rows(
             Some(model) => add(model.clone(), v1::Arm::Pinned, None, vec![], i),
             None => {
                 let route = repo.route(model_name, user).map_err(|e| route_status(&e))?;
-                let mut compare: Vec<Arc<LoadedModel>> = route.shadow.into_iter().collect();
                 let arm = match route.arm {
                     Arm::Stable => v1::Arm::Stable,
-                    Arm::Canary => {
-                        if let Ok(stable) = repo.get(model_name, None) {
-                            compare.push(stable);
-                        }
-                        v1::Arm::Canary
-                    }
+                    Arm::Canary => v1::Arm::Canary,
                 };
-                add(route.model, arm, None, compare, i);
+                add(route.model, arm, None, route.compare, i);
             }
         }
     }
@@ -241,10 +235,11 @@ async fn submit_all_then_wait(state: &AppState, jobs: Vec<Job>) -> Vec<Result<cr
     out
 }
 
-fn arm_name(arm: v1::Arm) -> &'static str {
+/// The arm's name in metrics and answers (KServe's `arm` parameter too).
+pub(crate) fn arm_name(arm: v1::Arm) -> &'static str {
     match arm {
-        v1::Arm::Stable => "stable",
-        v1::Arm::Canary => "canary",
+        v1::Arm::Stable => Arm::Stable.as_str(),
+        v1::Arm::Canary => Arm::Canary.as_str(),
         v1::Arm::Pinned => "pinned",
         v1::Arm::Experiment => "experiment",
         v1::Arm::Unspecified => "",

@@ -160,17 +160,7 @@ async fn set_model_health(
 /// Binds both ports, starts serving, and loads the models in the background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     anyhow::ensure!(config.models.is_dir(), "model repository {} is not a folder", config.models.display());
-    let tls = match &config.tls {
-        Some(t) => {
-            let cert = std::fs::read(&t.cert).with_context(|| format!("reading {}", t.cert.display()))?;
-            let key = std::fs::read(&t.key).with_context(|| format!("reading {}", t.key.display()))?;
-            // The handshake deadline of the connection covers TLS too; this one names it.
-            Some(
-                ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(config.limits.handshake_timeout),
-            )
-        }
-        None => None,
-    };
+    let tls = tls_config(&config)?;
     let grpc_listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.addr))?;
@@ -180,192 +170,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let store_options = liveprofile_store::StoreOptions {
-        durability: config.profiles.durability,
-        snapshot_every_records: config.profiles.snapshot_every,
-        snapshot_interval: config.profiles.snapshot_interval,
-        dedup_horizon: config.profiles.dedup_horizon,
-        dedup_max_ids: config.profiles.dedup_max_ids,
-        accept_log_damage: config.profiles.accept_log_damage,
-        ..liveprofile_store::StoreOptions::new(config.profiles.data_dir.clone())
-    };
-    let profiles = tokio::task::spawn_blocking(move || liveprofile_store::ProfileStore::open(store_options))
-        .await?
-        .with_context(|| format!("profile store in {}", config.profiles.data_dir.display()))?;
-    if let Some(path) = &config.profiles.identities {
-        let links = liveprofile_store::read_identity_file(path)?;
-        let total = links.len();
-        let added = profiles.seed_identities(links);
-        tracing::info!(file = %path.display(), total, added, "identity links loaded");
-    }
+    let profiles = open_profiles(&config).await?;
     let state = Arc::new(AppState::new(config.clone(), profiles));
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("reflection service")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .context("reflection service")?;
-
-    let limit = config.max_message_bytes;
-    let budget = RequestBudget::new(config.limits.max_inflight_request_bytes, state.metrics.clone());
-    let calls = CallLimits::new(budget, config.limits.stream_idle_timeout, state.metrics.clone());
-    let scoring = ScoringServer::new(ScoringService::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let kserve = GrpcInferenceServiceServer::new(KServeService::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let auth = AdminAuth::new(config.admin_token.as_deref());
-    let admin = InterceptedService::new(
-        ModelAdminServer::new(AdminService::new(state.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        move |r| auth.check(r),
-    );
-
-    let ingest = IngestServer::new(IngestService::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let auth = AdminAuth::new(config.admin_token.as_deref());
-    let profile_admin = InterceptedService::new(
-        ProfileAdminServer::new(ProfileAdminService::new(state.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        move |r| auth.check(r),
-    );
-    let auth = AdminAuth::new(config.admin_token.as_deref());
-    let experiment_admin = InterceptedService::new(
-        ExperimentAdminServer::new(ExperimentAdminService::new(state.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        move |r| auth.check(r),
-    );
     let mqtt = config.profiles.mqtt.as_ref().map(|m| MqttIngest::start(state.clone(), m));
 
     let limits = &config.limits;
     warn_if_over_descriptor_limit(limits.max_connections + limits.metrics_max_connections);
-    let mut builder = Server::builder()
-        .tcp_nodelay(true)
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).context("TLS configuration")?;
-    }
-    // Every service goes through the call limits: the first call lifts the connection's
-    // handshake deadline, idle request streams end, the codec sees the request budget.
-    let router = builder
-        .add_service(calls.wrap(health_service))
-        .add_service(calls.wrap(reflection_v1))
-        .add_service(calls.wrap(reflection_v1alpha))
-        .add_service(calls.wrap(scoring))
-        .add_service(calls.wrap(kserve))
-        .add_service(calls.wrap(admin))
-        .add_service(calls.wrap(ingest))
-        .add_service(calls.wrap(profile_admin))
-        .add_service(calls.wrap(experiment_admin));
+    let router = grpc_router(&state, health_service, tls)?;
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let incoming =
         GrpcIncoming::new(grpc_listener, limits.max_connections, limits.handshake_timeout, state.metrics.clone());
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = grpc_stopped.await;
     }));
-
-    let metrics_listener = MetricsListener::new(
-        metrics_listener,
-        limits.metrics_max_connections,
-        limits.metrics_header_timeout,
-        state.metrics.clone(),
-    );
-    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-    let metrics_state = state.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let s = metrics_state.clone();
-            async move {
-                let body = s.metrics.render(s.repository().map(|r| r.as_ref()), &s.shadow);
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-            }
-        }),
-    );
-    let metrics = tokio::spawn(async move {
-        axum::serve(metrics_listener, app)
-            .with_graceful_shutdown(async {
-                let _ = metrics_stopped.await;
-            })
-            .await
-    });
+    let (metrics, stop_metrics) = serve_metrics(&state, metrics_listener);
 
     let watch = Arc::new(Mutex::new(None));
-    let loader = {
-        let state = state.clone();
-        let mut health = health.clone();
-        let watch = watch.clone();
-        tokio::spawn(async move {
-            let repo_config = RepositoryConfig {
-                root: state.config.models.clone(),
-                keep_versions: state.config.keep_versions,
-                rescan_interval: state.config.rescan,
-            };
-            let opened = tokio::task::spawn_blocking(move || ModelRepository::open(repo_config)).await;
-            let repo = match opened {
-                Ok(Ok(repo)) => repo,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "model repository cannot be opened");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "model loading failed");
-                    return;
-                }
-            };
-            match repo.watch() {
-                Ok(handle) => *watch.lock().expect("watch lock") = Some(handle),
-                Err(e) => tracing::error!(error = %e, "model folder cannot be watched; new versions need LoadModel"),
-            }
-            state.set_repository(repo.clone());
-            // Experiment definitions are checked against loaded models: read the folder
-            // once the models are in, then at every rescan period.
-            let mut experiments = FolderWatch::default();
-            let mut next_scan = tokio::time::Instant::now();
-            // Health follows readiness: the server is SERVING while some model answers; a
-            // model whose every version is refused is NOT_SERVING under its own name only.
-            let mut serving = false;
-            let mut models = BTreeMap::new();
-            while !state.is_stopping() {
-                if tokio::time::Instant::now() >= next_scan {
-                    let s = state.clone();
-                    let mut watch = std::mem::take(&mut experiments);
-                    experiments = tokio::task::spawn_blocking(move || {
-                        watch.scan(&s, &s.config.experiments);
-                        watch
-                    })
-                    .await
-                    .unwrap_or_default();
-                    next_scan = tokio::time::Instant::now() + state.config.rescan;
-                }
-                set_model_health(&mut health, &mut models, state.model_readiness()).await;
-                let ready = state.is_ready();
-                if ready != serving {
-                    serving = ready;
-                    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-                    set_health(&health, status).await;
-                    let models: Vec<String> = repo.models().into_iter().map(|m| m.name).collect();
-                    tracing::info!(ready, ?models, "serving status changed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-
+    let loader = tokio::spawn(load_and_watch_models(state.clone(), health.clone(), watch.clone()));
     let store_health = watch_store_health(state.clone(), health.clone());
     tracing::info!(%grpc_addr, %metrics_addr, tls = config.tls.is_some(), "listening");
     Ok(RunningServer {
@@ -382,6 +205,203 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         watch,
         mqtt,
     })
+}
+
+/// The TLS identity from the configured PEM files, if TLS is on.
+fn tls_config(config: &ServerConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let Some(t) = &config.tls else { return Ok(None) };
+    let cert = std::fs::read(&t.cert).with_context(|| format!("reading {}", t.cert.display()))?;
+    let key = std::fs::read(&t.key).with_context(|| format!("reading {}", t.key.display()))?;
+    // The handshake deadline of the connection covers TLS too; this one names it.
+    Ok(Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(config.limits.handshake_timeout)))
+}
+
+/// Opens (recovers) the profile store off the async threads and loads the identity file.
+async fn open_profiles(config: &ServerConfig) -> anyhow::Result<Arc<liveprofile_store::ProfileStore>> {
+    let p = &config.profiles;
+    let store_options = liveprofile_store::StoreOptions {
+        durability: p.durability,
+        snapshot_every_records: p.snapshot_every,
+        snapshot_interval: p.snapshot_interval,
+        dedup_horizon: p.dedup_horizon,
+        dedup_max_ids: p.dedup_max_ids,
+        accept_log_damage: p.accept_log_damage,
+        ..liveprofile_store::StoreOptions::new(p.data_dir.clone())
+    };
+    let profiles = tokio::task::spawn_blocking(move || liveprofile_store::ProfileStore::open(store_options))
+        .await?
+        .with_context(|| format!("profile store in {}", p.data_dir.display()))?;
+    if let Some(path) = &p.identities {
+        let links = liveprofile_store::read_identity_file(path)?;
+        let total = links.len();
+        let added = profiles.seed_identities(links);
+        tracing::info!(file = %path.display(), total, added, "identity links loaded");
+    }
+    Ok(profiles)
+}
+
+/// A generated service server with the configured message limit both ways.
+macro_rules! sized {
+    ($server:expr, $limit:expr) => {
+        $server.max_decoding_message_size($limit).max_encoding_message_size($limit)
+    };
+}
+
+/// A service that answers only calls carrying the admin token.
+fn admin_only<S>(
+    service: S,
+    token: Option<&str>,
+) -> InterceptedService<S, impl tonic::service::Interceptor + Clone + Send + Sync + 'static> {
+    let auth = AdminAuth::new(token);
+    InterceptedService::new(service, move |r| auth.check(r))
+}
+
+/// Every gRPC service (health, reflection, scoring, KServe, admin, ingest, profile and
+/// experiment admin) on one router, each behind the call limits: the first call lifts the
+/// connection's handshake deadline, idle request streams end, the codec sees the request
+/// budget.
+fn grpc_router(
+    state: &Arc<AppState>,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tls: Option<ServerTlsConfig>,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let config = &state.config;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("reflection service")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("reflection service")?;
+    let limit = config.max_message_bytes;
+    let token = config.admin_token.as_deref();
+    let budget = RequestBudget::new(config.limits.max_inflight_request_bytes, state.metrics.clone());
+    let calls = CallLimits::new(budget, config.limits.stream_idle_timeout, state.metrics.clone());
+    let limits = &config.limits;
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
+    Ok(builder
+        .add_service(calls.wrap(health_service))
+        .add_service(calls.wrap(reflection_v1))
+        .add_service(calls.wrap(reflection_v1alpha))
+        .add_service(calls.wrap(sized!(ScoringServer::new(ScoringService::new(state.clone())), limit)))
+        .add_service(calls.wrap(sized!(GrpcInferenceServiceServer::new(KServeService::new(state.clone())), limit)))
+        .add_service(
+            calls.wrap(admin_only(sized!(ModelAdminServer::new(AdminService::new(state.clone())), limit), token)),
+        )
+        .add_service(calls.wrap(sized!(IngestServer::new(IngestService::new(state.clone())), limit)))
+        .add_service(
+            calls.wrap(admin_only(
+                sized!(ProfileAdminServer::new(ProfileAdminService::new(state.clone())), limit),
+                token,
+            )),
+        )
+        .add_service(calls.wrap(admin_only(
+            sized!(ExperimentAdminServer::new(ExperimentAdminService::new(state.clone())), limit),
+            token,
+        ))))
+}
+
+/// Serves `/metrics` on its own port, under its connection cap and header timeout, until
+/// the returned sender fires.
+fn serve_metrics(
+    state: &Arc<AppState>,
+    listener: tokio::net::TcpListener,
+) -> (tokio::task::JoinHandle<std::io::Result<()>>, oneshot::Sender<()>) {
+    let limits = &state.config.limits;
+    let listener = MetricsListener::new(
+        listener,
+        limits.metrics_max_connections,
+        limits.metrics_header_timeout,
+        state.metrics.clone(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let metrics_state = state.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let s = metrics_state.clone();
+            async move {
+                let body = s.metrics.render(s.repository().map(|r| r.as_ref()), &s.shadow);
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (task, stop)
+}
+
+/// Opens the model repository (loads, checks and warms every model off the async
+/// threads), watches it, then until the server stops: reads the experiments folder every
+/// rescan period and keeps health in step with readiness (SERVING while some model
+/// answers; a model whose every version is refused is NOT_SERVING under its own name only).
+async fn load_and_watch_models(
+    state: Arc<AppState>,
+    mut health: tonic_health::server::HealthReporter,
+    watch: Arc<Mutex<Option<liveprofile_runtime::repository::WatchHandle>>>,
+) {
+    let repo_config = RepositoryConfig {
+        root: state.config.models.clone(),
+        keep_versions: state.config.keep_versions,
+        rescan_interval: state.config.rescan,
+    };
+    let repo = match tokio::task::spawn_blocking(move || ModelRepository::open(repo_config)).await {
+        Ok(Ok(repo)) => repo,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "model repository cannot be opened");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "model loading failed");
+            return;
+        }
+    };
+    match repo.watch() {
+        Ok(handle) => *watch.lock().expect("watch lock") = Some(handle),
+        Err(e) => tracing::error!(error = %e, "model folder cannot be watched; new versions need LoadModel"),
+    }
+    state.set_repository(repo.clone());
+    // Experiment definitions are checked against loaded models: read the folder once the
+    // models are in, then at every rescan period.
+    let mut experiments = FolderWatch::default();
+    let mut next_scan = tokio::time::Instant::now();
+    let mut serving = false;
+    let mut models = BTreeMap::new();
+    while !state.is_stopping() {
+        if tokio::time::Instant::now() >= next_scan {
+            let s = state.clone();
+            let mut folder = std::mem::take(&mut experiments);
+            experiments = tokio::task::spawn_blocking(move || {
+                folder.scan(&s, &s.config.experiments);
+                folder
+            })
+            .await
+            .unwrap_or_default();
+            next_scan = tokio::time::Instant::now() + state.config.rescan;
+        }
+        set_model_health(&mut health, &mut models, state.model_readiness()).await;
+        let ready = state.is_ready();
+        if ready != serving {
+            serving = ready;
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            set_health(&health, status).await;
+            let models: Vec<String> = repo.models().into_iter().map(|m| m.name).collect();
+            tracing::info!(ready, ?models, "serving status changed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl RunningServer {

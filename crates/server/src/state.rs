@@ -2,7 +2,7 @@
 //! loaded), the batcher, metrics, the comparison scorer and the configuration; and the
 //! mapping of runtime errors to gRPC status codes.
 
-use crate::batcher::{BatchError, Batcher, Job, Outcome};
+use crate::batcher::{Batcher, Job, JobError, Outcome};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use liveprofile_runtime::{InputError, LoadedModel, ModelRepository, RouteError, ScoreError, ShadowScorer};
@@ -136,7 +136,7 @@ impl AppState {
 /// A queued job.
 #[derive(Debug)]
 pub struct Pending {
-    rx: tokio::sync::oneshot::Receiver<Result<Outcome, BatchError>>,
+    rx: tokio::sync::oneshot::Receiver<Result<Outcome, JobError>>,
     deadline: Option<Instant>,
 }
 
@@ -265,13 +265,13 @@ pub fn route_status(e: &RouteError) -> Status {
 }
 
 /// Batcher errors.
-pub fn batch_status(e: BatchError) -> Status {
+pub fn batch_status(e: JobError) -> Status {
     match e {
-        BatchError::QueueFull { .. } => Status::resource_exhausted(e.to_string()),
-        BatchError::DeadlineExceeded { .. } => Status::deadline_exceeded(e.to_string()),
-        BatchError::ShuttingDown => Status::unavailable(e.to_string()),
-        BatchError::Score(ScoreError::Input(i)) => input_status(&i),
-        BatchError::Score(ScoreError::Engine(m)) => Status::internal(format!("inference failed: {m}")),
+        JobError::QueueFull { .. } => Status::resource_exhausted(e.to_string()),
+        JobError::DeadlineExceeded { .. } => Status::deadline_exceeded(e.to_string()),
+        JobError::ShuttingDown => Status::unavailable(e.to_string()),
+        JobError::Score(ScoreError::Input(i)) => input_status(&i),
+        JobError::Score(ScoreError::Engine(m)) => Status::internal(format!("inference failed: {m}")),
     }
 }
 

@@ -68,6 +68,22 @@ pub enum Durability {
     Write,
 }
 
+impl Durability {
+    /// The name `FromStr` reads: `fsync` or `write`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Write => "write",
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for Durability {
     type Err = String;
 

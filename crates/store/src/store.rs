@@ -724,3 +724,50 @@ fn spawn_snapshotter(store: Weak<ProfileStore>) {
         tracing::error!(error = %e, "could not start the snapshot thread; snapshots only on request");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incoming::IncomingEvent;
+
+    /// An event that breaks the contract cannot be ingested, but one can reach the log
+    /// past its checksum (damage, or a log written under looser limits; the store_recovery
+    /// fuzz target found it overflowing a window sum). Recovery skips it and keeps the
+    /// rest.
+    #[test]
+    fn a_logged_event_outside_the_contract_is_skipped_on_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.durability = Durability::Write;
+        let store = ProfileStore::open(options.clone()).unwrap();
+        let now = now_ms();
+        let event = |id: &str, user: &str, value: f64| IncomingEvent {
+            event_id: id.to_owned(),
+            ts_ms: now,
+            platform: "douyin".to_owned(),
+            user_id: user.to_owned(),
+            room_id: "r1".to_owned(),
+            host_id: "h1".to_owned(),
+            category: "beauty".to_owned(),
+            kind: "leave".to_owned(),
+            value,
+            ..Default::default()
+        };
+        let report = store.ingest(&[event("good", "u1", 60.0)]).unwrap();
+        assert_eq!(report.accepted, 1, "{:?}", report.errors);
+        let bad = event("bad", "u2", 60.0).to_event(&Default::default(), now).unwrap();
+        let bad = Event { value: -1e18, ..bad };
+        assert!(bad.validate().is_err());
+        {
+            let mut log = lock(&store.log);
+            let payload = postcard::to_stdvec(&Record::Event(bad)).unwrap();
+            log.writer.stage(&payload);
+            store.commit(&mut log).unwrap();
+        }
+        drop(store);
+        let store = ProfileStore::open(options).unwrap();
+        assert_eq!(store.stats().last_seq, 2, "both records are read");
+        assert!(store.user_features("u1", None).is_ok());
+        assert!(store.user_features("u2", None).is_err(), "the out-of-contract event is not applied");
+    }
+}

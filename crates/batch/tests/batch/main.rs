@@ -8,9 +8,7 @@ use liveprofile_runtime::{LoadedModel, ModelRepository, RepositoryConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
-}
+use liveprofile_testkit::bundled_models as models;
 
 fn model(name: &str) -> Arc<LoadedModel> {
     let repo = ModelRepository::open(RepositoryConfig::new(models())).unwrap();
@@ -122,7 +120,7 @@ fn no_partial_files(dir: &Path) {
 
 #[test]
 fn batch_scores_equal_the_servers_bit_for_bit() {
-    use liveprofile_server::proto::v1;
+    use liveprofile_client::v1;
     let dir = tempfile::tempdir().unwrap();
     for name in ["user_tags", "conversion"] {
         let m = model(name);

@@ -1,10 +1,415 @@
-//! `liveprofile serve`: the scoring service on the model repository.
+//! `liveprofile serve`: the scoring service on the model repository. Its flags, each with
+//! an environment variable, over an optional TOML file, over the server's defaults;
+//! `liveprofile serve --help` lists every knob.
 
-use liveprofile_server::ServeArgs;
+use liveprofile_server::config::*;
+use liveprofile_store::Durability;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Resolves the configuration and serves until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let runtime = super::tokio_runtime()?;
     runtime.block_on(liveprofile_server::run(config, liveprofile_server::termination()))
+}
+
+/// The defaults of the flags, from the server's constants: appended to each flag's help,
+/// so that the help and the server never disagree.
+fn flag_defaults() -> Vec<(&'static str, String)> {
+    let mib = |b: usize| format!("{b} ({} MiB)", b >> 20);
+    vec![
+        ("models", DEFAULT_MODELS.to_owned()),
+        ("addr", DEFAULT_ADDR.to_string()),
+        ("metrics_addr", DEFAULT_METRICS_ADDR.to_string()),
+        ("max_batch_size", DEFAULT_MAX_BATCH_SIZE.to_string()),
+        ("max_queue_delay_us", DEFAULT_MAX_QUEUE_DELAY_US.to_string()),
+        ("max_queue_rows", DEFAULT_MAX_QUEUE_ROWS.to_string()),
+        ("max_request_rows", DEFAULT_MAX_REQUEST_ROWS.to_string()),
+        ("max_message_bytes", mib(DEFAULT_MAX_MESSAGE_BYTES)),
+        ("rescan_ms", DEFAULT_RESCAN_MS.to_string()),
+        ("keep_versions", DEFAULT_KEEP_VERSIONS.to_string()),
+        ("shadow_queue", DEFAULT_SHADOW_QUEUE.to_string()),
+        ("drain_seconds", DEFAULT_DRAIN_SECONDS.to_string()),
+        ("experiments", DEFAULT_EXPERIMENTS_DIR.to_owned()),
+        ("data_dir", DEFAULT_DATA_DIR.to_owned()),
+        ("durability", Durability::Fsync.to_string()),
+        ("snapshot_every", DEFAULT_SNAPSHOT_EVERY.to_string()),
+        ("snapshot_seconds", DEFAULT_SNAPSHOT_SECONDS.to_string()),
+        ("dedup_horizon_hours", (liveprofile_store::DEFAULT_DEDUP_HORIZON_MS / 3_600_000).to_string()),
+        ("dedup_max_ids", liveprofile_store::DEFAULT_DEDUP_MAX_IDS.to_string()),
+        ("mqtt_topic", DEFAULT_MQTT_TOPIC.to_owned()),
+        ("mqtt_client_id", DEFAULT_MQTT_CLIENT_ID.to_owned()),
+        ("max_connections", DEFAULT_MAX_CONNECTIONS.to_string()),
+        ("handshake_timeout_seconds", DEFAULT_HANDSHAKE_TIMEOUT_SECONDS.to_string()),
+        ("max_streams_per_connection", DEFAULT_MAX_STREAMS_PER_CONNECTION.to_string()),
+        ("http2_keepalive_seconds", DEFAULT_HTTP2_KEEPALIVE_SECONDS.to_string()),
+        ("http2_keepalive_timeout_seconds", DEFAULT_HTTP2_KEEPALIVE_TIMEOUT_SECONDS.to_string()),
+        ("stream_idle_timeout_seconds", DEFAULT_STREAM_IDLE_TIMEOUT_SECONDS.to_string()),
+        (
+            "max_inflight_request_bytes",
+            format!("{} or --max-message-bytes if larger", mib(DEFAULT_MAX_INFLIGHT_REQUEST_BYTES)),
+        ),
+        ("metrics_max_connections", DEFAULT_METRICS_MAX_CONNECTIONS.to_string()),
+        ("metrics_header_timeout_seconds", DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS.to_string()),
+    ]
+}
+
+/// Appends `[default: ...]` to the help of a flag listed in [`flag_defaults`].
+fn with_default(arg: clap::Arg) -> clap::Arg {
+    let Some((_, value)) = flag_defaults().into_iter().find(|(id, _)| arg.get_id() == *id) else {
+        return arg;
+    };
+    let help = arg.get_help().map(|h| format!("{h} [default: {value}]"));
+    let long_help = arg.get_long_help().map(|h| format!("{h}\n\n[default: {value}]"));
+    let arg = match help {
+        Some(h) => arg.help(h),
+        None => arg,
+    };
+    match long_help {
+        Some(h) => arg.long_help(h),
+        None => arg,
+    }
+}
+
+/// Flags of `liveprofile serve`. Every flag is optional: a flag not given falls back to
+/// its environment variable, then to the `--config` file, then to the default named in
+/// its help.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(mut_args(with_default))]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys are the flag names with `_`).
+    #[arg(long, env = "LIVEPROFILE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model repository folder, `<name>/<version>/` packages.
+    #[arg(long, env = "LIVEPROFILE_MODELS")]
+    pub models: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long, env = "LIVEPROFILE_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Prometheus metrics listen address, served at /metrics.
+    #[arg(long, env = "LIVEPROFILE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Largest number of rows scored together by the dynamic batcher.
+    #[arg(long, env = "LIVEPROFILE_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+    /// Longest time a request waits for others to join its batch, in microseconds.
+    #[arg(long, env = "LIVEPROFILE_MAX_QUEUE_DELAY_US")]
+    pub max_queue_delay_us: Option<u64>,
+    /// Rows waiting in the queue beyond which new requests get RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "LIVEPROFILE_MAX_QUEUE_ROWS")]
+    pub max_queue_rows: Option<usize>,
+    /// Most rows (users, candidates) in one request; more is INVALID_ARGUMENT.
+    #[arg(long, env = "LIVEPROFILE_MAX_REQUEST_ROWS")]
+    pub max_request_rows: Option<usize>,
+    /// Inference threads (off the async runtime) [default: the number of cores].
+    #[arg(long, env = "LIVEPROFILE_INFERENCE_THREADS")]
+    pub inference_threads: Option<usize>,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "LIVEPROFILE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Bearer token of the model admin API; without one (or with an empty one) the admin
+    /// API refuses every call. Printable ASCII, not only spaces, no space at either end
+    /// [default: none].
+    #[arg(long, env = "LIVEPROFILE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key) [default: plaintext].
+    #[arg(long, env = "LIVEPROFILE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVEPROFILE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Period of the model folder rescan that backs up the file watcher, in milliseconds.
+    #[arg(long, env = "LIVEPROFILE_RESCAN_MS")]
+    pub rescan_ms: Option<u64>,
+    /// Good versions kept loaded per model for rollback.
+    #[arg(long, env = "LIVEPROFILE_KEEP_VERSIONS")]
+    pub keep_versions: Option<usize>,
+    /// Queue of shadow and canary comparisons; when full, comparisons are dropped and
+    /// counted, never the request.
+    #[arg(long, env = "LIVEPROFILE_SHADOW_QUEUE")]
+    pub shadow_queue: Option<usize>,
+    /// Time to finish running requests after SIGTERM, in seconds.
+    #[arg(long, env = "LIVEPROFILE_DRAIN_SECONDS")]
+    pub drain_seconds: Option<u64>,
+    /// Experiments folder: one `<name>.toml` definition per experiment, watched; created
+    /// experiments are written there.
+    #[arg(long, env = "LIVEPROFILE_EXPERIMENTS")]
+    pub experiments: Option<PathBuf>,
+    /// Profile store folder: append-only log and snapshots.
+    #[arg(long, env = "LIVEPROFILE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When an acknowledged event reaches the disk: `fsync` (survives power loss) or
+    /// `write` (survives the process being killed).
+    #[arg(long, env = "LIVEPROFILE_DURABILITY")]
+    pub durability: Option<String>,
+    /// Log records between two snapshots of the profile store.
+    #[arg(long, env = "LIVEPROFILE_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Longest time between two snapshots when events arrived, in seconds.
+    #[arg(long, env = "LIVEPROFILE_SNAPSHOT_SECONDS")]
+    pub snapshot_seconds: Option<u64>,
+    /// Hours of event time an event sent again is answered `duplicate` (a producer may
+    /// retry for this long and learn its events are stored), at most 720.
+    #[arg(long, env = "LIVEPROFILE_DEDUP_HORIZON_HOURS")]
+    pub dedup_horizon_hours: Option<u64>,
+    /// Most event ids kept for duplicate answers (16 bytes each plus the table's slack);
+    /// over it the oldest go first and the horizon shortens.
+    #[arg(long, env = "LIVEPROFILE_DEDUP_MAX_IDS")]
+    pub dedup_max_ids: Option<usize>,
+    /// Start even when the profile log lost acknowledged records (damage other than a
+    /// torn last write): the damaged files are moved to `damaged/` in the data folder and
+    /// each loss is logged as an ERROR. Without it the server refuses to start, naming the
+    /// file and the records lost.
+    #[arg(long, env = "LIVEPROFILE_ACCEPT_LOG_DAMAGE")]
+    pub accept_log_damage: bool,
+    /// CSV of identity links `platform,platform_user_id,user_id` loaded at start (links
+    /// set through ProfileAdmin win) [default: none].
+    #[arg(long, env = "LIVEPROFILE_IDENTITIES")]
+    pub identities: Option<PathBuf>,
+    /// MQTT broker `host:port` to subscribe to live events from [default: none, MQTT off].
+    #[arg(long, env = "LIVEPROFILE_MQTT_BROKER")]
+    pub mqtt_broker: Option<String>,
+    /// MQTT topic filter subscribed with QoS 1.
+    #[arg(long, env = "LIVEPROFILE_MQTT_TOPIC")]
+    pub mqtt_topic: Option<String>,
+    /// MQTT client id; the session is persistent, so messages published while the server
+    /// is down are delivered when it is back.
+    #[arg(long, env = "LIVEPROFILE_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Most open gRPC connections; at the cap a new connection is closed at once (counted
+    /// in liveprofile_connections_refused). Keep it under the open-file limit.
+    #[arg(long, env = "LIVEPROFILE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a new gRPC connection has to make its first call (TLS handshake and HTTP/2
+    /// preface included); then it is closed.
+    #[arg(long, env = "LIVEPROFILE_HANDSHAKE_TIMEOUT_SECONDS")]
+    pub handshake_timeout_seconds: Option<u64>,
+    /// Concurrent calls (HTTP/2 streams) per gRPC connection; a client waits for a free
+    /// one.
+    #[arg(long, env = "LIVEPROFILE_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// Seconds between HTTP/2 keepalive pings the server sends on a gRPC connection.
+    #[arg(long, env = "LIVEPROFILE_HTTP2_KEEPALIVE_SECONDS")]
+    pub http2_keepalive_seconds: Option<u64>,
+    /// Seconds a keepalive ping may go unanswered before the connection is closed (the
+    /// peer is gone).
+    #[arg(long, env = "LIVEPROFILE_HTTP2_KEEPALIVE_TIMEOUT_SECONDS")]
+    pub http2_keepalive_timeout_seconds: Option<u64>,
+    /// Seconds a call may wait for its caller's next message (an open IngestEvents or
+    /// ScoreStream stream, or a request body); then it ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "LIVEPROFILE_STREAM_IDLE_TIMEOUT_SECONDS")]
+    pub stream_idle_timeout_seconds: Option<u64>,
+    /// Encoded request bytes the server holds at once, counted before decoding; a message
+    /// that does not fit is refused at once with RESOURCE_EXHAUSTED. At least
+    /// --max-message-bytes.
+    #[arg(long, env = "LIVEPROFILE_MAX_INFLIGHT_REQUEST_BYTES")]
+    pub max_inflight_request_bytes: Option<usize>,
+    /// Most open connections on the metrics port; more are closed at once.
+    #[arg(long, env = "LIVEPROFILE_METRICS_MAX_CONNECTIONS")]
+    pub metrics_max_connections: Option<usize>,
+    /// Seconds a metrics connection has to send a request (after connecting or after the
+    /// previous answer); then it is closed.
+    #[arg(long, env = "LIVEPROFILE_METRICS_HEADER_TIMEOUT_SECONDS")]
+    pub metrics_header_timeout_seconds: Option<u64>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    models: Option<PathBuf>,
+    addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    max_batch_size: Option<usize>,
+    max_queue_delay_us: Option<u64>,
+    max_queue_rows: Option<usize>,
+    max_request_rows: Option<usize>,
+    inference_threads: Option<usize>,
+    max_message_bytes: Option<usize>,
+    admin_token: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    rescan_ms: Option<u64>,
+    keep_versions: Option<usize>,
+    shadow_queue: Option<usize>,
+    drain_seconds: Option<u64>,
+    experiments: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    snapshot_every: Option<u64>,
+    snapshot_seconds: Option<u64>,
+    dedup_horizon_hours: Option<u64>,
+    dedup_max_ids: Option<usize>,
+    accept_log_damage: Option<bool>,
+    identities: Option<PathBuf>,
+    mqtt_broker: Option<String>,
+    mqtt_topic: Option<String>,
+    mqtt_client_id: Option<String>,
+    max_connections: Option<usize>,
+    handshake_timeout_seconds: Option<u64>,
+    max_streams_per_connection: Option<u32>,
+    http2_keepalive_seconds: Option<u64>,
+    http2_keepalive_timeout_seconds: Option<u64>,
+    stream_idle_timeout_seconds: Option<u64>,
+    max_inflight_request_bytes: Option<usize>,
+    metrics_max_connections: Option<usize>,
+    metrics_header_timeout_seconds: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Flags (with their environment variables) over the `--config` file over the
+    /// server's defaults, then the server's checks.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        fn set<T>(slot: &mut T, flag: Option<T>, key: Option<T>) {
+            if let Some(v) = flag.or(key) {
+                *slot = v;
+            }
+        }
+        fn seconds(slot: &mut Duration, flag: Option<u64>, key: Option<u64>) {
+            if let Some(s) = flag.or(key) {
+                *slot = Duration::from_secs(s);
+            }
+        }
+        let mut c = ServerConfig::default();
+        set(&mut c.models, self.models, file.models);
+        set(&mut c.addr, self.addr, file.addr);
+        set(&mut c.metrics_addr, self.metrics_addr, file.metrics_addr);
+        let b = &mut c.batching;
+        set(&mut b.max_batch_size, self.max_batch_size, file.max_batch_size);
+        if let Some(us) = self.max_queue_delay_us.or(file.max_queue_delay_us) {
+            b.max_queue_delay = Duration::from_micros(us);
+        }
+        set(&mut b.max_queue_rows, self.max_queue_rows, file.max_queue_rows);
+        set(&mut b.threads, self.inference_threads, file.inference_threads);
+        set(&mut c.max_request_rows, self.max_request_rows, file.max_request_rows);
+        set(&mut c.max_message_bytes, self.max_message_bytes, file.max_message_bytes);
+        c.admin_token = self.admin_token.or(file.admin_token).filter(|t| !t.is_empty());
+        c.tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        if let Some(ms) = self.rescan_ms.or(file.rescan_ms) {
+            c.rescan = Duration::from_millis(ms);
+        }
+        set(&mut c.keep_versions, self.keep_versions, file.keep_versions);
+        set(&mut c.shadow_queue, self.shadow_queue, file.shadow_queue);
+        seconds(&mut c.drain, self.drain_seconds, file.drain_seconds);
+        set(&mut c.experiments, self.experiments, file.experiments);
+        let p = &mut c.profiles;
+        set(&mut p.data_dir, self.data_dir, file.data_dir);
+        if let Some(d) = self.durability.or(file.durability) {
+            p.durability = d.parse::<Durability>().map_err(anyhow::Error::msg)?;
+        }
+        set(&mut p.snapshot_every, self.snapshot_every, file.snapshot_every);
+        seconds(&mut p.snapshot_interval, self.snapshot_seconds, file.snapshot_seconds);
+        if let Some(hours) = self.dedup_horizon_hours.or(file.dedup_horizon_hours) {
+            p.dedup_horizon = Duration::from_secs(hours.saturating_mul(3600));
+        }
+        set(&mut p.dedup_max_ids, self.dedup_max_ids, file.dedup_max_ids);
+        p.accept_log_damage = self.accept_log_damage || file.accept_log_damage.unwrap_or(false);
+        p.identities = self.identities.or(file.identities);
+        if let Some(broker) = self.mqtt_broker.or(file.mqtt_broker) {
+            let (host, port) = broker
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("mqtt-broker {broker:?} is not host:port"))?;
+            p.mqtt = Some(MqttConfig {
+                host,
+                port,
+                topic: self.mqtt_topic.or(file.mqtt_topic).unwrap_or_else(|| DEFAULT_MQTT_TOPIC.to_owned()),
+                client_id: self
+                    .mqtt_client_id
+                    .or(file.mqtt_client_id)
+                    .unwrap_or_else(|| DEFAULT_MQTT_CLIENT_ID.to_owned()),
+            });
+        }
+        let max_message_bytes = c.max_message_bytes;
+        let l = &mut c.limits;
+        set(&mut l.max_connections, self.max_connections, file.max_connections);
+        seconds(&mut l.handshake_timeout, self.handshake_timeout_seconds, file.handshake_timeout_seconds);
+        set(&mut l.max_streams_per_connection, self.max_streams_per_connection, file.max_streams_per_connection);
+        seconds(&mut l.keepalive_interval, self.http2_keepalive_seconds, file.http2_keepalive_seconds);
+        seconds(&mut l.keepalive_timeout, self.http2_keepalive_timeout_seconds, file.http2_keepalive_timeout_seconds);
+        seconds(&mut l.stream_idle_timeout, self.stream_idle_timeout_seconds, file.stream_idle_timeout_seconds);
+        l.max_inflight_request_bytes = self
+            .max_inflight_request_bytes
+            .or(file.max_inflight_request_bytes)
+            .unwrap_or(DEFAULT_MAX_INFLIGHT_REQUEST_BYTES.max(max_message_bytes));
+        set(&mut l.metrics_max_connections, self.metrics_max_connections, file.metrics_max_connections);
+        seconds(
+            &mut l.metrics_header_timeout,
+            self.metrics_header_timeout_seconds,
+            file.metrics_header_timeout_seconds,
+        );
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "max_batch_size = 64\nadmin_token = \"from-file\"\nmax_queue_delay_us = 50\n").unwrap();
+        let args = ServeArgs { config: Some(path), max_batch_size: Some(32), ..ServeArgs::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.batching.max_batch_size, 32);
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        assert_eq!(c.batching.max_queue_delay, Duration::from_micros(50));
+        assert_eq!(c.max_request_rows, 4096);
+        assert_eq!(c.addr, SocketAddr::from(([127, 0, 0, 1], 50051)));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "max_batch = 64\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_batch`"), "{err}");
+        let err = ServeArgs { max_batch_size: Some(0), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert_eq!(err, "max-batch-size must be at least 1");
+        let err = ServeArgs { tls_cert: Some("c.pem".into()), ..ServeArgs::default() }.resolve().unwrap_err();
+        assert_eq!(err.to_string(), "TLS needs both --tls-cert and --tls-key");
+    }
+
+    #[test]
+    fn blank_or_unsendable_admin_tokens_are_refused() {
+        let token = |t: &str| ServeArgs { admin_token: Some(t.to_owned()), ..ServeArgs::default() }.resolve();
+        for blank in [" ", "   ", "\t", " \n "] {
+            let err = token(blank).unwrap_err().to_string();
+            assert!(err.starts_with("admin-token is only whitespace"), "{blank:?}: {err}");
+        }
+        let err = token(" secret").unwrap_err().to_string();
+        assert!(err.contains("starts or ends with whitespace"), "{err}");
+        let err = token("sec\u{7f}ret").unwrap_err().to_string();
+        assert!(err.contains("not printable ASCII"), "{err}");
+        assert_eq!(token("").unwrap().admin_token, None, "empty: the admin API is off");
+        assert_eq!(token("s3cret token").unwrap().admin_token.as_deref(), Some("s3cret token"));
+        // The same check applies to the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "admin_token = \"  \"\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("admin-token is only whitespace"), "{err}");
+    }
 }

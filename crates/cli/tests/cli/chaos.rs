@@ -13,10 +13,10 @@
 
 use super::experiments::{golden, two_versions};
 use super::{TOKEN, authorized, channel, free_port};
-use liveprofile_experiments::read_exposures;
-use liveprofile_server::proto::v1::{
+use liveprofile_client::v1::{
     self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient, scoring_client::ScoringClient,
 };
+use liveprofile_experiments::read_exposures;
 use liveprofile_store::{ProfileStore, StoreOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -3,10 +3,8 @@
 //! exposures` exports them with the arm each answer named.
 
 use super::{authorized, channel, free_port, models, serve};
+use liveprofile_client::v1::{self, experiment_admin_client::ExperimentAdminClient, scoring_client::ScoringClient};
 use liveprofile_experiments::read_exposures;
-use liveprofile_server::proto::v1::{
-    self, experiment_admin_client::ExperimentAdminClient, scoring_client::ScoringClient,
-};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

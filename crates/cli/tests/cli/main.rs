@@ -1,8 +1,8 @@
 //! The `liveprofile` binary as a process: recovery of the profile store after `kill -9`;
 //! the model commands' exit codes and profile.
 
-use liveprofile_server::proto::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
-use liveprofile_server::synthetic::SyntheticEvents;
+use liveprofile_bench::synthetic::SyntheticEvents;
+use liveprofile_client::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,13 +14,7 @@ mod kpis;
 
 pub(crate) const TOKEN: &str = "kill-test-token";
 
-pub(crate) fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub(crate) use liveprofile_testkit::{bundled_models as models, free_port};
 
 pub(crate) fn serve(data: &Path, port: u16) -> Child {
     // Only the smallest model is served: this test is about the profile store.
@@ -145,9 +139,7 @@ async fn every_acknowledged_event_survives_kill_9() {
 }
 
 pub(crate) fn authorized<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    r
+    liveprofile_client::with_token(message, TOKEN)
 }
 
 #[test]

@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository's `models/` folder.
-pub fn bundled_models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
-}
+pub use liveprofile_testkit::{bundled_models, edit_json};
 
 /// The package used as a template.
 pub fn template() -> PathBuf {
@@ -16,33 +13,12 @@ pub fn template() -> PathBuf {
 /// Copies the template to `root/<name>/<version>` with the manifest rewritten for it,
 /// building in a hidden folder and renaming into place (as a publisher does).
 pub fn publish(root: &Path, name: &str, version: u32, edit: impl FnOnce(&Path)) -> PathBuf {
-    let staging = root.join(format!(".staging-{name}-{version}"));
-    std::fs::create_dir_all(&staging).unwrap();
-    for entry in std::fs::read_dir(template()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), staging.join(entry.file_name())).unwrap();
-    }
-    edit_manifest(&staging, |m| {
-        m["name"] = name.into();
-        m["version"] = version.into();
-    });
-    edit(&staging);
-    let dest = root.join(name).join(version.to_string());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::rename(&staging, &dest).unwrap();
-    dest
+    liveprofile_testkit::publish_copy(&template(), root, name, version, edit)
 }
 
 /// Rewrites `manifest.json` in `dir`.
 pub fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     edit_json(&dir.join("manifest.json"), f);
-}
-
-/// Rewrites a JSON file.
-pub fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
 /// Sets the manifest's sha256 to that of the current `model.onnx`.

@@ -2,6 +2,7 @@
 //! (canary, shadow), rollback, bundles, memory release, and a hundred swaps under load.
 
 use crate::fixtures::{edit_manifest, publish};
+use liveprofile_testkit::eventually;
 use liveprofile_runtime::repository::RepoEvent;
 use liveprofile_runtime::{Arm, Canary, ModelRepository, RepositoryConfig, RouteError, TrafficPolicy};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,14 +13,6 @@ fn row(repo: &ModelRepository) -> Vec<f32> {
     vec![0.0; repo.get("m", None).unwrap().width()]
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    start.elapsed()
-}
 
 #[test]
 fn broken_versions_are_refused_and_the_previous_one_keeps_serving() {
@@ -66,7 +59,7 @@ fn a_new_version_serves_soon_after_its_folder_appears() {
     std::thread::sleep(Duration::from_millis(50));
     let start = Instant::now();
     publish(dir.path(), "m", 2, |_| {});
-    wait_until("version 2", Duration::from_secs(10), || repo.route("m", "u").unwrap().model.version() == 2);
+    eventually("version 2", Duration::from_secs(10), || repo.route("m", "u").unwrap().model.version() == 2);
     eprintln!("version 2 served {:?} after its folder appeared", start.elapsed());
 }
 

@@ -16,8 +16,8 @@ use tonic_prost::ProstEncoder;
 pub const UNDECODABLE: &str = "request could not be decoded: ";
 
 /// A prost codec bound to the call it serves. Generated code makes one per call with
-/// `Codec::default()`; inside a server call it picks the call's budget up, elsewhere (in a
-/// client) it is tonic's prost codec.
+/// `Codec::default()`; inside a server call it picks the call's budget up (a service driven
+/// directly, outside the limits layer, has none).
 #[derive(Debug)]
 pub struct Codec<T, U> {
     call: Option<Call>,
@@ -61,11 +61,10 @@ impl<U: Message + Default> Decoder for MessageDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let Some(call) = &self.call else {
-            // A client reading an answer: tonic's own behaviour.
-            return U::decode(src).map(Some).map_err(|e| Status::internal(e.to_string()));
-        };
-        call.admit(src.remaining())?;
+        // Outside the limits layer (a service driven directly) there is no budget to take.
+        if let Some(call) = &self.call {
+            call.admit(src.remaining())?;
+        }
         U::decode(src).map(Some).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}{e}")))
     }
 }

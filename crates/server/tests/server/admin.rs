@@ -2,7 +2,7 @@
 //! load and unload.
 
 use crate::common::*;
-use liveprofile_server::proto::v1;
+use liveprofile_client::v1;
 use std::time::Duration;
 use tonic::Code;
 
@@ -50,15 +50,14 @@ async fn canary_shadow_rollback_bundles_load_and_unload() {
 
     // A new version published by rename becomes stable without a restart.
     publish(repo.path(), "user_tags", 2);
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = scorer.score_tags(g.tags_request(1)).await.unwrap().into_inner();
-        if a.users[0].model.as_ref().unwrap().version == 2 {
-            break;
+    liveprofile_testkit::eventually_async("version 2 to become stable", Duration::from_secs(10), || {
+        let (mut scorer, request) = (scorer.clone(), g.tags_request(1));
+        async move {
+            let a = scorer.score_tags(request).await.unwrap().into_inner();
+            a.users[0].model.as_ref().unwrap().version == 2
         }
-        assert!(std::time::Instant::now() < until, "version 2 never became stable");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 
     // Canary: half of the users on version 1, shadow... the other arm compared off-path.
     let policy = v1::TrafficPolicy { stable: 2, canary_version: Some(1), canary_percent: 50.0, shadow_version: None };

@@ -1,7 +1,7 @@
 //! Fixtures: a copy of the bundled models, a started server, clients, golden rows.
 
-use liveprofile_server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use liveprofile_server::proto::v1::{self, model_admin_client::ModelAdminClient, scoring_client::ScoringClient};
+use liveprofile_client::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use liveprofile_client::v1::{self, model_admin_client::ModelAdminClient, scoring_client::ScoringClient};
 use liveprofile_server::{RunningServer, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,28 +9,12 @@ use tonic::transport::Channel;
 
 pub const TOKEN: &str = "test-admin-token";
 
-/// The repository's `models/` folder.
-pub fn bundled_models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
-}
+pub use liveprofile_testkit::{bundled_models, sample};
 
-/// Copies one version folder of a bundled model to `root/<name>/<version>`, through a
-/// hidden staging folder renamed into place.
+/// Copies version 1 of a bundled model to `root/<name>/<version>`, through a hidden
+/// staging folder renamed into place.
 pub fn publish(root: &Path, name: &str, version: u32) -> PathBuf {
-    let staging = root.join(format!(".staging-{name}-{version}"));
-    std::fs::create_dir_all(&staging).unwrap();
-    for entry in std::fs::read_dir(bundled_models().join(name).join("1")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), staging.join(entry.file_name())).unwrap();
-    }
-    let path = staging.join("manifest.json");
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    m["version"] = version.into();
-    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
-    let dest = root.join(name).join(version.to_string());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::rename(&staging, &dest).unwrap();
-    dest
+    liveprofile_testkit::publish_copy(&bundled_models().join(name).join("1"), root, name, version, |_| {})
 }
 
 /// A temporary repository holding version 1 of the given bundled models.
@@ -78,9 +62,7 @@ pub async fn admin(server: &RunningServer) -> ModelAdminClient<Channel> {
 
 /// Adds the bearer token to an admin request.
 pub fn authorized<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    r
+    liveprofile_client::with_token(message, TOKEN)
 }
 
 /// A package's golden examples: input rows, output rows (first output), feature names,
@@ -167,14 +149,3 @@ pub async fn metrics(server: &RunningServer) -> String {
     body
 }
 
-/// The value of one metric sample line (`name{labels} value`) containing all `parts`.
-pub fn sample(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
-        })
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}

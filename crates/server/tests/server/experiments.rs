@@ -4,13 +4,13 @@
 //! the same events and exposures.
 
 use crate::common::*;
-use liveprofile_events::{Event, EventKind, Platform};
-use liveprofile_experiments::{AnalysisOptions, Experiment, ExperimentOutcomes, analyze, assign};
-use liveprofile_server::proto::inference as pb;
-use liveprofile_server::proto::v1::{
+use liveprofile_client::inference as pb;
+use liveprofile_client::v1::{
     self, experiment_admin_client::ExperimentAdminClient, ingest_client::IngestClient,
     profile_admin_client::ProfileAdminClient,
 };
+use liveprofile_events::{Event, EventKind, Platform};
+use liveprofile_experiments::{AnalysisOptions, Experiment, ExperimentOutcomes, analyze, assign};
 use liveprofile_store::now_ms;
 use std::collections::HashSet;
 use tonic::Code;
@@ -60,7 +60,7 @@ fn candidate(g: &Golden, user: &str, platform: &str, category: &str, row: usize)
 }
 
 async fn score(
-    client: &mut liveprofile_server::proto::v1::scoring_client::ScoringClient<Channel>,
+    client: &mut liveprofile_client::v1::scoring_client::ScoringClient<Channel>,
     g: &Golden,
     candidates: Vec<v1::ConversionCandidate>,
 ) -> Vec<v1::ConversionScore> {

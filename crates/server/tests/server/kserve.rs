@@ -2,7 +2,7 @@
 //! errors of bad tensors.
 
 use crate::common::*;
-use liveprofile_server::proto::inference as pb;
+use liveprofile_client::inference as pb;
 use tonic::Code;
 
 fn infer_request(model: &str, rows: &[Vec<f32>], raw: bool) -> pb::ModelInferRequest {

@@ -2,7 +2,7 @@
 //! health, reflection, hot swap under load, graceful shutdown.
 
 use crate::common::*;
-use liveprofile_server::proto::v1;
+use liveprofile_client::v1;
 use std::time::Duration;
 use tonic::Code;
 
@@ -126,9 +126,7 @@ async fn a_model_without_a_good_version_is_not_serving_under_its_own_name_only()
     let h = health.check(status("liveprofile.model.conversion")).await.unwrap().into_inner();
     assert_eq!(h.status, ServingStatus::NotServing as i32);
     let mut k = kserve(&server).await;
-    assert!(
-        k.server_ready(liveprofile_server::proto::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready
-    );
+    assert!(k.server_ready(liveprofile_client::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready);
     // The good model serves meanwhile.
     let g = golden("uci_session_conversion");
     let mut s = scoring(&server).await;
@@ -150,15 +148,14 @@ async fn a_model_without_a_good_version_is_not_serving_under_its_own_name_only()
     assert_close(answer.scores[0].probability, g.outputs[0][0], g.tolerance, "uci");
     // A good version of the broken model: SERVING under its name too.
     publish(repo.path(), "conversion", 2);
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let h = health.check(status("liveprofile.model.conversion")).await.unwrap().into_inner();
-        if h.status == ServingStatus::Serving as i32 {
-            break;
+    liveprofile_testkit::eventually_async("liveprofile.model.conversion SERVING", Duration::from_secs(10), || {
+        let mut health = health.clone();
+        async move {
+            let h = health.check(status("liveprofile.model.conversion")).await.unwrap().into_inner();
+            h.status == ServingStatus::Serving as i32
         }
-        assert!(std::time::Instant::now() < until, "never SERVING");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let list = admin(&server).await.list_models(authorized(v1::ListModelsRequest {})).await.unwrap().into_inner();
     let conversion = list.models.iter().find(|m| m.name == "conversion").unwrap();
     assert_eq!(conversion.refused[0].version, 1);
@@ -224,11 +221,11 @@ async fn hot_swap_and_rollback_under_load_fail_no_request() {
         // Published by rename; once a policy was set the model is pinned, so the new
         // version loads and is then promoted by the admin call, as a release tool does.
         publish(repo.path(), "user_tags", version);
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while server.state().repository().unwrap().get("user_tags", Some(version)).is_err() {
-            assert!(std::time::Instant::now() < until, "version {version} never loaded");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        liveprofile_testkit::eventually_async(&format!("version {version} to load"), Duration::from_secs(10), || {
+            let loaded = server.state().repository().unwrap().get("user_tags", Some(version)).is_ok();
+            async move { loaded }
+        })
+        .await;
         let policy = v1::TrafficPolicy { stable: version, ..Default::default() };
         admin
             .set_traffic_policy(authorized(v1::SetTrafficPolicyRequest {
@@ -301,19 +298,14 @@ async fn tls_serves_clients_that_trust_the_certificate_and_only_them() {
     let url = format!("https://localhost:{}", server.grpc_addr.port());
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(key.cert.pem())).domain_name("localhost");
     let channel = Channel::from_shared(url.clone()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
-    let mut k =
-        liveprofile_server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
-    assert!(
-        k.server_ready(liveprofile_server::proto::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready
-    );
+    let mut k = liveprofile_client::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+    assert!(k.server_ready(liveprofile_client::inference::ServerReadyRequest {}).await.unwrap().into_inner().ready);
     // A plaintext client gets no answer.
     let plain = Channel::from_shared(format!("http://{}", server.grpc_addr)).unwrap().connect().await;
     if let Ok(channel) = plain {
         let mut k =
-            liveprofile_server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(
-                channel,
-            );
-        assert!(k.server_live(liveprofile_server::proto::inference::ServerLiveRequest {}).await.is_err());
+            liveprofile_client::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+        assert!(k.server_live(liveprofile_client::inference::ServerLiveRequest {}).await.is_err());
     }
     server.shutdown().await.unwrap();
 }

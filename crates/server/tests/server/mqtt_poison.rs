@@ -9,46 +9,9 @@ use liveprofile_store::{ProfileStore, now_ms};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A Mosquitto broker on a free loopback port, stopped on drop.
-struct Broker {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mosquitto() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("the MQTT tests need Mosquitto: apt-get install mosquitto (.ci/test installs it)");
-    let child = std::process::Command::new(binary)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "mosquitto did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Broker { child, port, _dir: dir }
-}
 
 /// A producer that can publish messages far over the server's limit.
-fn producer(broker: &Broker, id: &str) -> rumqttc::AsyncClient {
+fn producer(broker: &liveprofile_testkit::Mosquitto, id: &str) -> rumqttc::AsyncClient {
     let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port);
     options.set_keep_alive(Duration::from_secs(10));
     options.set_max_packet_size(64 << 20, 64 << 20);
@@ -96,7 +59,7 @@ fn dead_letters(text: &str, reason: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_size_and_undecodable_messages_are_dead_lettered_and_later_messages_flow() {
-    let broker = mosquitto();
+    let broker = liveprofile_testkit::Mosquitto::start();
     let repo = repository(&["user_tags"]);
     let data = tempfile::tempdir().unwrap();
     let client_id = format!("liveprofile-poison-{}", std::process::id());
@@ -146,11 +109,11 @@ async fn over_size_and_undecodable_messages_are_dead_lettered_and_later_messages
     );
     publish(&client, "live/douyin/room-ok/events", offer.into_bytes()).await;
 
-    let until = Instant::now() + Duration::from_secs(60);
-    while store.user_features("offered", None).is_err() {
-        assert!(Instant::now() < until, "the messages after the poison ones were never taken in");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    liveprofile_testkit::eventually_async("the messages after the poison ones", Duration::from_secs(60), || {
+        let taken = store.user_features("offered", None).is_ok();
+        async move { taken }
+    })
+    .await;
     // A probe published now comes in a later batch than the messages above: once it is
     // in, their batch is done (counted, recorded, acknowledgements queued ahead of any
     // disconnection).

@@ -3,10 +3,10 @@
 //! Mosquitto broker.
 
 use crate::common::*;
+use liveprofile_bench::synthetic::SyntheticEvents;
+use liveprofile_client::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
 use liveprofile_events::{Event, EventKind, Platform};
 use liveprofile_features::OnlineProfiles;
-use liveprofile_server::proto::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
-use liveprofile_server::synthetic::SyntheticEvents;
 use liveprofile_store::now_ms;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -233,47 +233,10 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     server.shutdown().await.unwrap();
 }
 
-/// A Mosquitto broker on a free loopback port, stopped on drop.
-struct Broker {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mosquitto() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("the MQTT tests need Mosquitto: apt-get install mosquitto (.ci/test installs it)");
-    let child = std::process::Command::new(binary)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "mosquitto did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Broker { child, port, _dir: dir }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_over_mqtt_reach_profiles_once() {
-    let broker = mosquitto();
+    let broker = liveprofile_testkit::Mosquitto::start();
     let repo = repository(&["user_tags"]);
     let mut c = config(repo.path());
     c.profiles.mqtt = Some(mqtt_config(&broker, &format!("liveprofile-test-{}", std::process::id())));
@@ -334,7 +297,7 @@ async fn events_published_over_mqtt_reach_profiles_once() {
     server.shutdown().await.unwrap();
 }
 
-fn mqtt_config(broker: &Broker, client_id: &str) -> liveprofile_server::config::MqttConfig {
+fn mqtt_config(broker: &liveprofile_testkit::Mosquitto, client_id: &str) -> liveprofile_server::config::MqttConfig {
     liveprofile_server::config::MqttConfig {
         host: "127.0.0.1".into(),
         port: broker.port,
@@ -359,7 +322,7 @@ async fn wait_subscribed(client: &rumqttc::AsyncClient, store: &liveprofile_stor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_messages_published_while_the_server_is_down_arrive_when_it_is_back() {
-    let broker = mosquitto();
+    let broker = liveprofile_testkit::Mosquitto::start();
     let repo = repository(&["user_tags"]);
     let data = tempfile::tempdir().unwrap();
     let client_id = format!("liveprofile-restart-{}", std::process::id());

@@ -5,8 +5,8 @@
 //! request bytes are held within their limits.
 
 use crate::common::*;
-use liveprofile_server::proto::inference as pb;
-use liveprofile_server::proto::v1;
+use liveprofile_client::inference as pb;
+use liveprofile_client::v1;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -17,12 +17,8 @@ async fn health_of(client: &mut HealthClient<tonic::transport::Channel>, name: &
     client.check(request).await.map(|r| r.into_inner().status).map_err(|s| s.code())
 }
 
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, f: impl FnMut() -> F) {
+    liveprofile_testkit::eventually_async(what, Duration::from_secs(20), f).await;
 }
 
 async fn known_models(server: &liveprofile_server::RunningServer) -> Vec<v1::ModelInfo> {

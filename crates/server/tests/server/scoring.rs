@@ -2,7 +2,7 @@
 //! and message, the stream.
 
 use crate::common::*;
-use liveprofile_server::proto::v1;
+use liveprofile_client::v1;
 use tonic::Code;
 
 fn status_of<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {

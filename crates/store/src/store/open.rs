@@ -49,6 +49,13 @@ pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreErro
             reason: format!("log record {seq} does not decode: {e}"),
         })?;
         match record {
+            Record::Event(e) if e.validate().is_err() => {
+                // Every event was checked before it was logged: one that breaks the contract
+                // was damaged on the disk past its checksum, or logged under looser limits.
+                // Applied, it could wrap the window sums; it is skipped, loudly.
+                let why = e.validate().err().map(|w| w.to_string()).unwrap_or_default();
+                tracing::error!(seq, error = %why, "a logged event breaks the event contract; skipped");
+            }
             Record::Event(e) => {
                 if seq > hosts.seq {
                     hosts.book.observe(&e);

@@ -3,9 +3,9 @@
 //! previous one is answered, for a fixed time after a warm-up. Reports throughput and
 //! latency percentiles. Rows come from a model package's golden examples.
 
-use crate::proto::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
-use crate::proto::v1::{self, scoring_client::ScoringClient};
 use anyhow::Context;
+use liveprofile_client::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
+use liveprofile_client::v1::{self, scoring_client::ScoringClient};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 /// Which API the load goes through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// `liveprofile.v1.Scoring/ScoreTags`.
@@ -25,50 +25,87 @@ pub enum Protocol {
     Kserve,
 }
 
-/// `liveprofile loadgen` settings.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LoadArgs {
+impl Protocol {
+    /// Every protocol with its name.
+    pub const ALL: [(&'static str, Protocol); 3] =
+        [("tags", Protocol::Tags), ("conversion", Protocol::Conversion), ("kserve", Protocol::Kserve)];
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Protocol::ALL.iter().find(|(name, _)| *name == s).map(|(_, p)| *p).ok_or_else(|| {
+            let names: Vec<&str> = Protocol::ALL.iter().map(|(n, _)| *n).collect();
+            format!("unknown protocol {s:?} (one of: {})", names.join(", "))
+        })
+    }
+}
+
+/// Server address when none is given.
+pub const DEFAULT_TARGET: &str = "127.0.0.1:50051";
+/// Rows per request.
+pub const DEFAULT_BATCH: usize = 1;
+/// Concurrent callers.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// HTTP/2 connections the callers share.
+pub const DEFAULT_CONNECTIONS: usize = 2;
+/// Measured seconds.
+pub const DEFAULT_SECONDS: f64 = 10.0;
+/// Warm-up seconds.
+pub const DEFAULT_WARMUP: f64 = 2.0;
+
+/// What a load run sends, where, and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
     /// Server address (host:port).
-    #[arg(long, default_value = "127.0.0.1:50051")]
     pub target: String,
     /// API to call.
-    #[arg(long, value_enum, default_value = "tags")]
     pub protocol: Protocol,
     /// Model name (default: user_tags for tags, conversion for conversion; required for kserve).
-    #[arg(long)]
     pub model: Option<String>,
-    /// Package folder whose golden rows are sent [default: models/<model>/1].
-    #[arg(long)]
+    /// Package folder whose golden rows are sent (default `models/<model>/1`).
     pub package: Option<PathBuf>,
     /// Rows (users or candidates) per request.
-    #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Concurrent callers.
-    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// HTTP/2 connections shared by the callers.
-    #[arg(long, default_value_t = 2)]
     pub connections: usize,
     /// Measured time, seconds.
-    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Warm-up before measuring, seconds.
-    #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// A label for the report (e.g. the server's name).
-    #[arg(long, default_value = "")]
     pub label: String,
     /// Platform sent with each row (tags and conversion), so that experiments targeting
-    /// it answer [default: none].
-    #[arg(long, default_value = "")]
+    /// it answer; empty for none.
     pub platform: String,
-    /// Category sent with each row (tags and conversion) [default: none].
-    #[arg(long, default_value = "")]
+    /// Category sent with each row (tags and conversion); empty for none.
     pub category: String,
     /// Distinct user ids the rows cycle through (`load-0` ...), so that experiment
-    /// exposures are first logged and then found [default: the same ids in every request].
-    #[arg(long)]
+    /// exposures are first logged and then found; `None`: the same ids in every request.
     pub users: Option<u64>,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            target: DEFAULT_TARGET.to_owned(),
+            protocol: Protocol::Tags,
+            model: None,
+            package: None,
+            batch: DEFAULT_BATCH,
+            concurrency: DEFAULT_CONCURRENCY,
+            connections: DEFAULT_CONNECTIONS,
+            seconds: DEFAULT_SECONDS,
+            warmup: DEFAULT_WARMUP,
+            label: String::new(),
+            platform: String::new(),
+            category: String::new(),
+            users: None,
+        }
+    }
 }
 
 /// What a run measured.
@@ -110,7 +147,7 @@ enum Call {
     Kserve(pb::ModelInferRequest),
 }
 
-fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
+fn build_call(args: &LoadConfig, model: &str) -> anyhow::Result<Call> {
     let package = args.package.clone().unwrap_or_else(|| PathBuf::from("models").join(model).join("1"));
     let read = |f: &str| -> anyhow::Result<serde_json::Value> {
         let path = package.join(f);
@@ -185,7 +222,7 @@ fn build_call(args: &LoadArgs, model: &str) -> anyhow::Result<Call> {
 }
 
 /// Runs the load and returns the report.
-pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
+pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
     let model = match (&args.model, args.protocol) {
         (Some(m), _) => m.clone(),
         (None, Protocol::Tags) => "user_tags".to_owned(),

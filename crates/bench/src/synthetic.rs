@@ -2,7 +2,8 @@
 //! visits (enter, interactions, sometimes an order, leave) on one of three platforms, with
 //! the times the caller gives.
 
-use crate::proto::v1;
+use liveprofile_client::v1;
+use liveprofile_store::IncomingEvent;
 
 /// Kinds of one visit, in order (values are yuan, price or watch seconds).
 const VISIT: [(&str, f64); 8] = [
@@ -82,5 +83,38 @@ impl SyntheticEvents {
             value,
             coupon: false,
         }
+    }
+}
+
+/// A generated event as the store takes it, for the in-process store phase (the server's
+/// ingest makes the same from the message it receives).
+pub fn incoming(e: v1::LiveEvent) -> IncomingEvent {
+    let v1::LiveEvent {
+        event_id,
+        ts_ms,
+        platform,
+        user_id,
+        platform_user_id,
+        room_id,
+        host_id,
+        category,
+        kind,
+        item_id,
+        value,
+        coupon,
+    } = e;
+    IncomingEvent {
+        event_id,
+        ts_ms,
+        platform,
+        user_id,
+        platform_user_id,
+        room_id,
+        host_id,
+        category,
+        kind,
+        item_id,
+        value,
+        coupon,
     }
 }

@@ -11,9 +11,9 @@
 //! - Store (`--store-users`): users' events ingested in process; resident memory per user,
 //!   events/s, log replay, snapshot and snapshot load times.
 
-use crate::proto::v1::{self, ingest_client::IngestClient, scoring_client::ScoringClient};
 use crate::synthetic::SyntheticEvents;
 use anyhow::Context;
+use liveprofile_client::v1::{self, ingest_client::IngestClient, scoring_client::ScoringClient};
 use liveprofile_store::{Durability, IncomingEvent, ProfileStore, StoreOptions, now_ms};
 use serde::Serialize;
 use std::sync::Arc;
@@ -24,42 +24,62 @@ use tonic::transport::Channel;
 /// The planning document's baseline: cross-platform data arrives more than 5 s late.
 pub const BASELINE_MS: f64 = 5000.0;
 
-/// `liveprofile ingest-bench` settings.
-#[derive(Debug, Clone, clap::Args)]
-pub struct IngestBenchArgs {
+/// Users the producers spread events over.
+pub const DEFAULT_USERS: u64 = 100_000;
+/// Events per IngestEvents call.
+pub const DEFAULT_BATCH: usize = 100;
+/// Concurrent producers.
+pub const DEFAULT_PRODUCERS: usize = 4;
+/// Seconds of each measured phase.
+pub const DEFAULT_SECONDS: f64 = 10.0;
+/// Sustained load during the freshness probes, as a share of the measured throughput.
+pub const DEFAULT_LOAD_SHARE: f64 = 0.5;
+/// Pause between two freshness probes, milliseconds.
+pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 10;
+
+/// What the ingest benchmark measures, against which server.
+#[derive(Debug, Clone)]
+pub struct IngestBenchConfig {
     /// Server address (host:port); its models must include user_tags.
-    #[arg(long, default_value = "127.0.0.1:50051")]
     pub target: String,
     /// MQTT broker host:port the server subscribes to (enables the MQTT figures).
-    #[arg(long)]
     pub mqtt_broker: Option<String>,
     /// Users the producers spread events over.
-    #[arg(long, default_value_t = 100_000)]
     pub users: u64,
     /// Events per IngestEvents call.
-    #[arg(long, default_value_t = 100)]
     pub batch: usize,
     /// Concurrent producers.
-    #[arg(long, default_value_t = 4)]
     pub producers: usize,
     /// Seconds of each measured phase.
-    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Sustained load during the freshness probes, as a share of the measured throughput.
-    #[arg(long, default_value_t = 0.5)]
     pub load_share: f64,
     /// Pause between two freshness probes, milliseconds.
-    #[arg(long, default_value_t = 10)]
     pub probe_interval_ms: u64,
     /// Users of the in-process store phase (0: skip it).
-    #[arg(long, default_value_t = 0)]
     pub store_users: u64,
     /// Skip the server phases (only the store phase).
-    #[arg(long)]
     pub store_only: bool,
     /// A label for the report.
-    #[arg(long, default_value = "")]
     pub label: String,
+}
+
+impl Default for IngestBenchConfig {
+    fn default() -> Self {
+        IngestBenchConfig {
+            target: crate::loadgen::DEFAULT_TARGET.to_owned(),
+            mqtt_broker: None,
+            users: DEFAULT_USERS,
+            batch: DEFAULT_BATCH,
+            producers: DEFAULT_PRODUCERS,
+            seconds: DEFAULT_SECONDS,
+            load_share: DEFAULT_LOAD_SHARE,
+            probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
+            store_users: 0,
+            store_only: false,
+            label: String::new(),
+        }
+    }
 }
 
 /// Latency percentiles in milliseconds.
@@ -152,7 +172,7 @@ async fn send(c: &mut IngestClient<Channel>, events: Vec<v1::LiveEvent>) -> anyh
 /// Producers sending at full speed (`rate = None`) or at a paced total rate until `stop`.
 fn spawn_producers(
     channel: &Channel,
-    args: &IngestBenchArgs,
+    args: &IngestBenchConfig,
     rate: Option<f64>,
     stop: Arc<AtomicBool>,
     counted: Arc<AtomicU64>,
@@ -228,7 +248,7 @@ async fn wait_ready(channel: &Channel) -> anyhow::Result<()> {
 }
 
 /// Runs the benchmark.
-pub async fn run(args: IngestBenchArgs) -> anyhow::Result<IngestBenchReport> {
+pub async fn run(args: IngestBenchConfig) -> anyhow::Result<IngestBenchReport> {
     anyhow::ensure!(args.batch > 0 && args.producers > 0 && args.users > 0, "batch, producers and users must be > 0");
     let mut report = IngestBenchReport { label: args.label.clone(), baseline_ms: BASELINE_MS, ..Default::default() };
     if !args.store_only {
@@ -241,7 +261,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<IngestBenchReport> {
     Ok(report)
 }
 
-async fn server_phases(args: &IngestBenchArgs, report: &mut IngestBenchReport) -> anyhow::Result<()> {
+async fn server_phases(args: &IngestBenchConfig, report: &mut IngestBenchReport) -> anyhow::Result<()> {
     let channel = connect(&args.target).await?;
     wait_ready(&channel).await?;
     let seconds = Duration::from_secs_f64(args.seconds);
@@ -449,7 +469,7 @@ fn store_phase(users: u64) -> anyhow::Result<StoreFigures> {
     let mut batch = Vec::with_capacity(1000);
     for i in 0..events_total {
         let e = g.next_event(start + (i * 3_000_000 / events_total) as i64);
-        batch.push(crate::ingest::incoming(e));
+        batch.push(crate::synthetic::incoming(e));
         if batch.len() == 1000 || i + 1 == events_total {
             let r = store.ingest(&batch)?;
             anyhow::ensure!(r.accepted == batch.len() as u64, "store refused events: {:?}", r.errors.first());
