@@ -5,7 +5,7 @@ use arrow::array::{ArrayRef, AsArray, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use liveprofile_batch::{BatchError, Format, OnError, ScoreOptions, expand_inputs, plan_outputs, score_file};
 use liveprofile_runtime::{LoadedModel, ModelRepository, RepositoryConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use liveprofile_testkit::bundled_models as models;

@@ -3,7 +3,7 @@
 
 use liveprofile_bench::synthetic::SyntheticEvents;
 use liveprofile_client::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

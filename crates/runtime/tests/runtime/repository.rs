@@ -2,9 +2,9 @@
 //! (canary, shadow), rollback, bundles, memory release, and a hundred swaps under load.
 
 use crate::fixtures::{edit_manifest, publish};
-use liveprofile_testkit::eventually;
 use liveprofile_runtime::repository::RepoEvent;
 use liveprofile_runtime::{Arm, Canary, ModelRepository, RepositoryConfig, RouteError, TrafficPolicy};
+use liveprofile_testkit::eventually;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 fn row(repo: &ModelRepository) -> Vec<f32> {
     vec![0.0; repo.get("m", None).unwrap().width()]
 }
-
 
 #[test]
 fn broken_versions_are_refused_and_the_previous_one_keeps_serving() {

@@ -148,4 +148,3 @@ pub async fn metrics(server: &RunningServer) -> String {
     assert!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "{body}");
     body
 }
-

@@ -9,7 +9,6 @@ use liveprofile_store::{ProfileStore, now_ms};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-
 /// A producer that can publish messages far over the server's limit.
 fn producer(broker: &liveprofile_testkit::Mosquitto, id: &str) -> rumqttc::AsyncClient {
     let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port);

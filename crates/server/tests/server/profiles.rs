@@ -233,7 +233,6 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     server.shutdown().await.unwrap();
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_over_mqtt_reach_profiles_once() {
     let broker = liveprofile_testkit::Mosquitto::start();
