@@ -312,6 +312,10 @@ pub fn score_file(
     })
 }
 
+/// What the writer published: rows scored, rows rejected, whether a rejects file was
+/// written.
+type Published = (u64, u64, bool);
+
 /// Starts the thread that writes scores and rejects as they come and publishes both at
 /// `Written::Complete` (rejects first, so that an output under its final name always has
 /// its rejects beside it); without it, the job failed and nothing is published. Returns
@@ -323,12 +327,12 @@ fn spawn_writer(
     out_schema: SchemaRef,
     metadata: Vec<(String, String)>,
     rx: std::sync::mpsc::Receiver<Written>,
-) -> Result<std::thread::JoinHandle<Result<(u64, u64, bool), BatchError>>, BatchError> {
+) -> Result<std::thread::JoinHandle<Result<Published, BatchError>>, BatchError> {
     let out_file = output.to_path_buf();
     let rejects_path = rejects_path.to_path_buf();
     std::thread::Builder::new()
         .name("score-writer".into())
-        .spawn(move || -> Result<(u64, u64, bool), BatchError> {
+        .spawn(move || -> Result<Published, BatchError> {
             let mut scores = Sink::create(&out_file, format, out_schema, &metadata)?;
             let mut rejects: Option<Sink> = None;
             let mut rejected = 0;

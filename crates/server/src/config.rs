@@ -233,11 +233,14 @@ impl ServerConfig {
     /// Defaults for a repository folder, with both addresses on loopback and free ports:
     /// what tests and embedding programs start from.
     pub fn for_tests(models: impl Into<PathBuf>) -> Self {
-        let mut c = ServerConfig::default();
-        c.models = models.into();
-        c.addr = "127.0.0.1:0".parse().expect("address");
-        c.metrics_addr = "127.0.0.1:0".parse().expect("address");
-        c.rescan = Duration::from_millis(200);
+        let loopback_any_port = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+        let mut c = ServerConfig {
+            models: models.into(),
+            addr: loopback_any_port,
+            metrics_addr: loopback_any_port,
+            rescan: Duration::from_millis(200),
+            ..ServerConfig::default()
+        };
         // Every test server gets its own profile store folder.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
