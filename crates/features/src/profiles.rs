@@ -28,6 +28,11 @@ pub struct UserProfile {
 }
 
 impl UserProfile {
+    /// Checks a profile read back from disk (see [`UserState::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        self.state.check()
+    }
+
     /// Takes in one of the user's events (arrival order). Host records are kept apart:
     /// pass the event to [`HostBook::observe`] once this has accepted it.
     pub fn observe(&mut self, e: &Event) -> Result<(), OnlineError> {

@@ -175,7 +175,15 @@ pub(crate) fn load_newest(dir: &Path) -> Result<Option<SnapshotParts>, StoreErro
     }
     let mut shards = Vec::with_capacity(shard_count as usize);
     for _ in 0..shard_count {
-        shards.push(postcard::from_bytes(next("shard")?).map_err(|e| decode("shard", e))?);
+        let shard: Shard = postcard::from_bytes(next("shard")?).map_err(|e| decode("shard", e))?;
+        // A checksum tells damage from a torn write, not a forged or buggy state: the
+        // profiles must hold what the feature state keeps true before they are used.
+        if let Some((user, why)) =
+            shard.users.iter().find_map(|(user, entry)| entry.profile.check().err().map(|why| (user, why)))
+        {
+            return Err(corrupt(format!("user {user:?} of a shard: {why}")));
+        }
+        shards.push(shard);
     }
     let hosts = postcard::from_bytes(next("host book")?).map_err(|e| decode("host book", e))?;
     let identities = postcard::from_bytes(next("identity table")?).map_err(|e| decode("identity table", e))?;
