@@ -57,7 +57,8 @@ pub struct UserState {
 impl UserState {
     /// Checks what the methods keep true of a state, for a state read back from disk:
     /// every window's first event is within the events held, longer windows start no
-    /// later than shorter ones, and no window sum is negative.
+    /// later than shorter ones, no window sum is negative, and each window's sums are
+    /// those of its events (one pass over the events per window).
     pub fn check(&self) -> Result<(), String> {
         let held = self.events.len();
         if let Some(w) = self.start.iter().position(|&s| s > held) {
@@ -68,6 +69,11 @@ impl UserState {
         }
         if self.sums.iter().flatten().any(|&v| v < 0) {
             return Err("a window sum is negative".to_owned());
+        }
+        for (w, (sums, &start)) in self.sums.iter().zip(&self.start).enumerate() {
+            if *sums != sums_of(self.events.range(start..)) {
+                return Err(format!("window {w}'s sums are not those of its events"));
+            }
         }
         Ok(())
     }
@@ -218,6 +224,7 @@ mod flat_sums {
 #[cfg(test)]
 mod state_checks {
     use super::*;
+    use liveprofile_events::{EventKind, Platform};
 
     /// Found by the store_recovery fuzz target: a snapshot whose checksums were fixed after
     /// damage held a user whose window started past the events held, and the next event
@@ -230,5 +237,24 @@ mod state_checks {
         let mut negative = UserState::default();
         negative.sums[1][0] = -1;
         assert_eq!(negative.check(), Err("a window sum is negative".to_owned()));
+        let mut made_up = UserState::default();
+        made_up.sums[2][3] = 5;
+        assert_eq!(made_up.check(), Err("window 2's sums are not those of its events".to_owned()));
+        // A state the methods built passes, also with events leaving their windows.
+        let mut built = UserState::default();
+        for (i, kind) in
+            [EventKind::Enter, EventKind::Order, EventKind::Leave].into_iter().cycle().take(300).enumerate()
+        {
+            let e = FeatureEvent {
+                ts_ms: i as i64 * 3_600_000,
+                platform: Platform::Douyin,
+                kind,
+                category: Some(1),
+                value: 12.5,
+                coupon: false,
+            };
+            built.observe(e).unwrap();
+        }
+        assert_eq!(built.check(), Ok(()));
     }
 }
