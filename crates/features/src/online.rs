@@ -14,6 +14,7 @@ use crate::aggregates::{
     FeatureEvent, N_SLOTS, N_WINDOWS, Recency, WINDOWS_MS, WindowSums, add_amount, contributions, derive_user_features,
     in_order, sums_of,
 };
+use liveprofile_events::LIVE_CATEGORIES;
 use std::collections::VecDeque;
 
 /// Why the online state refused an event or a query.
@@ -69,6 +70,15 @@ impl UserState {
         }
         if self.sums.iter().flatten().any(|&v| v < 0) {
             return Err("a window sum is negative".to_owned());
+        }
+        let bad_event = self.events.iter().position(|e| {
+            e.category.is_some_and(|c| c as usize >= LIVE_CATEGORIES.len()) || !(e.value.is_finite() && e.value >= 0.0)
+        });
+        if let Some(i) = bad_event {
+            return Err(format!("event {i} has a category or value no event can have"));
+        }
+        if self.events.iter().zip(self.events.iter().skip(1)).any(|(a, b)| a.ts_ms > b.ts_ms) {
+            return Err("the events are not in time order".to_owned());
         }
         for (w, (sums, &start)) in self.sums.iter().zip(&self.start).enumerate() {
             if *sums != sums_of(self.events.range(start..)) {
@@ -240,6 +250,17 @@ mod state_checks {
         let mut made_up = UserState::default();
         made_up.sums[2][3] = 5;
         assert_eq!(made_up.check(), Err("window 2's sums are not those of its events".to_owned()));
+        let event = FeatureEvent {
+            ts_ms: 0,
+            platform: Platform::Douyin,
+            kind: EventKind::Order,
+            category: Some(200),
+            value: 1.0,
+            coupon: false,
+        };
+        let mut forged = UserState::default();
+        forged.events.push_back(event);
+        assert_eq!(forged.check(), Err("event 0 has a category or value no event can have".to_owned()));
         // A state the methods built passes, also with events leaving their windows.
         let mut built = UserState::default();
         for (i, kind) in
