@@ -1,7 +1,14 @@
-//! A load generator for the scoring service and for any KServe v2 server: N concurrent
-//! callers over a few HTTP/2 connections, each sending its next request as soon as the
-//! previous one is answered, for a fixed time after a warm-up. Reports throughput and
-//! latency percentiles. Rows come from a model package's golden examples.
+//! A load generator for the scoring service and for any KServe v2 server, over a few
+//! HTTP/2 connections, for a fixed time after a warm-up. Rows come from a model package's
+//! golden examples. Two ways to load:
+//!
+//! - closed loop (default): N callers, each sending its next request as soon as the
+//!   previous one is answered; it finds the peak throughput, but a slow answer also delays
+//!   the requests behind it, so the tail it reports is too short (coordinated omission);
+//! - open loop (`rate`): requests are due at a fixed rate whatever the answers do, at most
+//!   `concurrency` in flight, and each latency is measured from the time the request was
+//!   due, not from when it could be sent (as wrk2 and ghz `--rps` do). Requests that could
+//!   not leave on time are counted as behind schedule.
 
 use anyhow::Context;
 use liveprofile_client::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
@@ -9,7 +16,7 @@ use liveprofile_client::v1::{self, scoring_client::ScoringClient};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -86,6 +93,9 @@ pub struct LoadConfig {
     /// Distinct user ids the rows cycle through (`load-0` ...), so that experiment
     /// exposures are first logged and then found; `None`: the same ids in every request.
     pub users: Option<u64>,
+    /// Requests per second of an open-loop run (`concurrency` caps those in flight);
+    /// `None`: closed loop.
+    pub rate: Option<f64>,
 }
 
 impl Default for LoadConfig {
@@ -104,6 +114,7 @@ impl Default for LoadConfig {
             platform: String::new(),
             category: String::new(),
             users: None,
+            rate: None,
         }
     }
 }
@@ -119,8 +130,13 @@ pub struct LoadReport {
     pub model: String,
     /// Rows per request.
     pub batch: usize,
-    /// Concurrent callers.
+    /// Concurrent callers (closed loop), or the cap on requests in flight (open loop).
     pub concurrency: usize,
+    /// Requests per second asked of an open-loop run; `None` for a closed loop.
+    pub rate: Option<f64>,
+    /// Open loop: requests sent more than 1 ms after they were due (the cap on requests in
+    /// flight held them back); their latency counts from the time they were due.
+    pub behind_schedule: u64,
     /// Requests answered in the measured time.
     pub requests: u64,
     /// Requests failed in the measured time.
@@ -242,75 +258,15 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
-    let stop = Arc::new(AtomicBool::new(false));
-    let next_user = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let users = args.users.filter(|&n| n > 0);
-    let mut tasks = Vec::new();
-    for i in 0..args.concurrency.max(1) {
-        let channel = channels[i % channels.len()].clone();
-        let call = call.clone();
-        let stop = stop.clone();
-        let next_user = next_user.clone();
-        let user = move || {
-            let n = users.expect("only called with --users");
-            format!("load-{}", next_user.fetch_add(1, Ordering::Relaxed) % n)
-        };
-        tasks.push(tokio::spawn(async move {
-            let mut scoring = ScoringClient::new(channel.clone()).max_decoding_message_size(64 << 20);
-            let mut kserve = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
-            let mut latencies: Vec<u32> = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                let result = match call.as_ref() {
-                    Call::Tags(r) => {
-                        let mut r = r.clone();
-                        if users.is_some() {
-                            r.users.iter_mut().for_each(|u| u.user_id = user());
-                        }
-                        scoring.score_tags(r).await.map(|_| ())
-                    }
-                    Call::Conversion(r) => {
-                        let mut r = r.clone();
-                        if users.is_some() {
-                            r.candidates.iter_mut().for_each(|c| c.user_id = user());
-                        }
-                        scoring.score_conversion(r).await.map(|_| ())
-                    }
-                    Call::Kserve(r) => kserve.model_infer(r.clone()).await.map(|_| ()),
-                };
-                let t1 = Instant::now();
-                if t1 >= stop_at {
-                    break;
-                }
-                if t0 < measure_from {
-                    continue;
-                }
-                match result {
-                    Ok(()) => latencies.push((t1 - t0).as_micros().min(u128::from(u32::MAX)) as u32),
-                    Err(status) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
-                    }
-                }
-            }
-            (latencies, errors, first_error)
-        }));
-    }
-    tokio::time::sleep_until(stop_at.into()).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for t in tasks {
-        let (l, e, f) = t.await?;
-        all.extend(l);
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
+    let ids = UserIds { count: args.users.filter(|&n| n > 0), next: Arc::new(AtomicU64::new(0)) };
+    let window = Window { measure_from, stop_at };
+    let (mut all, errors, first_error, behind_schedule) = match args.rate {
+        None => closed_loop(&call, &channels, args.concurrency.max(1), &ids, window).await?,
+        Some(rate) => {
+            anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
+            open_loop(&call, &channels, rate, args.concurrency.max(1), &ids, start, window).await?
         }
-    }
+    };
     all.sort_unstable();
     let pct = |p: f64| -> f64 {
         if all.is_empty() {
@@ -326,6 +282,8 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
         model,
         batch: args.batch,
         concurrency: args.concurrency,
+        rate: args.rate,
+        behind_schedule,
         requests,
         errors,
         first_error,
@@ -336,4 +294,179 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
         p999_us: pct(99.9),
         max_us: all.last().map_or(f64::NAN, |v| f64::from(*v)),
     })
+}
+
+/// The measured part of a run: answers that arrive in it count.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+/// The user ids requests cycle through, if any.
+#[derive(Debug, Clone)]
+struct UserIds {
+    count: Option<u64>,
+    next: Arc<AtomicU64>,
+}
+
+impl UserIds {
+    fn next(&self) -> Option<String> {
+        self.count.map(|n| format!("load-{}", self.next.fetch_add(1, Ordering::Relaxed) % n))
+    }
+}
+
+/// The clients of one connection.
+#[derive(Clone)]
+struct Clients {
+    scoring: ScoringClient<Channel>,
+    kserve: GrpcInferenceServiceClient<Channel>,
+}
+
+impl Clients {
+    fn new(channel: Channel) -> Self {
+        Clients {
+            scoring: ScoringClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            kserve: GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20),
+        }
+    }
+
+    /// Sends one request (with fresh user ids when the run cycles through users).
+    async fn send(&mut self, call: &Call, ids: &UserIds) -> Result<(), tonic::Status> {
+        match call {
+            Call::Tags(r) => {
+                let mut r = r.clone();
+                if ids.count.is_some() {
+                    r.users.iter_mut().for_each(|u| u.user_id = ids.next().unwrap_or_default());
+                }
+                self.scoring.score_tags(r).await.map(|_| ())
+            }
+            Call::Conversion(r) => {
+                let mut r = r.clone();
+                if ids.count.is_some() {
+                    r.candidates.iter_mut().for_each(|c| c.user_id = ids.next().unwrap_or_default());
+                }
+                self.scoring.score_conversion(r).await.map(|_| ())
+            }
+            Call::Kserve(r) => self.kserve.model_infer(r.clone()).await.map(|_| ()),
+        }
+    }
+}
+
+/// Latencies (microseconds) of the answered requests, errors, the first error, and the
+/// requests sent behind schedule.
+type Measured = (Vec<u32>, u64, Option<String>, u64);
+
+/// What one run's requests gave, as they end.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, result: Result<(), tonic::Status>, latency: Duration) {
+        match result {
+            Ok(()) => self.latencies.push(latency.as_micros().min(u128::from(u32::MAX)) as u32),
+            Err(status) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+            }
+        }
+    }
+}
+
+/// `callers` callers, each sending its next request when the previous one is answered.
+async fn closed_loop(
+    call: &Arc<Call>,
+    channels: &[Channel],
+    callers: usize,
+    ids: &UserIds,
+    window: Window,
+) -> anyhow::Result<Measured> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..callers {
+        let mut clients = Clients::new(channels[i % channels.len()].clone());
+        let (call, stop, ids) = (call.clone(), stop.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let result = clients.send(&call, &ids).await;
+                let t1 = Instant::now();
+                if t1 >= window.stop_at {
+                    break;
+                }
+                if t0 >= window.measure_from {
+                    tally.record(result, t1 - t0);
+                }
+            }
+            tally
+        }));
+    }
+    tokio::time::sleep_until(window.stop_at.into()).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await?;
+        all.latencies.extend(t.latencies);
+        all.errors += t.errors;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
+    }
+    Ok((all.latencies, all.errors, all.first_error, 0))
+}
+
+/// Requests due every `1 / rate` seconds from `start`, at most `cap` in flight; each
+/// latency runs from the time the request was due. A request that finds the cap full
+/// waits for a place and leaves late (counted), and the ones due after it follow as soon
+/// as places free: the schedule is never stretched, so slow answers are not hidden.
+async fn open_loop(
+    call: &Arc<Call>,
+    channels: &[Channel],
+    rate: f64,
+    cap: usize,
+    ids: &UserIds,
+    start: Instant,
+    window: Window,
+) -> anyhow::Result<Measured> {
+    let clients: Vec<Clients> = channels.iter().cloned().map(Clients::new).collect();
+    let places = Arc::new(tokio::sync::Semaphore::new(cap));
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut behind = 0u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0u64.. {
+        let due = start + interval.mul_f64(k as f64);
+        if due >= window.stop_at {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let place = places.clone().acquire_owned().await?;
+        let late = Instant::now().saturating_duration_since(due) > Duration::from_millis(1);
+        if late && due >= window.measure_from {
+            behind += 1;
+        }
+        let mut clients = clients[k as usize % clients.len()].clone();
+        let (call, ids, tally) = (call.clone(), ids.clone(), tally.clone());
+        tasks.spawn(async move {
+            let result = clients.send(&call, &ids).await;
+            let done = Instant::now();
+            drop(place);
+            if due >= window.measure_from && done < window.stop_at {
+                tally.lock().expect("tally lock").record(result, done - due);
+            }
+        });
+        // Reap finished requests as we go, so that a long run holds only those in flight.
+        while tasks.try_join_next().is_some() {}
+    }
+    // Answers after the end of the window do not count; the ones in flight are cut.
+    tokio::time::sleep_until(window.stop_at.into()).await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
+    Ok((tally.latencies, tally.errors, tally.first_error, behind))
 }

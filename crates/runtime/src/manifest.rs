@@ -156,9 +156,32 @@ pub struct Manifest {
     pub onnx_sha256: String,
     /// Golden examples.
     pub golden: GoldenRef,
-    /// Segment descriptions of a `segmentation` package (kept as given).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub segmentation: serde_json::Value,
+    /// The segments of a `segmentation` package, one per output column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<Segmentation>,
+}
+
+/// The segments a `segmentation` package's outputs are distances to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segmentation {
+    /// One per output column, in order.
+    pub segments: Vec<SegmentSpec>,
+    /// How they were found (k, scaling, tag order, scores, source), kept as given.
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentSpec {
+    /// Name answered with each user's segment.
+    pub name: String,
+    /// What sets it apart, for people.
+    #[serde(default)]
+    pub description: String,
+    /// The rest (size, share, top tags, centroid), kept as given.
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `golden.json`: inputs and the training framework's outputs.

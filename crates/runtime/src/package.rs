@@ -104,6 +104,15 @@ fn check_contract(manifest: &Manifest, graph: &pb::GraphProto, schema_names: &[&
         if out.shape.len() != 2 || out.dtype != TensorDtype::Float32 {
             return Err(mismatch(format!("output {} must be float32 [batch, k]", out.name)));
         }
+        if manifest.task == "segmentation" {
+            let described = manifest.segmentation.as_ref().map_or(0, |s| s.segments.len());
+            if described as i64 != out.shape[1] {
+                return Err(mismatch(format!(
+                    "output {} has {} distance columns but the manifest describes {described} segments",
+                    out.name, out.shape[1]
+                )));
+            }
+        }
         if !out.names.is_empty() && out.names.len() as i64 != out.shape[1] {
             return Err(mismatch(format!(
                 "output {} has {} names for width {}",

@@ -16,6 +16,11 @@ use tract_onnx::pb;
 
 use crate::manifest::onnx_type::{FLOAT, INT32, INT64};
 
+/// ONNX `AttributeProto.AttributeType` of one integer.
+const ATTRIBUTE_INT: i32 = 2;
+/// ONNX `AttributeProto.AttributeType` of a list of integers.
+const ATTRIBUTE_INTS: i32 = 7;
+
 fn int_values(t: &pb::TensorProto) -> Option<Vec<i64>> {
     match t.data_type {
         INT64 if !t.int64_data.is_empty() => Some(t.int64_data.clone()),
@@ -195,7 +200,12 @@ fn attr_i(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
 
 fn set_attr_i(node: &mut pb::NodeProto, name: &str, value: i64) {
     node.attribute.retain(|a| a.name != name);
-    node.attribute.push(pb::AttributeProto { name: name.into(), r#type: 2, i: value, ..Default::default() });
+    node.attribute.push(pb::AttributeProto {
+        name: name.into(),
+        r#type: ATTRIBUTE_INT,
+        i: value,
+        ..Default::default()
+    });
 }
 
 /// Suffix of the tensors a rewrite adds or renames.
@@ -220,7 +230,37 @@ pub fn to_feature_major(proto: &mut pb::ModelProto) -> bool {
     if graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name)).count() != 1 {
         return false;
     }
-    // Constant nodes become initializers (the same tensors).
+    if !constant_nodes_to_initializers(&mut graph) {
+        return false;
+    }
+    let mut columns = Columns {
+        constants: graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+        added: Vec::new(),
+    };
+    if !graph.node.iter_mut().all(|node| columns.transpose_node(node)) {
+        return false;
+    }
+    transpose_outputs_back(&mut graph);
+    let Columns { constants, added } = columns;
+    graph.initializer.extend(added);
+    // Shapes recorded for intermediate tensors describe the old layout.
+    graph.value_info.clear();
+    let input = graph.input.iter_mut().find(|i| !constants.contains_key(&i.name)).expect("one input");
+    if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        && let Some(shape) = t.shape.as_mut()
+        && shape.dim.len() == 2
+    {
+        shape.dim.swap(0, 1);
+    } else {
+        return false;
+    }
+    proto.graph = Some(graph);
+    true
+}
+
+/// `Constant` nodes become initializers (the same tensors); `false` for one without a
+/// tensor value.
+fn constant_nodes_to_initializers(graph: &mut pb::GraphProto) -> bool {
     let mut constant_nodes = Vec::new();
     for node in &graph.node {
         if node.op_type == "Constant" {
@@ -232,12 +272,21 @@ pub fn to_feature_major(proto: &mut pb::ModelProto) -> bool {
     }
     graph.node.retain(|n| n.op_type != "Constant");
     graph.initializer.extend(constant_nodes);
-    let mut constants: HashMap<String, pb::TensorProto> =
-        graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let mut added: Vec<pb::TensorProto> = Vec::new();
-    // A per-feature constant ([F] or [1, F]) as a column [F, 1]; scalars stay as they are.
-    let mut column = |name: &str, constants: &mut HashMap<String, pb::TensorProto>| -> Option<String> {
-        let t = constants.get(name)?;
+    true
+}
+
+/// The graph's constants, and the column forms of per-feature constants added for the
+/// feature-major graph.
+struct Columns {
+    constants: HashMap<String, pb::TensorProto>,
+    added: Vec<pb::TensorProto>,
+}
+
+impl Columns {
+    /// A per-feature constant ([F] or [1, F]) as a column [F, 1]; scalars stay as they
+    /// are; `None` for any other shape.
+    fn column(&mut self, name: &str) -> Option<String> {
+        let t = self.constants.get(name)?;
         let size: i64 = t.dims.iter().product();
         if t.dims.is_empty() || size == 1 {
             return Some(name.to_string());
@@ -247,51 +296,58 @@ pub fn to_feature_major(proto: &mut pb::ModelProto) -> bool {
             _ => return None,
         };
         let new_name = format!("{name}{FM}");
-        if !constants.contains_key(&new_name) {
+        if !self.constants.contains_key(&new_name) {
             let mut c = t.clone();
             c.name = new_name.clone();
             c.dims = vec![features, 1];
-            constants.insert(new_name.clone(), c.clone());
-            added.push(c);
+            self.constants.insert(new_name.clone(), c.clone());
+            self.added.push(c);
         }
         Some(new_name)
-    };
-    for node in graph.node.iter_mut() {
+    }
+
+    /// Rewrites one node for transposed activations; `false` when it is not one this
+    /// rewrite knows.
+    fn transpose_node(&mut self, node: &mut pb::NodeProto) -> bool {
         if !node.domain.is_empty() {
             return false;
         }
         let op = node.op_type.as_str();
         if UNARY.contains(&op) {
-            continue;
+            true
         } else if BINARY.contains(&op) {
             if node.input.len() != 2 {
                 return false;
             }
             for i in 0..2 {
-                if constants.contains_key(&node.input[i]) {
-                    match column(&node.input[i], &mut constants) {
+                if self.constants.contains_key(&node.input[i]) {
+                    match self.column(&node.input[i]) {
                         Some(n) => node.input[i] = n,
                         None => return false,
                     }
                 }
             }
+            true
         } else if op == "Concat" {
             match attr_i(node, "axis", 1) {
-                1 | -1 => set_attr_i(node, "axis", 0),
-                _ => return false,
+                1 | -1 => {
+                    set_attr_i(node, "axis", 0);
+                    true
+                }
+                _ => false,
             }
         } else if op == "Gemm" || op == "MatMul" {
             let (trans_a, trans_b) =
                 if op == "Gemm" { (attr_i(node, "transA", 0), attr_i(node, "transB", 0)) } else { (0, 0) };
-            if node.input.len() < 2 || trans_a != 0 || constants.contains_key(&node.input[0]) {
+            if node.input.len() < 2 || trans_a != 0 || self.constants.contains_key(&node.input[0]) {
                 return false;
             }
-            match constants.get(&node.input[1]) {
+            match self.constants.get(&node.input[1]) {
                 Some(w) if w.dims.len() == 2 => {}
                 _ => return false,
             }
             if let Some(c) = node.input.get(2).filter(|c| !c.is_empty()).cloned() {
-                match column(&c, &mut constants) {
+                match self.column(&c) {
                     Some(n) => node.input[2] = n,
                     None => return false,
                 }
@@ -301,11 +357,15 @@ pub fn to_feature_major(proto: &mut pb::ModelProto) -> bool {
             node.op_type = "Gemm".into();
             set_attr_i(node, "transA", 1 - trans_b);
             set_attr_i(node, "transB", 0);
+            true
         } else {
-            return false;
+            false
         }
     }
-    // Outputs: computed transposed, then transposed back under their own names.
+}
+
+/// Outputs are computed transposed, then transposed back under their own names.
+fn transpose_outputs_back(graph: &mut pb::GraphProto) {
     let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     for name in &outputs {
         let inner = format!("{name}{FM}");
@@ -324,27 +384,13 @@ pub fn to_feature_major(proto: &mut pb::ModelProto) -> bool {
             output: vec![name.clone()],
             attribute: vec![pb::AttributeProto {
                 name: "perm".into(),
-                r#type: 7,
+                r#type: ATTRIBUTE_INTS,
                 ints: vec![1, 0],
                 ..Default::default()
             }],
             ..Default::default()
         });
     }
-    graph.initializer.extend(added);
-    // Shapes recorded for intermediate tensors describe the old layout.
-    graph.value_info.clear();
-    let input = graph.input.iter_mut().find(|i| !constants.contains_key(&i.name)).expect("one input");
-    if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut())
-        && let Some(shape) = t.shape.as_mut()
-        && shape.dim.len() == 2
-    {
-        shape.dim.swap(0, 1);
-    } else {
-        return false;
-    }
-    proto.graph = Some(graph);
-    true
 }
 
 #[cfg(test)]

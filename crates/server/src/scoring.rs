@@ -405,11 +405,11 @@ async fn segments_of(
     let outcome =
         state.score(Job { model: model.clone(), values, rows: scored.len(), compare: vec![], deadline }).await?;
     let distances = &outcome.scores.outputs[0];
+    let specs = model.manifest().segmentation.as_ref().map_or(&[][..], |s| &s.segments[..]);
     let described: Vec<(String, String)> = (0..distances.width)
-        .map(|i| {
-            let d = &model.manifest().segmentation["segments"][i];
-            let name = d["name"].as_str().map_or_else(|| format!("segment_{i}"), str::to_owned);
-            (name, d["description"].as_str().unwrap_or_default().to_owned())
+        .map(|i| match specs.get(i) {
+            Some(s) => (s.name.clone(), s.description.clone()),
+            None => (format!("segment_{i}"), String::new()),
         })
         .collect();
     let segments = (0..scored.len())

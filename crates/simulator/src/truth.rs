@@ -73,7 +73,10 @@ pub fn tag_probabilities(world: &World, user: &UserTraits) -> [f64; Tag::ALL.len
         .map(|p| (1.0 - not_on[p]) * (0..N_PLATFORMS).filter(|q| *q != p).map(|q| not_on[q]).product::<f64>())
         .sum();
     let night_share: f64 = NIGHT_HOURS.iter().map(|h| user.hour_weights[*h as usize]).sum();
-    let loyal_none: f64 = per_host.values().map(|r| 1.0 - poisson_at_least(*r, LOYAL_FAN_VISITS)).product();
+    // In host order: a product in a hash map's order changes its last bits from run to run.
+    let mut hosts: Vec<_> = per_host.iter().collect();
+    hosts.sort_unstable_by_key(|(host, _)| **host);
+    let loyal_none: f64 = hosts.iter().map(|(_, r)| 1.0 - poisson_at_least(**r, LOYAL_FAN_VISITS)).product();
 
     Tag::ALL.map(|tag| match tag {
         Tag::PriceSensitive => 1.0 - (-all_orders * user.coupon_rate()).exp(),

@@ -3,7 +3,7 @@
 
 use crate::experiment::UserEffect;
 use crate::users::{UserTraits, pick_index};
-use crate::world::{Host, MEDIAN_PRICE, PRICE_SIGMA, World};
+use crate::world::{Host, MEDIAN_PRICE, PRICE_SIGMA, PlatformProfile, World};
 use liveprofile_events::{DAY_MS, EventKind, HOUR_MS};
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal, Poisson};
@@ -156,15 +156,10 @@ fn simulate_visit(
         p_order = effect.order_probability(at.p, at.c, at.t0, p_order);
     }
     let ordered = rng.random::<f64>() < p_order;
-    let noise = LogNormal::new(-0.32, 0.8).expect("valid").sample(rng);
-    let buyer = if ordered { BUYER_WATCH_FACTOR } else { 1.0 };
-    let watch_s =
-        (profile.watch_mean_s[at.c] * user.watch_factor * host.watch_factor * noise * buyer).clamp(5.0, 4.0 * 3600.0);
+    let watch_s = watch_seconds(rng, profile, user, host, at.c, ordered);
     let watch_ms = (watch_s * 1000.0).round() as i64;
-    let t0 = at.t0;
-    let end = t0 + watch_ms;
     let base = SimEvent {
-        ts_ms: t0,
+        ts_ms: at.t0,
         kind: EventKind::Enter,
         platform: at.p as u8,
         category: at.c as u8,
@@ -175,42 +170,99 @@ fn simulate_visit(
         coupon: false,
     };
     out.push(base);
-    let within = |rng: &mut Pcg64Mcg, from: i64, to: i64| rng.random_range(from + 1..to.max(from + 2));
-    let minutes = watch_s / 60.0;
+    let visit = Visit { base, profile, start: at.t0, end: at.t0 + watch_ms, minutes: watch_s / 60.0 };
+    visit.interactions(rng, user, host, &at, out);
+    if ordered {
+        visit.views_then_order(rng, user, at.c, out);
+    } else {
+        visit.views(rng, at.c, out);
+    }
+    out.push(SimEvent { ts_ms: visit.end, kind: EventKind::Leave, value: watch_ms as f64 / 1000.0, ..base });
+}
 
-    let social = user.sociability * host.interaction_factor;
-    for (kind, per_minute) in [(EventKind::Like, 0.8), (EventKind::Comment, 0.12)] {
-        let n = Poisson::new(per_minute * minutes * social + 1e-9).expect("positive").sample(rng) as u32;
-        for _ in 0..n {
-            out.push(SimEvent { ts_ms: within(rng, t0, end), kind, ..base });
+/// Seconds watched: the platform's mean for the category, scaled by the user, the host, a
+/// log-normal draw and (for a buyer) the buyer factor, between 5 s and 4 h.
+fn watch_seconds(
+    rng: &mut Pcg64Mcg,
+    profile: &PlatformProfile,
+    user: &UserTraits,
+    host: &Host,
+    c: usize,
+    ordered: bool,
+) -> f64 {
+    let noise = LogNormal::new(-0.32, 0.8).expect("valid").sample(rng);
+    let buyer = if ordered { BUYER_WATCH_FACTOR } else { 1.0 };
+    (profile.watch_mean_s[c] * user.watch_factor * host.watch_factor * noise * buyer).clamp(5.0, 4.0 * 3600.0)
+}
+
+/// A time strictly after `from` and before `to` (or `from + 1` when there is no room).
+fn within(rng: &mut Pcg64Mcg, from: i64, to: i64) -> i64 {
+    rng.random_range(from + 1..to.max(from + 2))
+}
+
+/// One room visit being simulated: its enter event (the template of the others), its
+/// platform, and when it starts and ends.
+struct Visit<'a> {
+    base: SimEvent,
+    profile: &'a PlatformProfile,
+    start: i64,
+    end: i64,
+    minutes: f64,
+}
+
+impl Visit<'_> {
+    /// Likes and comments (Poisson per minute, scaled by sociability and the host), a
+    /// share, a follow of a host not yet followed, a gift.
+    fn interactions(
+        &self,
+        rng: &mut Pcg64Mcg,
+        user: &UserTraits,
+        host: &Host,
+        at: &VisitPlace,
+        out: &mut Vec<SimEvent>,
+    ) {
+        let (base, t0, end) = (self.base, self.start, self.end);
+        let social = user.sociability * host.interaction_factor;
+        for (kind, per_minute) in [(EventKind::Like, 0.8), (EventKind::Comment, 0.12)] {
+            let n = Poisson::new(per_minute * self.minutes * social + 1e-9).expect("positive").sample(rng) as u32;
+            for _ in 0..n {
+                out.push(SimEvent { ts_ms: within(rng, t0, end), kind, ..base });
+            }
+        }
+        if rng.random::<f64>() < 0.02 * host.interaction_factor {
+            out.push(SimEvent { ts_ms: within(rng, t0, end), kind: EventKind::Share, ..base });
+        }
+        if user.followed[at.p][at.c] != Some(at.host_idx) && rng.random::<f64>() < 0.03 * host.interaction_factor {
+            out.push(SimEvent { ts_ms: within(rng, t0, end), kind: EventKind::Follow, ..base });
+        }
+        if rng.random::<f64>() < gift_probability(user, host) {
+            let amount = LogNormal::new(10f64.ln(), 1.0).expect("valid").sample(rng);
+            out.push(SimEvent {
+                ts_ms: within(rng, t0, end),
+                kind: EventKind::Gift,
+                value: round_cents(amount.max(0.1)),
+                ..base
+            });
         }
     }
-    if rng.random::<f64>() < 0.02 * host.interaction_factor {
-        out.push(SimEvent { ts_ms: within(rng, t0, end), kind: EventKind::Share, ..base });
-    }
-    if user.followed[at.p][at.c] != Some(at.host_idx) && rng.random::<f64>() < 0.03 * host.interaction_factor {
-        out.push(SimEvent { ts_ms: within(rng, t0, end), kind: EventKind::Follow, ..base });
-    }
-    if rng.random::<f64>() < gift_probability(user, host) {
-        let amount = LogNormal::new(10f64.ln(), 1.0).expect("valid").sample(rng);
-        out.push(SimEvent {
-            ts_ms: within(rng, t0, end),
-            kind: EventKind::Gift,
-            value: round_cents(amount.max(0.1)),
-            ..base
-        });
+
+    /// An item viewed at `ts` (offered with a coupon at the platform's rate).
+    fn view(&self, rng: &mut Pcg64Mcg, ts: i64, item: u32, price: f64) -> SimEvent {
+        SimEvent {
+            ts_ms: ts,
+            kind: EventKind::ViewItem,
+            item,
+            value: price,
+            coupon: rng.random::<f64>() < self.profile.coupon_offer_rate,
+            ..self.base
+        }
     }
 
-    let view = |rng: &mut Pcg64Mcg, ts: i64, item: u32, price: f64| SimEvent {
-        ts_ms: ts,
-        kind: EventKind::ViewItem,
-        item,
-        value: price,
-        coupon: rng.random::<f64>() < profile.coupon_offer_rate,
-        ..base
-    };
-    if ordered {
-        // Buyers look at a few items, the last of which they order; impulsive users early.
+    /// A buyer looks at a few items, the last of which they order (impulsive users early),
+    /// usually through the cart.
+    fn views_then_order(&self, rng: &mut Pcg64Mcg, user: &UserTraits, c: usize, out: &mut Vec<SimEvent>) {
+        let (base, t0) = (self.base, self.start);
+        let watch_ms = self.end - t0;
         let frac = 0.15 + 0.8 * rng.random::<f64>().powf(1.0 + 2.0 * user.impulsiveness);
         let t_order = t0 + 2 + ((watch_ms - 4) as f64 * frac) as i64;
         let n_views = 1 + Poisson::new(1.2).expect("valid").sample(rng) as u32;
@@ -219,13 +271,13 @@ fn simulate_visit(
             let item = rng.random_range(0..CATALOGUE_SIZE);
             let ts = within(rng, t0, t_order - 1);
             last_view = last_view.max(ts);
-            out.push(view(rng, ts, item, item_price(at.c, item)));
+            out.push(self.view(rng, ts, item, item_price(c, item)));
         }
         let item = rng.random_range(0..CATALOGUE_SIZE);
         let price =
-            round_cents(LogNormal::new(user.order_price_mu(at.c), PRICE_SIGMA).expect("valid").sample(rng).max(1.0));
+            round_cents(LogNormal::new(user.order_price_mu(c), PRICE_SIGMA).expect("valid").sample(rng).max(1.0));
         let ts_view = within(rng, last_view.min(t_order - 2), t_order - 1);
-        out.push(view(rng, ts_view, item, price));
+        out.push(self.view(rng, ts_view, item, price));
         if rng.random::<f64>() < 0.7 {
             let ts_cart = within(rng, ts_view, t_order);
             out.push(SimEvent {
@@ -244,13 +296,18 @@ fn simulate_visit(
             coupon: rng.random::<f64>() < user.coupon_rate(),
             ..base
         });
-    } else {
-        let n_views = Poisson::new(0.15 + 0.25 * minutes).expect("valid").sample(rng) as u32;
+    }
+
+    /// A visitor who does not buy views a few items (more the longer they stay), some into
+    /// the cart or the favourites.
+    fn views(&self, rng: &mut Pcg64Mcg, c: usize, out: &mut Vec<SimEvent>) {
+        let (base, t0, end) = (self.base, self.start, self.end);
+        let n_views = Poisson::new(0.15 + 0.25 * self.minutes).expect("valid").sample(rng) as u32;
         for _ in 0..n_views {
             let item = rng.random_range(0..CATALOGUE_SIZE);
-            let price = item_price(at.c, item);
+            let price = item_price(c, item);
             let ts = within(rng, t0, end);
-            out.push(view(rng, ts, item, price));
+            out.push(self.view(rng, ts, item, price));
             let r = rng.random::<f64>();
             if r < 0.08 {
                 out.push(SimEvent {
@@ -265,5 +322,4 @@ fn simulate_visit(
             }
         }
     }
-    out.push(SimEvent { ts_ms: end, kind: EventKind::Leave, value: watch_ms as f64 / 1000.0, ..base });
 }

@@ -23,9 +23,14 @@ pub struct LoadArgs {
     /// Rows (users or candidates) per request.
     #[arg(long, default_value_t = loadgen::DEFAULT_BATCH)]
     pub batch: usize,
-    /// Concurrent callers.
+    /// Concurrent callers; with --rate, the cap on requests in flight.
     #[arg(long, default_value_t = loadgen::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Open loop: requests per second, due on a fixed schedule whatever the answers do,
+    /// latency measured from the time each was due (no coordinated omission)
+    /// [default: closed loop].
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// HTTP/2 connections shared by the callers.
     #[arg(long, default_value_t = loadgen::DEFAULT_CONNECTIONS)]
     pub connections: usize,
@@ -67,6 +72,7 @@ impl From<LoadArgs> for LoadConfig {
             platform: a.platform,
             category: a.category,
             users: a.users,
+            rate: a.rate,
         }
     }
 }
@@ -132,12 +138,16 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let runtime = super::tokio_runtime()?;
     let report = runtime.block_on(loadgen::run(args.into()))?;
     outln!(
-        "{} {:?} {} batch {} x{}: {:.0} req/s, {:.0} rows/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us, {} errors{}",
+        "{} {:?} {} batch {} x{}{}: {:.0} req/s, {:.0} rows/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us, {} errors{}",
         report.label,
         report.protocol,
         report.model,
         report.batch,
         report.concurrency,
+        report
+            .rate
+            .map(|r| format!(" open loop at {r:.0} req/s ({} sent behind schedule)", report.behind_schedule))
+            .unwrap_or_default(),
         report.requests_per_s,
         report.rows_per_s,
         report.p50_us,

@@ -90,3 +90,21 @@ fn segment_package_on_the_tags_models_output_and_in_long_batches() {
         batched.outputs[0].values.iter().zip(&symbolic.outputs[0].values).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same);
 }
+
+#[test]
+fn a_segment_package_must_describe_every_distance_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = liveprofile_testkit::publish_copy(
+        &bundled_models().join("user_segments/1"),
+        dir.path(),
+        "user_segments",
+        1,
+        |d| crate::fixtures::edit_manifest(d, |m| m["segmentation"]["segments"].as_array_mut().unwrap().truncate(1)),
+    );
+    let err = load_package(&copy).unwrap_err().to_string();
+    assert!(err.contains("distance columns but the manifest describes 1 segments"), "{err}");
+    let named = load_package(&bundled_models().join("user_segments/1")).unwrap();
+    let segments = &named.manifest().segmentation.as_ref().unwrap().segments;
+    assert_eq!(segments[0].name, "segment_0");
+    assert!(segments[0].details.contains_key("centroid"), "the rest is kept as given");
+}

@@ -2,9 +2,10 @@
 //! load and unload.
 
 use crate::common::*;
-use liveprofile_client::v1;
+use liveprofile_client::v1::{self, model_admin_client::ModelAdminClient, scoring_client::ScoringClient};
 use std::time::Duration;
 use tonic::Code;
+use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_need_the_bearer_token() {
@@ -40,15 +41,15 @@ async fn admin_calls_need_the_bearer_token() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canary_shadow_rollback_bundles_load_and_unload() {
+/// A server on user_tags and conversion whose user_tags version 2, published by rename
+/// while it runs, has become stable without a restart.
+async fn with_version_2()
+-> (tempfile::TempDir, liveprofile_server::RunningServer, ModelAdminClient<Channel>, ScoringClient<Channel>, Golden) {
     let repo = repository(&["user_tags", "conversion"]);
     let server = start(config(repo.path())).await;
-    let mut client = admin(&server).await;
-    let mut scorer = scoring(&server).await;
+    let client = admin(&server).await;
+    let scorer = scoring(&server).await;
     let g = golden("user_tags");
-
-    // A new version published by rename becomes stable without a restart.
     publish(repo.path(), "user_tags", 2);
     liveprofile_testkit::eventually_async("version 2 to become stable", Duration::from_secs(10), || {
         let (mut scorer, request) = (scorer.clone(), g.tags_request(1));
@@ -58,14 +59,18 @@ async fn canary_shadow_rollback_bundles_load_and_unload() {
         }
     })
     .await;
+    (repo, server, client, scorer, g)
+}
 
-    // Canary: half of the users on version 1, shadow... the other arm compared off-path.
+fn policy_request(policy: v1::TrafficPolicy) -> tonic::Request<v1::SetTrafficPolicyRequest> {
+    authorized(v1::SetTrafficPolicyRequest { name: "user_tags".into(), policy: Some(policy) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_takes_its_share_of_users_and_each_user_keeps_their_arm() {
+    let (_repo, server, mut client, mut scorer, g) = with_version_2().await;
     let policy = v1::TrafficPolicy { stable: 2, canary_version: Some(1), canary_percent: 50.0, shadow_version: None };
-    let set = client
-        .set_traffic_policy(authorized(v1::SetTrafficPolicyRequest { name: "user_tags".into(), policy: Some(policy) }))
-        .await
-        .unwrap()
-        .into_inner();
+    let set = client.set_traffic_policy(policy_request(policy)).await.unwrap().into_inner();
     assert_eq!(set.policy.unwrap().canary_version, Some(1));
     let answer = scorer.score_tags(g.tags_request(200)).await.unwrap().into_inner();
     let canary = answer.users.iter().filter(|u| u.model.as_ref().unwrap().arm == v1::Arm::Canary as i32).count();
@@ -75,62 +80,61 @@ async fn canary_shadow_rollback_bundles_load_and_unload() {
         let expected = if m.arm == v1::Arm::Canary as i32 { 1 } else { 2 };
         assert_eq!(m.version, expected);
     }
-    // The same user always gets the same arm.
     let again = scorer.score_tags(g.tags_request(200)).await.unwrap().into_inner();
     for (a, b) in answer.users.iter().zip(&again.users) {
         assert_eq!(a.model.as_ref().unwrap().arm, b.model.as_ref().unwrap().arm);
     }
-    // Shadow: version 1 scored off the request path for every stable answer.
-    let policy = v1::TrafficPolicy { stable: 2, canary_version: None, canary_percent: 0.0, shadow_version: Some(1) };
-    client
-        .set_traffic_policy(authorized(v1::SetTrafficPolicyRequest { name: "user_tags".into(), policy: Some(policy) }))
-        .await
-        .unwrap();
-    scorer.score_tags(g.tags_request(50)).await.unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let d = client.get_divergence(authorized(v1::GetDivergenceRequest {})).await.unwrap().into_inner();
-        let shadow = d.divergences.iter().find(|d| d.model == "user_tags" && d.answered_version == 2);
-        // Same weights in both versions: the comparison must find no difference.
-        if let Some(s) = shadow.filter(|s| s.rows >= 50) {
-            assert_eq!(s.compared_version, 1);
-            assert_eq!(s.max_abs_diff, 0.0);
-            break;
-        }
-        assert!(std::time::Instant::now() < until, "no shadow comparisons: {d:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let text = metrics(&server).await;
-    assert!(
-        sample(&text, "liveprofile_divergence_rows", &["answered_version=\"2\"", "compared_version=\"1\""]).unwrap()
-            >= 50.0
-    );
+    server.shutdown().await.unwrap();
+}
 
-    // Bad policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_version_is_compared_off_the_request_path() {
+    let (_repo, server, mut client, mut scorer, g) = with_version_2().await;
+    let policy = v1::TrafficPolicy { stable: 2, canary_version: None, canary_percent: 0.0, shadow_version: Some(1) };
+    client.set_traffic_policy(policy_request(policy)).await.unwrap();
+    scorer.score_tags(g.tags_request(50)).await.unwrap();
+    liveprofile_testkit::eventually_async("50 shadow comparisons", Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move {
+            let d = client.get_divergence(authorized(v1::GetDivergenceRequest {})).await.unwrap().into_inner();
+            let shadow = d.divergences.iter().find(|d| d.model == "user_tags" && d.answered_version == 2);
+            shadow.is_some_and(|s| s.rows >= 50)
+        }
+    })
+    .await;
+    let d = client.get_divergence(authorized(v1::GetDivergenceRequest {})).await.unwrap().into_inner();
+    let shadow = d.divergences.iter().find(|d| d.model == "user_tags" && d.answered_version == 2).unwrap();
+    // Same weights in both versions: the comparison must find no difference.
+    assert_eq!((shadow.compared_version, shadow.max_abs_diff), (1, 0.0));
+    let text = metrics(&server).await;
+    let rows = sample(&text, "liveprofile_divergence_rows", &["answered_version=\"2\"", "compared_version=\"1\""]);
+    assert!(rows.unwrap() >= 50.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_traffic_policies_are_refused_with_their_codes() {
+    let (_repo, server, mut client, _scorer, _g) = with_version_2().await;
     let bad = v1::TrafficPolicy { stable: 2, canary_version: Some(1), canary_percent: 120.0, shadow_version: None };
-    let s = client
-        .set_traffic_policy(authorized(v1::SetTrafficPolicyRequest { name: "user_tags".into(), policy: Some(bad) }))
-        .await
-        .unwrap_err();
+    let s = client.set_traffic_policy(policy_request(bad)).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
     let bad = v1::TrafficPolicy { stable: 7, ..Default::default() };
-    let s = client
-        .set_traffic_policy(authorized(v1::SetTrafficPolicyRequest { name: "user_tags".into(), policy: Some(bad) }))
-        .await
-        .unwrap_err();
+    let s = client.set_traffic_policy(policy_request(bad)).await.unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
+    server.shutdown().await.unwrap();
+}
 
-    // Unload: refused while an arm uses the version, then allowed; load brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_in_use_is_not_unloaded_and_an_unloaded_one_stays_out_until_loaded() {
+    let (_repo, server, mut client, mut scorer, g) = with_version_2().await;
+    let canary = v1::TrafficPolicy { stable: 2, canary_version: Some(1), canary_percent: 50.0, shadow_version: None };
+    client.set_traffic_policy(policy_request(canary)).await.unwrap();
     let s = client
         .unload_model(authorized(v1::UnloadModelRequest { name: "user_tags".into(), version: 1 }))
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
-    let policy = v1::TrafficPolicy { stable: 2, ..Default::default() };
-    client
-        .set_traffic_policy(authorized(v1::SetTrafficPolicyRequest { name: "user_tags".into(), policy: Some(policy) }))
-        .await
-        .unwrap();
+    client.set_traffic_policy(policy_request(v1::TrafficPolicy { stable: 2, ..Default::default() })).await.unwrap();
     client.unload_model(authorized(v1::UnloadModelRequest { name: "user_tags".into(), version: 1 })).await.unwrap();
     let mut pinned = g.tags_request(1);
     pinned.version = Some(1);
@@ -146,8 +150,12 @@ async fn canary_shadow_rollback_bundles_load_and_unload() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
+    server.shutdown().await.unwrap();
+}
 
-    // Rollback to the previous stable version, then a bundle pinned and rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_and_a_pinned_bundle_restore_in_one_call() {
+    let (_repo, server, mut client, mut scorer, g) = with_version_2().await;
     let back =
         client.rollback(authorized(v1::RollbackRequest { name: "user_tags".into() })).await.unwrap().into_inner();
     assert_eq!(back.stable, 1);

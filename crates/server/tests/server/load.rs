@@ -309,3 +309,30 @@ async fn tls_serves_clients_that_trust_the_certificate_and_only_them() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// The load generator's open loop sends on its schedule, not as fast as answers come, and
+/// counts every answer in the window; the closed loop keeps its callers busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_loop_load_generator_keeps_to_its_rate() {
+    use liveprofile_bench::loadgen::{LoadConfig, run};
+    let repo = repository(&["user_tags"]);
+    let server = start(config(repo.path())).await;
+    let base = LoadConfig {
+        target: server.grpc_addr.to_string(),
+        package: Some(bundled_models().join("user_tags/1")),
+        seconds: 2.0,
+        warmup: 0.5,
+        concurrency: 4,
+        ..LoadConfig::default()
+    };
+    let open = run(LoadConfig { rate: Some(100.0), ..base.clone() }).await.unwrap();
+    assert_eq!((open.errors, open.first_error.as_deref()), (0, None));
+    // 100 requests per second over 2 s, less the few due at the very end still in flight.
+    assert!((190..=201).contains(&open.requests), "{open:?}");
+    assert!(open.p50_us > 0.0 && open.p99_us >= open.p50_us, "{open:?}");
+    assert_eq!(open.rate, Some(100.0));
+    let closed = run(base).await.unwrap();
+    assert_eq!(closed.errors, 0, "{closed:?}");
+    assert!(closed.requests > open.requests, "{closed:?} vs {open:?}");
+    server.shutdown().await.unwrap();
+}

@@ -13,41 +13,59 @@ use crate::{log, snapshot};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreError> {
-    let dir = options.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-    let folder_lock = lock_folder(&dir)?;
-    let started = Instant::now();
-    let mut shards: Vec<Shard> = (0..options.shards.max(1)).map(|_| Shard::default()).collect();
-    let mut hosts = Hosts::default();
-    let mut identities = Identities::default();
-    let mut book = ExperimentBook::default();
-    let mut event_ids = EventIds::default();
-    let mut snapshot_seq = 0;
-    if let Some(parts) = snapshot::load_newest(&dir)? {
-        snapshot_seq = parts.seq;
-        hosts = parts.hosts;
-        identities = parts.identities;
-        book = parts.experiments;
-        event_ids = parts.event_ids;
-        if parts.shards.len() != shards.len() {
-            // Each shard's sequence number is only valid for its own users: keep the
-            // snapshot's sharding.
-            tracing::info!(snapshot = parts.shards.len(), asked = shards.len(), "keeping the snapshot's shard count");
+/// What recovery builds before the store exists: the newest snapshot's parts, then the log
+/// records after them applied.
+struct Recovering {
+    shards: Vec<Shard>,
+    hosts: Hosts,
+    identities: Identities,
+    book: ExperimentBook,
+    event_ids: EventIds,
+    snapshot_seq: u64,
+    /// Log records read after the snapshot.
+    replayed: u64,
+}
+
+impl Recovering {
+    /// Starts from the newest snapshot in `dir` (keeping its shard count), or empty.
+    fn from_snapshot(options: &StoreOptions) -> Result<Recovering, StoreError> {
+        let mut r = Recovering {
+            shards: (0..options.shards.max(1)).map(|_| Shard::default()).collect(),
+            hosts: Hosts::default(),
+            identities: Identities::default(),
+            book: ExperimentBook::default(),
+            event_ids: EventIds::default(),
+            snapshot_seq: 0,
+            replayed: 0,
+        };
+        if let Some(parts) = snapshot::load_newest(&options.dir)? {
+            if parts.shards.len() != r.shards.len() {
+                // Each shard's sequence number is only valid for its own users: keep the
+                // snapshot's sharding.
+                tracing::info!(
+                    snapshot = parts.shards.len(),
+                    asked = r.shards.len(),
+                    "keeping the snapshot's shard count"
+                );
+            }
+            r = Recovering {
+                shards: parts.shards,
+                hosts: parts.hosts,
+                identities: parts.identities,
+                book: parts.experiments,
+                event_ids: parts.event_ids,
+                snapshot_seq: parts.seq,
+                replayed: 0,
+            };
         }
-        shards = parts.shards;
+        r.event_ids.set_limits(options.dedup_horizon_ms(), options.dedup_max_ids);
+        Ok(r)
     }
-    event_ids.set_limits(options.dedup_horizon_ms(), options.dedup_max_ids);
-    let shard_count = shards.len();
-    let mut recovered = 0u64;
-    // A snapshot is taken while events keep arriving: each part knows the last record it
-    // holds, and a record is applied to the parts that do not hold it yet. Every logged
-    // event was accepted when it was logged: it is applied as it is.
-    let found = log::recover(&dir, snapshot_seq, &mut |seq, payload| {
-        let record: Record = postcard::from_bytes(payload).map_err(|e| StoreError::Corrupt {
-            path: dir.display().to_string(),
-            reason: format!("log record {seq} does not decode: {e}"),
-        })?;
+
+    /// Applies log record `seq` to the parts that do not hold it yet: a snapshot is taken
+    /// while events keep arriving, so each part knows the last record it holds. Every
+    /// logged event was accepted when it was logged: it is applied as it is.
+    fn apply(&mut self, seq: u64, record: Record) {
         match record {
             Record::Event(e) if e.validate().is_err() => {
                 // Every event was checked before it was logged: one that breaks the contract
@@ -57,18 +75,19 @@ pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreErro
                 tracing::error!(seq, error = %why, "a logged event breaks the event contract; skipped");
             }
             Record::Event(e) => {
-                if seq > hosts.seq {
-                    hosts.book.observe(&e);
-                    hosts.seq = seq;
+                if seq > self.hosts.seq {
+                    self.hosts.book.observe(&e);
+                    self.hosts.seq = seq;
                 }
-                if seq > book.seq {
-                    book.observe(&e, seq);
+                if seq > self.book.seq {
+                    self.book.observe(&e, seq);
                 }
-                if seq > event_ids.seq {
-                    event_ids.insert(IdKey::of(&e.event_id), e.ts_ms);
-                    event_ids.seq = seq;
+                if seq > self.event_ids.seq {
+                    self.event_ids.insert(IdKey::of(&e.event_id), e.ts_ms);
+                    self.event_ids.seq = seq;
                 }
-                let shard = &mut shards[shard_of(&e.user_id, shard_count)];
+                let shard_count = self.shards.len();
+                let shard = &mut self.shards[shard_of(&e.user_id, shard_count)];
                 if seq > shard.seq
                     && let Err(why) = apply_event(shard, &e, seq)
                 {
@@ -76,28 +95,60 @@ pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreErro
                 }
             }
             Record::ExperimentStarted(x) => {
-                if seq > book.seq {
-                    book.start(x, seq);
+                if seq > self.book.seq {
+                    self.book.start(x, seq);
                 }
             }
             Record::ExperimentStopped { name, ts_ms } => {
-                if seq > book.seq {
-                    book.stop(&name, ts_ms, seq);
+                if seq > self.book.seq {
+                    self.book.stop(&name, ts_ms, seq);
                 }
             }
             Record::Exposures(xs) => {
-                if seq > book.seq {
-                    book.expose(&xs, seq);
+                if seq > self.book.seq {
+                    self.book.expose(&xs, seq);
                 }
             }
             Record::Identities(links) => {
-                if seq > identities.seq {
-                    links.into_iter().for_each(|l| identities.table.upsert(l));
-                    identities.seq = seq;
+                if seq > self.identities.seq {
+                    links.into_iter().for_each(|l| self.identities.table.upsert(l));
+                    self.identities.seq = seq;
                 }
             }
         }
-        recovered += 1;
+        self.replayed += 1;
+    }
+
+    /// Writes what was recovered as a snapshot at `seq` (before damaged files are moved
+    /// aside, so that the records read from them are kept).
+    fn write_snapshot(&mut self, dir: &std::path::Path, seq: u64) -> Result<(), StoreError> {
+        let chunks = snapshot::serialize(
+            seq,
+            self.shards.iter(),
+            || &self.hosts,
+            || &self.identities,
+            || &self.book,
+            || &self.event_ids,
+        );
+        snapshot::write(dir, seq, &chunks)?;
+        snapshot::remove_older(dir, seq)?;
+        self.snapshot_seq = seq;
+        Ok(())
+    }
+}
+
+pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreError> {
+    let dir = options.dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+    let folder_lock = lock_folder(&dir)?;
+    let started = Instant::now();
+    let mut r = Recovering::from_snapshot(&options)?;
+    let found = log::recover(&dir, r.snapshot_seq, &mut |seq, payload| {
+        let record: Record = postcard::from_bytes(payload).map_err(|e| StoreError::Corrupt {
+            path: dir.display().to_string(),
+            reason: format!("log record {seq} does not decode: {e}"),
+        })?;
+        r.apply(seq, record);
         Ok(())
     })?;
     if !options.accept_log_damage
@@ -105,15 +156,9 @@ pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreErro
     {
         return Err(refusal);
     }
-    // When damage is accepted, what was recovered becomes a snapshot before the damaged
-    // files are moved aside, so that the records read from them are kept.
-    let (writer, log_damage) = found.finish(&dir, options.durability, options.segment_bytes, |seq| {
-        let chunks = snapshot::serialize(seq, shards.iter(), || &hosts, || &identities, || &book, || &event_ids);
-        snapshot::write(&dir, seq, &chunks)?;
-        snapshot::remove_older(&dir, seq)?;
-        snapshot_seq = seq;
-        Ok(())
-    })?;
+    let (writer, log_damage) =
+        found.finish(&dir, options.durability, options.segment_bytes, |seq| r.write_snapshot(&dir, seq))?;
+    let Recovering { shards, hosts, identities, book, event_ids, snapshot_seq, replayed: recovered } = r;
     let running = RwLock::new(Arc::new(book.experiments.values().map(ExperimentStatus::of).collect()));
     let exposed = RwLock::new(
         book.experiments
