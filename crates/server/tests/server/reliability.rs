@@ -142,9 +142,15 @@ async fn unknown_model_names_neither_grow_the_metrics_nor_come_back_whole() {
     server.shutdown().await.unwrap();
 }
 
-/// Sends requests as raw bytes (so that one can be undecodable), reads answers as protobuf.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawRequests;
+/// Sends requests as raw bytes (so that one can be undecodable), reads answers as the
+/// protobuf message `A`.
+struct RawRequests<A>(std::marker::PhantomData<A>);
+
+impl<A> RawRequests<A> {
+    fn new() -> Self {
+        RawRequests(std::marker::PhantomData)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RawEncoder;
@@ -160,11 +166,11 @@ impl tonic::codec::Encoder for RawEncoder {
     }
 }
 
-impl tonic::codec::Codec for RawRequests {
+impl<A: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawRequests<A> {
     type Encode = Vec<u8>;
-    type Decode = v1::ScoreStreamResponse;
+    type Decode = A;
     type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<v1::ScoreStreamResponse>;
+    type Decoder = tonic_prost::ProstDecoder<A>;
 
     fn encoder(&mut self) -> RawEncoder {
         RawEncoder
@@ -194,8 +200,11 @@ async fn an_undecodable_stream_request_ends_the_stream_with_invalid_argument_aft
     let mut grpc = tonic::client::Grpc::new(channel(&server).await);
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/liveprofile.v1.Scoring/ScoreStream");
-    let mut answers =
-        grpc.streaming(tonic::Request::new(tokio_stream::iter(frames)), path, RawRequests).await.unwrap().into_inner();
+    let mut answers = grpc
+        .streaming(tonic::Request::new(tokio_stream::iter(frames)), path, RawRequests::<v1::ScoreStreamResponse>::new())
+        .await
+        .unwrap()
+        .into_inner();
     for id in ["a", "b"] {
         let answer = answers.message().await.unwrap().expect("an answer");
         assert_eq!(answer.request_id, id);
@@ -210,24 +219,6 @@ async fn an_undecodable_stream_request_ends_the_stream_with_invalid_argument_aft
     server.shutdown().await.unwrap();
 }
 
-/// Raw bytes as a unary ScoreTags request; the answer decoded as usual.
-struct RawTags;
-
-impl tonic::codec::Codec for RawTags {
-    type Encode = Vec<u8>;
-    type Decode = v1::ScoreTagsResponse;
-    type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<v1::ScoreTagsResponse>;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_unary_request_is_invalid_argument() {
     let repo = repository(&["user_tags"]);
@@ -238,7 +229,10 @@ async fn an_undecodable_unary_request_is_invalid_argument() {
         [vec![0x0a, 0x05, 0x01], vec![0xff; 12], vec![0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80]]
     {
         grpc.ready().await.unwrap();
-        let status = grpc.unary(tonic::Request::new(bytes.clone()), path.clone(), RawTags).await.unwrap_err();
+        let status = grpc
+            .unary(tonic::Request::new(bytes.clone()), path.clone(), RawRequests::<v1::ScoreTagsResponse>::new())
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{bytes:?}: {status:?}");
         assert!(status.message().starts_with(liveprofile_server::limits::UNDECODABLE), "{}", status.message());
     }
