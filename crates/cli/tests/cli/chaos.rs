@@ -404,19 +404,7 @@ async fn acknowledged_events_and_exposures_survive_kills_full_disks_broker_resta
                 let mut client = ScoringClient::new(ch);
                 while !over.load(Ordering::Relaxed) {
                     n += 1;
-                    let candidates = (0..10)
-                        .map(|k| v1::ConversionCandidate {
-                            user_id: format!("s{c}-{n}-{k}"),
-                            room_id: "room".into(),
-                            platform: "douyin".into(),
-                            category: "apparel".into(),
-                            features: Some(v1::Features {
-                                values: Some(v1::features::Values::Dense(v1::DenseFeatures {
-                                    values: rows[k % rows.len()].clone(),
-                                })),
-                            }),
-                        })
-                        .collect();
+                    let candidates = crate::douyin_apparel_candidates(&format!("s{c}-{n}"), &rows);
                     let request = v1::ScoreConversionRequest {
                         schema_hash: schema_hash.clone(),
                         candidates,

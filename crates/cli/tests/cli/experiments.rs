@@ -86,19 +86,7 @@ async fn every_exposure_of_an_answered_request_survives_kill_9() {
         let (rows, schema_hash) = (rows.clone(), schema_hash.clone());
         callers.push(tokio::spawn(async move {
             for n in 0.. {
-                let candidates = (0..10)
-                    .map(|k| v1::ConversionCandidate {
-                        user_id: format!("c{c}-{n}-{k}"),
-                        room_id: "room".into(),
-                        platform: "douyin".into(),
-                        category: "apparel".into(),
-                        features: Some(v1::Features {
-                            values: Some(v1::features::Values::Dense(v1::DenseFeatures {
-                                values: rows[k % rows.len()].clone(),
-                            })),
-                        }),
-                    })
-                    .collect();
+                let candidates = crate::douyin_apparel_candidates(&format!("c{c}-{n}"), &rows);
                 let request =
                     v1::ScoreConversionRequest { schema_hash: schema_hash.clone(), candidates, ..Default::default() };
                 match client.score_conversion(request).await {

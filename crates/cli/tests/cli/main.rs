@@ -138,6 +138,22 @@ async fn every_acknowledged_event_survives_kill_9() {
     child.wait().unwrap();
 }
 
+/// Ten conversion candidates in a Douyin apparel room, users `{prefix}-{k}`, their rows
+/// cycling through `rows`: what the experiment callers send.
+pub(crate) fn douyin_apparel_candidates(prefix: &str, rows: &[Vec<f32>]) -> Vec<v1::ConversionCandidate> {
+    (0..10)
+        .map(|k| v1::ConversionCandidate {
+            user_id: format!("{prefix}-{k}"),
+            room_id: "room".into(),
+            platform: "douyin".into(),
+            category: "apparel".into(),
+            features: Some(v1::Features {
+                values: Some(v1::features::Values::Dense(v1::DenseFeatures { values: rows[k % rows.len()].clone() })),
+            }),
+        })
+        .collect()
+}
+
 pub(crate) fn authorized<T>(message: T) -> tonic::Request<T> {
     liveprofile_client::with_token(message, TOKEN)
 }
