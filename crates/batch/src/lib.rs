@@ -257,11 +257,7 @@ pub fn score_file(
     let source = source::open(input, options.batch_rows, &|n| feature_names.contains(n) || keep.contains(n), &check)?;
     let in_schema = source.schema.clone();
     let plan = ColumnPlan::new(input, &in_schema, model, &options.keep)?;
-    for name in &options.keep {
-        if score_names.contains(name) || name == "model" || name == "model_version" {
-            return Err(BatchError::Usage(format!("kept column {name:?} has the name of an output column")));
-        }
-    }
+    check_kept_names(&options.keep, &score_names)?;
     let out_schema = output_schema(&in_schema, &plan, &score_names);
     let reject_schema = rejects_schema(&in_schema, &plan);
     let model_tag = format!("{}@{}", model.name(), model.version());
@@ -282,7 +278,15 @@ pub fn score_file(
             }
         })
         .map_err(|e| BatchError::io(input, e))?;
-    let job = Job { model, plan: &plan, input, options, score_columns: score_names.len(), out_schema: &out_schema };
+    let job = Job {
+        model,
+        plan: &plan,
+        input,
+        options,
+        score_columns: score_names.len(),
+        out_schema: &out_schema,
+        skip_hint: " (use --on-error skip to write bad rows to a rejects file)",
+    };
     let result = job.score_batches(&batches_rx, &tx, &reject_schema, progress);
     // On an early stop, dropping the receiver ends the reader. A reader that did not end
     // normally must not pass for the end of the input.
@@ -376,6 +380,8 @@ struct Job<'a> {
     /// Number of score columns.
     score_columns: usize,
     out_schema: &'a SchemaRef,
+    /// Appended to a bad row's reason when the job fails on it.
+    skip_hint: &'a str,
 }
 
 impl Job<'_> {
@@ -389,53 +395,109 @@ impl Job<'_> {
         reject_schema: &SchemaRef,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, BatchError> {
-        let (model, plan, options) = (self.model, self.plan, self.options);
         let mut rows_read = 0u64;
         for batch in batches.iter() {
             let batch = batch?;
-            let n = batch.num_rows();
-            let slices: Vec<(usize, RecordBatch)> = (0..n)
-                .step_by(options.chunk_rows)
-                .map(|o| (o, batch.slice(o, options.chunk_rows.min(n - o))))
-                .collect();
-            let parts: Vec<Result<SliceResult, BatchError>> =
-                slices.par_iter().map(|(_, s)| score_slice(model, plan, s, self.score_columns)).collect();
-            let mut good = Vec::with_capacity(n);
-            let mut rejects: Vec<Reject> = Vec::new();
-            let mut columns: Vec<Vec<f32>> = vec![Vec::new(); self.score_columns];
-            for ((offset, _), part) in slices.iter().zip(parts) {
-                let part = part?;
-                good.extend_from_slice(&part.good);
-                rejects.extend(part.rejects.into_iter().map(|r| Reject { row: r.row + offset, ..r }));
-                for (c, col) in part.scores.into_iter().enumerate() {
-                    columns[c].extend(col);
-                }
-            }
-            if let Some(first) = rejects.first()
-                && options.on_error == OnError::Fail
-            {
-                return Err(BatchError::BadRow {
-                    path: self.input.to_path_buf(),
-                    row: rows_read + first.row as u64,
-                    column: first.column.clone(),
-                    reason: format!("{} (use --on-error skip to write bad rows to a rejects file)", first.reason),
-                });
-            }
-            let out = output_batch(&batch, plan, &good, !rejects.is_empty(), columns, self.out_schema, model)?;
+            let (out, rejects) = self.score_one(&batch, rows_read)?;
             if tx.send(Written::Scores(out)).is_err() {
                 break; // the writer failed; its error is reported by the caller
             }
             if !rejects.is_empty() {
-                let r = rejects_batch(&batch, plan, &rejects, rows_read, reject_schema)?;
+                let r = rejects_batch(&batch, self.plan, &rejects, rows_read, reject_schema)?;
                 if tx.send(Written::Rejects(r)).is_err() {
                     break;
                 }
             }
-            rows_read += n as u64;
-            progress(n as u64);
+            rows_read += batch.num_rows() as u64;
+            progress(batch.num_rows() as u64);
         }
         Ok(rows_read)
     }
+
+    /// Scores one batch (slices of `chunk_rows` in parallel) whose first row is row
+    /// `first_row` of the input: the output batch and the rejected rows, or the first bad
+    /// row as the error when the job fails on errors.
+    fn score_one(&self, batch: &RecordBatch, first_row: u64) -> Result<(RecordBatch, Vec<Reject>), BatchError> {
+        let (model, plan, options) = (self.model, self.plan, self.options);
+        let n = batch.num_rows();
+        let slices: Vec<(usize, RecordBatch)> =
+            (0..n).step_by(options.chunk_rows).map(|o| (o, batch.slice(o, options.chunk_rows.min(n - o)))).collect();
+        let parts: Vec<Result<SliceResult, BatchError>> =
+            slices.par_iter().map(|(_, s)| score_slice(model, plan, s, self.score_columns)).collect();
+        let mut good = Vec::with_capacity(n);
+        let mut rejects: Vec<Reject> = Vec::new();
+        let mut columns: Vec<Vec<f32>> = vec![Vec::new(); self.score_columns];
+        for ((offset, _), part) in slices.iter().zip(parts) {
+            let part = part?;
+            good.extend_from_slice(&part.good);
+            rejects.extend(part.rejects.into_iter().map(|r| Reject { row: r.row + offset, ..r }));
+            for (c, col) in part.scores.into_iter().enumerate() {
+                columns[c].extend(col);
+            }
+        }
+        if let Some(first) = rejects.first()
+            && options.on_error == OnError::Fail
+        {
+            return Err(BatchError::BadRow {
+                path: self.input.to_path_buf(),
+                row: first_row + first.row as u64,
+                column: first.column.clone(),
+                reason: format!("{}{}", first.reason, self.skip_hint),
+            });
+        }
+        let out = output_batch(batch, plan, &good, !rejects.is_empty(), columns, self.out_schema, model)?;
+        Ok((out, rejects))
+    }
+}
+
+/// Refuses a kept column named like an output column.
+fn check_kept_names(keep: &[String], score_names: &[String]) -> Result<(), BatchError> {
+    for name in keep {
+        if score_names.contains(name) || name == "model" || name == "model_version" {
+            return Err(BatchError::Usage(format!("kept column {name:?} has the name of an output column")));
+        }
+    }
+    Ok(())
+}
+
+/// Scores a record batch held in memory (an Arrow table handed over from Python, say)
+/// with the columns, checks and bits of [`score_file`]'s output for the same rows: slices
+/// of `chunk_rows` scored in parallel, `keep` columns copied, the first bad row an error
+/// naming its row (counted from `first_row`, the batch's place in its table) and column
+/// (`source` names the data in errors). The output's schema
+/// carries the model's name and version under [`MODEL_METADATA_KEY`].
+pub fn score_batch(
+    model: &LoadedModel,
+    source: &str,
+    batch: &RecordBatch,
+    first_row: u64,
+    keep: &[String],
+    chunk_rows: usize,
+) -> Result<RecordBatch, BatchError> {
+    if chunk_rows == 0 {
+        return Err(BatchError::Usage("the chunk size must be at least 1".into()));
+    }
+    let input = Path::new(source);
+    let plan = ColumnPlan::new(input, &batch.schema(), model, keep)?;
+    let score_names = score_columns(model);
+    check_kept_names(keep, &score_names)?;
+    let metadata = std::collections::HashMap::from([(
+        MODEL_METADATA_KEY.to_owned(),
+        format!("{}@{}", model.name(), model.version()),
+    )]);
+    let out_schema =
+        Arc::new(output_schema(&batch.schema(), &plan, &score_names).as_ref().clone().with_metadata(metadata));
+    let options = ScoreOptions { keep: keep.to_vec(), chunk_rows, ..ScoreOptions::default() };
+    let job = Job {
+        model,
+        plan: &plan,
+        input,
+        options: &options,
+        score_columns: score_names.len(),
+        out_schema: &out_schema,
+        skip_hint: "",
+    };
+    Ok(job.score_one(batch, first_row)?.0)
 }
 
 fn output_schema(input: &Schema, plan: &ColumnPlan, scores: &[String]) -> SchemaRef {

@@ -345,24 +345,7 @@ impl EventReader {
         let file = File::open(path.as_ref()).map_err(|source| EventIoError::Io { path: display.clone(), source })?;
         let builder = guarded(|| ParquetRecordBatchReaderBuilder::try_new(file))
             .map_err(|source| EventIoError::Parquet { path: display.clone(), source })?;
-        let schema = builder.schema().clone();
-        for field in event_schema().fields() {
-            let found = schema.field_with_name(field.name()).map_err(|_| EventIoError::Schema {
-                path: display.clone(),
-                column: field.name().clone(),
-                reason: "missing".into(),
-            })?;
-            let compatible = found.data_type() == field.data_type()
-                || (field.data_type() == &DataType::Utf8
-                    && matches!(found.data_type(), DataType::LargeUtf8 | DataType::Utf8View));
-            if !compatible {
-                return Err(EventIoError::Schema {
-                    path: display.clone(),
-                    column: field.name().clone(),
-                    reason: format!("expected {}, found {}", field.data_type(), found.data_type()),
-                });
-            }
-        }
+        check_schema(&display, builder.schema())?;
         let groups = builder.metadata().row_groups();
         let (first_row, total_rows, builder) = match row_group {
             None => (0, builder.metadata().file_metadata().num_rows() as u64, builder),
@@ -421,6 +404,29 @@ impl EventReader {
     }
 }
 
+/// Checks that `schema` has every contract column with its type (text may also be large
+/// or view strings); `source` names the data in the error.
+fn check_schema(source: &str, schema: &Schema) -> Result<(), EventIoError> {
+    for field in event_schema().fields() {
+        let found = schema.field_with_name(field.name()).map_err(|_| EventIoError::Schema {
+            path: source.to_owned(),
+            column: field.name().clone(),
+            reason: "missing".into(),
+        })?;
+        let compatible = found.data_type() == field.data_type()
+            || (field.data_type() == &DataType::Utf8
+                && matches!(found.data_type(), DataType::LargeUtf8 | DataType::Utf8View));
+        if !compatible {
+            return Err(EventIoError::Schema {
+                path: source.to_owned(),
+                column: field.name().clone(),
+                reason: format!("expected {}, found {}", field.data_type(), found.data_type()),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn cast_strings(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     let schema = event_schema();
     let mut columns = Vec::with_capacity(COLUMNS.len());
@@ -454,6 +460,17 @@ pub struct RawBatch {
     pub first_row: u64,
     /// The columns.
     pub batch: RecordBatch,
+}
+
+impl RawBatch {
+    /// Events held in memory (an Arrow table handed over from Python, say) as a raw batch:
+    /// the schema is checked as a file's is on open (`source` names the data in errors),
+    /// extra columns are ignored, text columns are cast to the contract's type.
+    pub fn from_batch(source: &str, first_row: u64, batch: &RecordBatch) -> Result<RawBatch, EventIoError> {
+        check_schema(source, &batch.schema())?;
+        let batch = cast_strings(batch).map_err(|e| EventIoError::Arrow { path: source.to_owned(), source: e })?;
+        Ok(RawBatch { first_row, batch })
+    }
 }
 
 /// Decodes and checks every row of a raw batch without copying strings: `on_event` gets

@@ -8,7 +8,7 @@ use crate::dataset::{EventSet, NONE, UserEvents};
 use crate::labels::user_labels;
 use crate::offline::{PrefixSums, user_features_as_of};
 use crate::schema::{conversion_schema, user_schema};
-use crate::table::{Row, TableError, TableWriter};
+use crate::table::{FeatureTable, Row, TableError, TableWriter};
 use liveprofile_events::{EventKind, HOUR_MS, Platform};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -85,32 +85,74 @@ pub fn main_platform(events: &[FeatureEvent]) -> Platform {
     Platform::ALL[best]
 }
 
-/// Writes the user feature table; returns the number of users written.
-pub fn build_user_table(set: &EventSet, opts: UserTableOptions, out: &Path) -> Result<u64, BuildError> {
+/// Id columns of a user feature table: text, then integer.
+pub const USER_TABLE_IDS: (&[&str], &[&str]) = (&["user_id", "main_platform"], &["as_of_ms"]);
+
+/// Id columns of a conversion examples table: text, then integer.
+pub const EXAMPLE_TABLE_IDS: (&[&str], &[&str]) = (&["user_id", "room_id", "platform"], &["enter_ms", "decision_ms"]);
+
+/// Refuses a label window that ends after the data: with `newest_ms` the newest event of
+/// the whole data, the labels of the last days would be wrong.
+pub fn check_label_coverage(newest_ms: Option<i64>, opts: &UserTableOptions) -> Result<(), BuildError> {
     if let Some(w) = opts.label_window_ms {
-        let newest_ms = set.max_ts_ms.unwrap_or(i64::MIN);
+        let newest_ms = newest_ms.unwrap_or(i64::MIN);
         if newest_ms < opts.cutoff_ms + w - LABEL_COVERAGE_SLACK_MS {
             return Err(BuildError::LabelWindowBeyondData { window_end_ms: opts.cutoff_ms + w, newest_ms });
         }
     }
-    let schema = user_schema();
-    let mut writer = TableWriter::create(
-        out,
-        &["user_id", "main_platform"],
-        &["as_of_ms"],
-        &schema,
-        opts.label_window_ms.is_some(),
-    )?;
+    Ok(())
+}
+
+fn user_table_writer(opts: &UserTableOptions, out: Option<&Path>) -> Result<TableWriter, BuildError> {
+    let (strings, ints) = USER_TABLE_IDS;
+    let labels = opts.label_window_ms.is_some();
+    Ok(match out {
+        Some(path) => TableWriter::create(path, strings, ints, &user_schema(), labels)?,
+        None => TableWriter::in_memory(strings, ints, &user_schema(), labels),
+    })
+}
+
+/// Appends the row of every user with history at the cut-off, on all cores a chunk of
+/// users at a time.
+fn write_user_rows(set: &EventSet, opts: &UserTableOptions, writer: &mut TableWriter) -> Result<(), BuildError> {
     for chunk in set.users.chunks(CHUNK_USERS) {
-        let rows: Vec<Option<Row>> = chunk.par_iter().map(|u| user_row(u, &opts)).collect();
+        let rows: Vec<Option<Row>> = chunk.par_iter().map(|u| user_row(u, opts)).collect();
         for row in rows.iter().flatten() {
             writer.append(row)?;
         }
     }
+    Ok(())
+}
+
+/// Writes the user feature table; returns the number of users written.
+pub fn build_user_table(set: &EventSet, opts: UserTableOptions, out: &Path) -> Result<u64, BuildError> {
+    check_label_coverage(set.max_ts_ms, &opts)?;
+    let mut writer = user_table_writer(&opts, Some(out))?;
+    write_user_rows(set, &opts, &mut writer)?;
     if writer.rows() == 0 {
         return Err(BuildError::NoUsers);
     }
     Ok(writer.finish()?)
+}
+
+/// The user feature table in memory: the rows and checks of [`build_user_table`].
+pub fn user_table(set: &EventSet, opts: UserTableOptions) -> Result<FeatureTable, BuildError> {
+    check_label_coverage(set.max_ts_ms, &opts)?;
+    let table = user_table_part(set, opts)?;
+    if table.rows == 0 {
+        return Err(BuildError::NoUsers);
+    }
+    Ok(table)
+}
+
+/// One part of a user feature table built in pieces (a distributed job's group of
+/// users): the rows of [`user_table`] for these users, without the checks that belong to
+/// the whole data (label coverage, see [`check_label_coverage`], and at least one user),
+/// so a part may be empty.
+pub fn user_table_part(set: &EventSet, opts: UserTableOptions) -> Result<FeatureTable, BuildError> {
+    let mut writer = user_table_writer(&opts, None)?;
+    write_user_rows(set, &opts, &mut writer)?;
+    Ok(writer.finish_in_memory()?)
 }
 
 /// Options of conversion examples.
@@ -246,14 +288,32 @@ fn visit_examples(
 
 /// Writes the conversion examples table; returns (examples, positives).
 pub fn build_examples(set: &EventSet, opts: ExampleOptions, out: &Path) -> Result<(u64, u64), BuildError> {
+    let (strings, ints) = EXAMPLE_TABLE_IDS;
+    let writer = TableWriter::create(out, strings, ints, &conversion_schema(), true)?;
+    let (writer, positives) = write_examples(set, &opts, writer)?;
+    Ok((writer.finish()?, positives))
+}
+
+/// The conversion examples table in memory, with its number of positives: the rows of
+/// [`build_examples`].
+pub fn examples_table(set: &EventSet, opts: ExampleOptions) -> Result<(FeatureTable, u64), BuildError> {
+    let (strings, ints) = EXAMPLE_TABLE_IDS;
+    let writer = TableWriter::in_memory(strings, ints, &conversion_schema(), true);
+    let (writer, positives) = write_examples(set, &opts, writer)?;
+    Ok((writer.finish_in_memory()?, positives))
+}
+
+/// Appends every example; returns the writer and the number of positives.
+fn write_examples(
+    set: &EventSet,
+    opts: &ExampleOptions,
+    mut writer: TableWriter,
+) -> Result<(TableWriter, u64), BuildError> {
     let hosts = host_histories(set);
-    let schema = conversion_schema();
-    let mut writer =
-        TableWriter::create(out, &["user_id", "room_id", "platform"], &["enter_ms", "decision_ms"], &schema, true)?;
     // Computing chunk k+1 (all cores) overlaps with writing chunk k (one thread).
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Vec<ConversionExample>>)>(1);
     std::thread::scope(|scope| {
-        let write = scope.spawn(move || -> Result<(u64, u64), BuildError> {
+        let write = scope.spawn(move || -> Result<(TableWriter, u64), BuildError> {
             let mut positives = 0;
             for (first, per_user) in rx {
                 for (u, examples) in set.users[first..].iter().zip(per_user) {
@@ -272,11 +332,11 @@ pub fn build_examples(set: &EventSet, opts: ExampleOptions, out: &Path) -> Resul
                     }
                 }
             }
-            Ok((writer.finish()?, positives))
+            Ok((writer, positives))
         });
         for (i, chunk) in set.users.chunks(CHUNK_USERS).enumerate() {
             let per_user: Vec<Vec<ConversionExample>> =
-                chunk.par_iter().map(|u| user_examples(u, &hosts, &opts)).collect();
+                chunk.par_iter().map(|u| user_examples(u, &hosts, opts)).collect();
             if tx.send((i * CHUNK_USERS, per_user)).is_err() {
                 break; // the writer failed; its error is returned below
             }

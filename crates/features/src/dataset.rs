@@ -3,6 +3,7 @@
 
 use crate::aggregates::FeatureEvent;
 use crate::offline::accept_in_arrival_order;
+use arrow::array::RecordBatch;
 use liveprofile_events::{Event, EventIoError, EventParts, EventReader, RawBatch, RejectedRow, decode_with};
 use std::collections::HashMap;
 use std::path::Path;
@@ -95,6 +96,15 @@ impl EventSetBuilder {
         self.set.rejected.push(row);
     }
 
+    /// Takes in every row of a raw batch: valid events and rejected rows.
+    pub fn push_raw(&mut self, raw: &RawBatch) {
+        let mut rejected = Vec::new();
+        decode_with(raw, |_, e| self.push_parts(e), |r| rejected.push(r));
+        for r in rejected {
+            self.reject(r);
+        }
+    }
+
     /// Applies the arrival-order rule per user and sorts each user's events by time.
     pub fn finish(self) -> EventSet {
         let mut set = self.set;
@@ -158,13 +168,7 @@ impl EventSet {
             'groups: for g in 0..groups {
                 loop {
                     match receivers[g % decoders].recv() {
-                        Ok(Some(batch)) => {
-                            let mut rejected = Vec::new();
-                            decode_with(&batch, |_, e| builder.push_parts(e), |r| rejected.push(r));
-                            for r in rejected {
-                                builder.reject(r);
-                            }
-                        }
+                        Ok(Some(batch)) => builder.push_raw(&batch),
                         Ok(None) => break,       // row group complete
                         Err(_) => break 'groups, // the decoder failed; reported below
                     }
@@ -176,6 +180,22 @@ impl EventSet {
             }
             Ok(builder.finish())
         })
+    }
+
+    /// Builds a set from record batches held in memory (an Arrow table from Python, say),
+    /// rows in arrival order, each row checked as an event file's rows are; `source` names
+    /// the data in errors.
+    pub fn from_batches<'a>(
+        source: &str,
+        batches: impl IntoIterator<Item = &'a RecordBatch>,
+    ) -> Result<Self, EventIoError> {
+        let mut builder = EventSetBuilder::default();
+        let mut first_row = 0;
+        for batch in batches {
+            builder.push_raw(&RawBatch::from_batch(source, first_row, batch)?);
+            first_row += batch.num_rows() as u64;
+        }
+        Ok(builder.finish())
     }
 
     /// Builds a set from events in arrival order.

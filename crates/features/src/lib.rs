@@ -18,8 +18,12 @@ pub mod schema;
 pub mod table;
 pub mod tags;
 
-pub use build::{BuildError, ExampleOptions, UserTableOptions, build_examples, build_user_table};
+pub use build::{
+    BuildError, ExampleOptions, UserTableOptions, build_examples, build_user_table, check_label_coverage,
+    examples_table, user_table, user_table_part,
+};
 pub use dataset::EventSet;
 pub use online::{OnlineError, UserState};
 pub use profiles::OnlineProfiles;
 pub use schema::{FeatureSchema, conversion_schema, user_schema};
+pub use table::FeatureTable;

@@ -3,12 +3,13 @@
 
 use crate::schema::FeatureSchema;
 use arrow::array::{ArrayRef, Float32Builder, Int8Builder, Int64Builder, RecordBatch, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use liveprofile_publish::{Publication, PublishError};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,13 +57,32 @@ pub struct Row {
     pub labels: Vec<bool>,
 }
 
-/// Streams rows into a feature table.
+/// Where a table's rows go.
+enum Destination {
+    /// A Parquet file under a temporary name until finished. (The writer is declared
+    /// before the publication: an unfinished writer is closed before its temporary file
+    /// is removed.)
+    File { writer: Box<ArrowWriter<File>>, publication: Publication },
+    /// Record batches kept in memory (for callers that hand the table on, e.g. to Python).
+    Memory(Vec<RecordBatch>),
+}
+
+/// A feature table held in memory: the same columns and values as the file
+/// [`TableWriter::create`] writes, the feature schema JSON in the Arrow schema's metadata.
+#[derive(Debug, Clone)]
+pub struct FeatureTable {
+    /// Columns (with the feature schema under [`SCHEMA_METADATA_KEY`]).
+    pub schema: SchemaRef,
+    /// Rows, in batches of at most 32,768.
+    pub batches: Vec<RecordBatch>,
+    /// Number of rows.
+    pub rows: u64,
+}
+
+/// Streams rows into a feature table: a Parquet file or record batches in memory.
 pub struct TableWriter {
-    // Declared before the publication: an unfinished writer is closed before its
-    // temporary file is removed.
-    writer: ArrowWriter<File>,
-    publication: Publication,
-    schema: Arc<Schema>,
+    destination: Destination,
+    schema: SchemaRef,
     strings: Vec<StringBuilder>,
     ints: Vec<Int64Builder>,
     features: Vec<Float32Builder>,
@@ -70,6 +90,9 @@ pub struct TableWriter {
     pending: usize,
     rows: u64,
 }
+
+/// Rows per record batch (and per Parquet write).
+const BATCH_ROWS: usize = 32_768;
 
 impl TableWriter {
     /// Creates `path` (under a temporary name until finished).
@@ -80,32 +103,41 @@ impl TableWriter {
         schema: &FeatureSchema,
         with_labels: bool,
     ) -> Result<Self, TableError> {
-        let mut fields: Vec<Field> = string_ids.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect();
-        fields.extend(int_ids.iter().map(|n| Field::new(*n, DataType::Int64, false)));
-        fields.extend(schema.features.iter().map(|f| Field::new(&f.name, DataType::Float32, false)));
-        let label_names: Vec<String> =
-            if with_labels { schema.labels.iter().map(|l| format!("label_{}", l.name)).collect() } else { vec![] };
-        fields.extend(label_names.iter().map(|n| Field::new(n, DataType::Int8, false)));
-        let arrow_schema = Arc::new(Schema::new(fields));
+        let mut table = Self::in_memory(string_ids, int_ids, schema, with_labels);
         let mut publication = Publication::create(path)?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_dictionary_enabled(false)
             .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_METADATA_KEY.to_owned(), schema.to_json())]))
             .build();
-        let writer = ArrowWriter::try_new(publication.take_file(), arrow_schema.clone(), Some(props))
+        // The file's Arrow schema has no metadata: the feature schema is the file's.
+        let file_schema = Arc::new(Schema::new(table.schema.fields().clone()));
+        let writer = ArrowWriter::try_new(publication.take_file(), file_schema.clone(), Some(props))
             .map_err(|source| TableError::Parquet { path: temporary(&publication), source })?;
-        Ok(TableWriter {
-            writer,
-            publication,
-            schema: arrow_schema,
+        table.schema = file_schema;
+        table.destination = Destination::File { writer: Box::new(writer), publication };
+        Ok(table)
+    }
+
+    /// A table kept in memory; [`TableWriter::finish_in_memory`] hands it over.
+    pub fn in_memory(string_ids: &[&str], int_ids: &[&str], schema: &FeatureSchema, with_labels: bool) -> Self {
+        let mut fields: Vec<Field> = string_ids.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect();
+        fields.extend(int_ids.iter().map(|n| Field::new(*n, DataType::Int64, false)));
+        fields.extend(schema.features.iter().map(|f| Field::new(&f.name, DataType::Float32, false)));
+        let label_names: Vec<String> =
+            if with_labels { schema.labels.iter().map(|l| format!("label_{}", l.name)).collect() } else { vec![] };
+        fields.extend(label_names.iter().map(|n| Field::new(n, DataType::Int8, false)));
+        let metadata = HashMap::from([(SCHEMA_METADATA_KEY.to_owned(), schema.to_json())]);
+        TableWriter {
+            destination: Destination::Memory(Vec::new()),
+            schema: Arc::new(Schema::new_with_metadata(fields, metadata)),
             strings: string_ids.iter().map(|_| StringBuilder::new()).collect(),
             ints: int_ids.iter().map(|_| Int64Builder::new()).collect(),
             features: schema.features.iter().map(|_| Float32Builder::new()).collect(),
             labels: label_names.iter().map(|_| Int8Builder::new()).collect(),
             pending: 0,
             rows: 0,
-        })
+        }
     }
 
     /// Appends a row (lengths must match the columns).
@@ -125,7 +157,7 @@ impl TableWriter {
         }
         self.pending += 1;
         self.rows += 1;
-        if self.pending >= 32_768 {
+        if self.pending >= BATCH_ROWS {
             self.flush()?;
         }
         Ok(())
@@ -140,11 +172,20 @@ impl TableWriter {
         cols.extend(self.ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         cols.extend(self.features.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         cols.extend(self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        let path = temporary(&self.publication);
-        let batch = RecordBatch::try_new(self.schema.clone(), cols)
-            .map_err(|e| TableError::Parquet { path: path.clone(), source: e.into() })?;
         self.pending = 0;
-        self.writer.write(&batch).map_err(|source| TableError::Parquet { path, source })
+        let batch = RecordBatch::try_new(self.schema.clone(), cols);
+        match &mut self.destination {
+            Destination::File { writer, publication } => {
+                let path = temporary(publication);
+                let batch = batch.map_err(|e| TableError::Parquet { path: path.clone(), source: e.into() })?;
+                writer.write(&batch).map_err(|source| TableError::Parquet { path, source })
+            }
+            Destination::Memory(batches) => {
+                let batch = batch.map_err(|e| TableError::Parquet { path: "<memory>".into(), source: e.into() })?;
+                batches.push(batch);
+                Ok(())
+            }
+        }
     }
 
     /// Rows appended so far.
@@ -153,14 +194,29 @@ impl TableWriter {
     }
 
     /// Flushes, closes and publishes the file; returns the row count.
-    pub fn finish(mut self) -> Result<u64, TableError> {
+    pub fn finish(self) -> Result<u64, TableError> {
+        Ok(self.close()?.rows)
+    }
+
+    /// Flushes and hands over the table: its batches for a table in memory (a file
+    /// writer's rows are in its file, published here, and the batches are empty).
+    pub fn finish_in_memory(self) -> Result<FeatureTable, TableError> {
+        self.close()
+    }
+
+    fn close(mut self) -> Result<FeatureTable, TableError> {
         self.flush()?;
-        let file = self
-            .writer
-            .into_inner()
-            .map_err(|source| TableError::Parquet { path: temporary(&self.publication), source })?;
-        self.publication.publish_file(file)?;
-        Ok(self.rows)
+        let (schema, rows) = (self.schema.clone(), self.rows);
+        let batches = match self.destination {
+            Destination::Memory(batches) => batches,
+            Destination::File { writer, publication } => {
+                let path = temporary(&publication);
+                let file = writer.into_inner().map_err(|source| TableError::Parquet { path, source })?;
+                publication.publish_file(file)?;
+                Vec::new()
+            }
+        };
+        Ok(FeatureTable { schema, batches, rows })
     }
 }
 
