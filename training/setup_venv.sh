@@ -20,6 +20,12 @@ vpy="$venv/bin/python"
 "$vpy" -m pip install --disable-pip-version-check --quiet \
     -r "$here/requirements.txt" -c "$here/constraints.txt"
 
+# The liveprofile package (the Rust runtime and feature pipeline in process) from this
+# checkout: notebooks build features with it and check every package they publish against
+# the served runtime. cargo keeps the workspace's target folder, so a rebuild is quick.
+PATH="$venv/bin:$PATH" "$vpy" -m pip install --disable-pip-version-check --quiet \
+    --no-build-isolation --no-deps --force-reinstall "$here/../crates/python"
+
 # Make liveprofile_training importable from the venv (notebooks, pytest, scripts).
 site="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 printf '%s\n' "$here" > "$site/liveprofile_training.pth"
@@ -31,7 +37,7 @@ printf '%s\n' "$here" > "$site/liveprofile_training.pth"
 
 TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0 "$vpy" - <<'PY'
 import sys
-import keras, onnx, onnxruntime, papermill, tensorflow, tf2onnx  # noqa: F401
+import keras, liveprofile, onnx, onnxruntime, papermill, tensorflow, tf2onnx  # noqa: F401
 import liveprofile_training
 print(f"training venv ready: {sys.executable}")
 PY

@@ -349,6 +349,11 @@ def verify_package(path: str | Path) -> dict[str, Any]:
         max_diff = float(np.max(np.abs(got.astype(np.float64) - golden.outputs)))
         if not max_diff <= tol:
             problems.append(f"golden max abs diff {max_diff:.3g} > tolerance {tol:g}")
+    served_diff = float("nan")
+    if not problems:
+        served_diff = served_parity(path, golden)
+        if not served_diff <= tol:
+            problems.append(f"the served runtime's golden max abs diff {served_diff:.3g} > tolerance {tol:g}")
     if problems:
         raise PackageError(f"{path}: " + "; ".join(problems))
     return {
@@ -359,9 +364,28 @@ def verify_package(path: str | Path) -> dict[str, Any]:
         "outputs": out["names"],
         "golden": len(golden),
         "golden_max_abs_diff": max_diff,
+        "served_max_abs_diff": served_diff,
         "tolerance": tol,
         "ops": sorted({n.op_type for n in proto.graph.node}),
     }
+
+
+def served_parity(path: str | Path, golden: Golden) -> float:
+    """Max abs difference between the golden outputs and the scores of the served runtime.
+
+    The package is loaded with ``liveprofile.Model`` (the server's Rust runtime: its own
+    checksum, schema and golden checks) and the golden inputs are scored through it, so a
+    package that onnxruntime runs but the server would score differently is caught here.
+    """
+    import liveprofile
+
+    try:
+        model = liveprofile.Model.load(path)
+    except liveprofile.ModelLoadError as exc:
+        raise PackageError(f"the served runtime refuses the package: {exc}") from None
+    scored = model.score(np.ascontiguousarray(golden.inputs, dtype=np.float32))
+    got = np.column_stack([scored.column(name).to_numpy() for name in model.outputs])
+    return float(np.max(np.abs(got.astype(np.float64) - golden.outputs.astype(np.float64))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

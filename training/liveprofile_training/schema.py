@@ -377,7 +377,7 @@ def _outside(names: Sequence[str], name: str, block: set[int]) -> int | None:
 
 
 def load_feature_table(
-    path: str | Path,
+    path: "str | Path | pa.Table",
     schema: FeatureSchema | str | Path | None = None,
     *,
     labels: Sequence[str] | None = None,
@@ -387,10 +387,12 @@ def load_feature_table(
     keep_ids: Iterable[Any] | None = None,
     batch_rows: int = 1 << 18,
 ) -> tuple[FeatureTable, FeatureSchema]:
-    """Read a Parquet feature table and return (table, schema).
+    """Read a Parquet feature table (or take one in memory) and return (table, schema).
 
-    ``schema`` may be a loaded schema, a path to one, or None for the schema beside the
-    table (:func:`schema_path_for`). Only the needed columns are read, in batches.
+    ``path`` is a Parquet file or a pyarrow Table (e.g. from ``liveprofile.features.build``,
+    the same Rust pipeline in process; give ``schema`` then). ``schema`` may be a loaded
+    schema, a path to one, or None for the schema beside the file
+    (:func:`schema_path_for`). Only the needed columns are read, in batches.
 
     * ``columns``: other columns to return in ``table.extra`` (e.g. ``room_id``); a name
       shared with a feature means the column outside the feature block.
@@ -400,13 +402,20 @@ def load_feature_table(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if schema is None:
-        schema = schema_path_for(path)
+    in_memory = isinstance(path, pa.Table)
+    if in_memory:
+        if schema is None:
+            raise SchemaError("a feature table in memory needs its schema")
+        names = list(path.column_names)
+        path, memory = "<feature table>", path
+    else:
+        path = Path(path)
+        if schema is None:
+            schema = schema_path_for(path)
+        pf = pq.ParquetFile(path)
+        names = list(pf.schema_arrow.names)
     if not isinstance(schema, FeatureSchema):
         schema = load_schema(schema)
-    pf = pq.ParquetFile(path)
-    names = list(pf.schema_arrow.names)
     try:
         feat = feature_positions(names, schema)
     except SchemaError as exc:
@@ -444,7 +453,10 @@ def load_feature_table(
         keep = pa.array(list(keep_ids) if not isinstance(keep_ids, np.ndarray) else keep_ids)
 
     xs, ys, ids, extras = [], [], [], {name: [] for name in extra_pos}
-    batches = pf.iter_batches(batch_size=batch_rows, columns=needed_names if by_name else None)
+    if in_memory:
+        batches = (memory.select(needed_names) if by_name else memory).to_batches(max_chunksize=batch_rows)
+    else:
+        batches = pf.iter_batches(batch_size=batch_rows, columns=needed_names if by_name else None)
     for batch in batches:
         if keep is not None:
             key = batch.column(names[id_pos]) if by_name else batch.column(id_pos)

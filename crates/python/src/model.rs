@@ -143,7 +143,8 @@ impl Model {
     }
 
     /// Scores dense rows: `values` holds `rows` rows of the model's features in schema
-    /// order, row after row (a C-ordered 2-D float32 array, flattened without a copy).
+    /// order, row after row (a C-ordered 2-D float32 array flattened without a copy, or the
+    /// values of a list column); nulls are missing values.
     #[pyo3(signature = (values, rows, chunk_rows = 512))]
     fn score_rows<'py>(
         &self,
@@ -163,10 +164,7 @@ impl Model {
                 values.len()
             )));
         }
-        if values.null_count() > 0 {
-            return Err(data_error("dense rows must not hold nulls"));
-        }
-        let (schema, batch) = self.feature_columns(values.values(), rows)?;
+        let (schema, batch) = self.feature_columns(values, rows)?;
         let (schema, out) = py.detach(|| self.score_batches(ROWS_SOURCE, &schema, &[batch], &[], chunk_rows))?;
         to_table(py, schema, out)
     }
@@ -177,15 +175,23 @@ impl Model {
 }
 
 impl Model {
-    /// Row-major values as one float32 column per feature, named as the schema names them.
-    fn feature_columns(&self, values: &[f32], rows: usize) -> PyResult<(Arc<Schema>, RecordBatch)> {
+    /// Row-major values as one float32 column per feature, named as the schema names them;
+    /// a null value stays null (a missing value, named by row and column when scored).
+    fn feature_columns(&self, values: &Float32Array, rows: usize) -> PyResult<(Arc<Schema>, RecordBatch)> {
         let features = &self.inner.schema().features;
         let width = features.len();
-        let fields: Vec<Field> = features.iter().map(|f| Field::new(&f.name, DataType::Float32, false)).collect();
+        let fields: Vec<Field> = features.iter().map(|f| Field::new(&f.name, DataType::Float32, true)).collect();
         let schema = Arc::new(Schema::new(fields));
-        let columns: Vec<ArrayRef> = (0..width)
-            .map(|j| Arc::new(Float32Array::from_iter_values((0..rows).map(|r| values[r * width + j]))) as ArrayRef)
-            .collect();
+        let column = |j: usize| -> ArrayRef {
+            let at = (0..rows).map(move |r| r * width + j);
+            if values.null_count() == 0 {
+                let v = values.values();
+                Arc::new(Float32Array::from_iter_values(at.map(|i| v[i])))
+            } else {
+                Arc::new(at.map(|i| values.is_valid(i).then(|| values.value(i))).collect::<Float32Array>())
+            }
+        };
+        let columns: Vec<ArrayRef> = (0..width).map(column).collect();
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
         let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(data_error)?;
         Ok((schema, batch))

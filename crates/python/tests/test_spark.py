@@ -54,3 +54,17 @@ def test_spark_refuses_missing_columns_and_uncovered_label_windows_on_the_driver
     events = spark.read.parquet(str(cli.events))
     with pytest.raises(liveprofile.DataError, match="the label window ends at"):
         lp_spark.build_features(events, CUTOFF, "30d")
+
+
+def test_text_feature_columns_travel_by_name_and_nulls_name_their_column(cli, spark):
+    from pyspark.sql import functions as F
+
+    model_dir = str(MODELS / "user_tags" / "1")
+    df = spark.read.parquet(str(cli.features)).limit(200)
+    expected = sorted_by(lp_spark.score(df, model_dir, keep=["user_id"]).toArrow(), "user_id")
+    as_text = df.withColumn("visits_1h", F.col("visits_1h").cast("string"))
+    got = sorted_by(lp_spark.score(as_text, model_dir, keep=["user_id"]).toArrow(), "user_id")
+    assert got.equals(expected)
+    holed = df.withColumn("visits_1h", F.when(F.col("user_id") == df.first()["user_id"], None).otherwise(F.col("visits_1h")))
+    with pytest.raises(Exception, match='column "visits_1h": missing value'):
+        lp_spark.score(holed, model_dir, keep=["user_id"]).collect()

@@ -148,6 +148,11 @@ class Model:
         values = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
         return self._native.score_rows(pa.array(values, type=pa.float32()), rows, chunk_rows)
 
+    def _score_flat(self, values: pa.Array, rows: int, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> pa.Table:
+        """Scores ``rows`` rows given as one float32 array of their features, row after row
+        (nulls are missing values): the packed hand-over of :mod:`liveprofile.spark`."""
+        return self._native.score_rows(values, rows, chunk_rows)
+
     def __repr__(self) -> str:
         return f"Model(name={self.name!r}, version={self.version}, path={self.path!r})"
 
