@@ -7,17 +7,15 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = [
-        "liveprofile/v1/scoring.proto",
-        "liveprofile/v1/admin.proto",
-        "liveprofile/v1/profiles.proto",
-        "liveprofile/v1/experiments.proto",
-        "inference/grpc_service.proto",
-    ];
+    // One list for the server's and the client's code: proto/services.txt.
+    let list = root.join("services.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    let text = std::fs::read_to_string(&list)?;
+    let files: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
-    let fds = protox::compile(files, [&root])?;
+    let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()

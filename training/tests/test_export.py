@@ -72,6 +72,8 @@ def test_export_publish_verify_refuse(tiny, tmp_path):
     assert pkg == tmp_path / "tiny" / "1"
     summary = verify_package(pkg)
     assert summary["golden_max_abs_diff"] <= 1e-5
+    # The served runtime (liveprofile.Model: the server's loading checks and plans) agrees.
+    assert summary["served_max_abs_diff"] <= 1e-5
     assert set(summary["ops"]) <= {"Gather", "Relu", "Add", "Log", "Concat", "Sub", "Mul", "Equal",
                                    "Cast", "MatMul", "Gemm", "Sigmoid"}
     with pytest.raises(PackageExistsError):

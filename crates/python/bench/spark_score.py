@@ -5,7 +5,8 @@ an onnxruntime session per worker), on the same cached DataFrame and partitions,
 
 The rows cycle through the model's golden inputs (valid, realistic feature values). The
 DataFrame is built, cached and counted before either run, so both read the same in-memory
-partitions; each run writes its scores to Spark's no-op sink (``format("noop")``), which
+partitions; both give the same columns (the id, the score, the model's name and version);
+each run writes its scores to Spark's no-op sink (``format("noop")``), which
 computes every row and keeps nothing. Each figure is the best of ``--repeat`` runs.
 """
 
@@ -24,7 +25,7 @@ from common import REPO, golden_rows
 _sessions = {}
 
 
-def ort_scorer(model_path: str, features: list, output: str):
+def ort_scorer(model_path: str, features: list, output: str, model_name: str, version: int):
     def run(frames):
         import pandas as pd
 
@@ -38,7 +39,9 @@ def ort_scorer(model_path: str, features: list, output: str):
         for frame in frames:
             x = frame[features].to_numpy(dtype=np.float32)
             y = session.run(None, {name: x})[0]
-            yield pd.DataFrame({"row_id": frame["row_id"].to_numpy(), output: y[:, 0]})
+            yield pd.DataFrame(
+                {"row_id": frame["row_id"].to_numpy(), output: y[:, 0], "model": model_name, "model_version": version}
+            )
 
     return run
 
@@ -104,7 +107,11 @@ def main() -> None:
 
     output = model.outputs[0]
     ours = lp_spark.score(df, str(model_dir), keep=["row_id"])
-    theirs = df.mapInPandas(ort_scorer(str(model_dir), names, output), f"row_id long, {output} float")
+    # The same output columns as liveprofile's: the scores and the model's name and version on every row.
+    theirs = df.mapInPandas(
+        ort_scorer(str(model_dir), names, output, model.name, model.version),
+        f"row_id long, {output} float, model string, model_version long",
+    )
     t_ours = timed(args.repeat, lambda: ours.write.format("noop").mode("overwrite").save())
     t_theirs = timed(args.repeat, lambda: theirs.write.format("noop").mode("overwrite").save())
     n = args.rows
@@ -113,7 +120,8 @@ def main() -> None:
     print(f"  mapInPandas + onnxruntime                 {t_theirs:7.1f} s  {n / t_theirs:12,.0f} rows/s")
     print(f"  ratio: {t_theirs / t_ours:.2f}x the rows per second")
     # The two agree (onnxruntime within the package's golden tolerance).
-    sample = ours.join(theirs.withColumnRenamed(output, "peer"), "row_id").limit(100_000).toArrow()
+    peer = theirs.select("row_id", F.col(output).alias("peer"))
+    sample = ours.join(peer, "row_id").limit(100_000).toArrow()
     diff = np.max(np.abs(sample.column(output).to_numpy() - sample.column("peer").to_numpy()))
     print(f"  max |liveprofile - onnxruntime| over {sample.num_rows:,} rows = {diff:.2e}")
     spark.stop()

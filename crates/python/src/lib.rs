@@ -23,7 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(tables::user_table, m)?)?;
-    m.add_function(wrap_pyfunction!(tables::user_table_part, m)?)?;
     m.add_function(wrap_pyfunction!(tables::examples_table, m)?)?;
     m.add_function(wrap_pyfunction!(tables::check_label_coverage, m)?)?;
     m.add_function(wrap_pyfunction!(tables::simulate, m)?)?;

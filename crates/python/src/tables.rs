@@ -52,34 +52,22 @@ fn to_table(py: Python<'_>, table: FeatureTable) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// The user feature table as of `cutoff_ms` (labels from the `label_window_ms` after it,
-/// none when `None`), with the report of the events read.
+/// none when `None`), with the report of the events read. With `part`, one part of a table
+/// built in pieces (a distributed job's group of users): no label coverage check (see
+/// `check_label_coverage`) and possibly no rows.
 #[pyfunction]
-#[pyo3(signature = (events, cutoff_ms, label_window_ms))]
+#[pyo3(signature = (events, cutoff_ms, label_window_ms, part = false))]
 pub fn user_table<'py>(
     py: Python<'py>,
     events: PyArrowType<ArrowArrayStreamReader>,
     cutoff_ms: i64,
     label_window_ms: Option<i64>,
+    part: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
-    let set = event_set(py, events.0)?;
     let opts = UserTableOptions { cutoff_ms, label_window_ms };
-    let table = py.detach(|| liveprofile_features::user_table(&set, opts)).map_err(data_error)?;
-    Ok((to_table(py, table)?, events_report(py, &set)?))
-}
-
-/// One part of a user feature table built in pieces (a distributed job's group of users):
-/// no label coverage check (see `check_label_coverage`) and possibly no rows.
-#[pyfunction]
-#[pyo3(signature = (events, cutoff_ms, label_window_ms))]
-pub fn user_table_part<'py>(
-    py: Python<'py>,
-    events: PyArrowType<ArrowArrayStreamReader>,
-    cutoff_ms: i64,
-    label_window_ms: Option<i64>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
     let set = event_set(py, events.0)?;
-    let opts = UserTableOptions { cutoff_ms, label_window_ms };
-    let table = py.detach(|| liveprofile_features::user_table_part(&set, opts)).map_err(data_error)?;
+    let build = if part { liveprofile_features::user_table_part } else { liveprofile_features::user_table };
+    let table = py.detach(|| build(&set, opts)).map_err(data_error)?;
     Ok((to_table(py, table)?, events_report(py, &set)?))
 }
 

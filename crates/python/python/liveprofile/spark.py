@@ -135,7 +135,7 @@ def score(df, model_path: str, keep: Sequence[str] = (), *, chunk_rows: int = DE
 def _feature_part(cutoff_ms: int, window: Optional[int]) -> Callable[[pa.Table], pa.Table]:
     def run(events: pa.Table) -> pa.Table:
         events = events.sort_by(ARRIVAL_COLUMN)
-        table, _ = _native.user_table_part(events, cutoff_ms, window)
+        table, _ = _native.user_table(events, cutoff_ms, window, part=True)
         return table
 
     return run
@@ -178,7 +178,7 @@ def build_features(events_df, cutoff: Time, label_window: Window = "7d"):
         newest = events_df.agg(F.max("ts_ms")).first()[0]
         _native.check_label_coverage(newest, cutoff_ms, window)
     # The output's columns, from the driver's own run on no events.
-    empty, _ = _native.user_table_part(_empty_events(), cutoff_ms, window)
+    empty, _ = _native.user_table(_empty_events(), cutoff_ms, window, part=True)
     schema = from_arrow_schema(empty.schema)
     ordered = events_df.withColumn(ARRIVAL_COLUMN, F.monotonically_increasing_id())
     return ordered.groupBy("user_id").applyInArrow(_feature_part(cutoff_ms, window), schema)

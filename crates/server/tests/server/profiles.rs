@@ -39,11 +39,18 @@ fn dense(values: Vec<f32>) -> Option<v1::Features> {
     Some(v1::Features { values: Some(v1::features::Values::Dense(v1::DenseFeatures { values })) })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features() {
+/// A server with the tag and conversion models and 440 synthetic events of 40 users
+/// ingested (11 each, in batches of 64, stamped over the last ten minutes).
+struct Ingested {
+    server: liveprofile_server::RunningServer,
+    events: Vec<v1::LiveEvent>,
+    start_ms: i64,
+    _repo: tempfile::TempDir,
+}
+
+async fn with_events() -> Ingested {
     let repo = repository(&["user_tags", "conversion"]);
     let server = start(config(repo.path())).await;
-    // 40 users, 11 events each, in batches of 64, stamped over the last minutes.
     let mut generator = SyntheticEvents::new("t", 40);
     let start_ms = now_ms() - 10 * 60_000;
     let events: Vec<v1::LiveEvent> = (0..440).map(|i| generator.next_event(start_ms + i * 1000)).collect();
@@ -51,7 +58,51 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     assert_eq!((ack.received, ack.accepted, ack.duplicates, ack.late, ack.rejected), (440, 440, 0, 0, 0));
     assert_eq!(ack.last_sequence, 440);
     assert_eq!(ack.late_window_ms, 300_000);
+    Ingested { server, events, start_ms, _repo: repo }
+}
 
+/// `viewer` inside a room: enter, like and view_item, ingested; returns the events.
+async fn visit(server: &liveprofile_server::RunningServer, viewer: &str) -> Vec<v1::LiveEvent> {
+    let mut g = SyntheticEvents::new("c", 1);
+    let t = now_ms() - 5_000;
+    let mut events: Vec<v1::LiveEvent> = (0..3).map(|i| g.event_of(0, t + i)).collect();
+    for e in &mut events {
+        e.user_id = viewer.to_owned();
+    }
+    let ack = ingest(server, vec![events.clone()]).await;
+    assert_eq!(ack.accepted, 3);
+    events
+}
+
+/// A room entry with the event id `<id>-1` at `ts_ms` for `user` (empty: none).
+fn event_at(id: &str, user: &str, ts_ms: i64) -> v1::LiveEvent {
+    let mut e = SyntheticEvents::new(id, 1).event_of(0, ts_ms);
+    e.user_id = user.to_owned();
+    e
+}
+
+fn tags_by_id(user: &str, as_of_ms: Option<i64>) -> v1::ScoreTagsRequest {
+    v1::ScoreTagsRequest {
+        users: vec![v1::UserFeatures { user_id: user.into(), features: None, as_of_ms, ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+fn conversion_by_id(user: &str, room: &str) -> v1::ScoreConversionRequest {
+    v1::ScoreConversionRequest {
+        candidates: vec![v1::ConversionCandidate {
+            user_id: user.into(),
+            room_id: room.into(),
+            features: None,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features() {
+    let Ingested { server, events, .. } = with_events().await;
     let mut reference = OnlineProfiles::default();
     for e in &events {
         reference.observe(&to_event(e)).unwrap();
@@ -61,19 +112,7 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     let as_of = now_ms() + 1;
     for k in [0u64, 7, 39] {
         let user = SyntheticEvents::user_id(k);
-        let by_id = scoring
-            .score_tags(v1::ScoreTagsRequest {
-                users: vec![v1::UserFeatures {
-                    user_id: user.clone(),
-                    features: None,
-                    as_of_ms: Some(as_of),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let by_id = scoring.score_tags(tags_by_id(&user, Some(as_of))).await.unwrap().into_inner();
         let features = reference.user_features(&user, as_of).unwrap().unwrap();
         let given = scoring
             .score_tags(v1::ScoreTagsRequest {
@@ -96,36 +135,21 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         assert_eq!(profile.last_event_ms, newest);
         assert!(b.profile.is_none());
     }
+    server.shutdown().await.unwrap();
+}
 
-    // Conversion by id: a user inside a room (enter, like, view_item so far).
-    let mut g = SyntheticEvents::new("c", 1);
-    let t = now_ms() - 5_000;
-    let visit: Vec<v1::LiveEvent> = (0..3).map(|i| g.event_of(0, t + i)).collect();
-    let mut visit_user: Vec<v1::LiveEvent> = visit.clone();
-    for e in &mut visit_user {
-        e.user_id = "viewer-1".to_owned();
-    }
-    let ack = ingest(&server, vec![visit_user.clone()]).await;
-    assert_eq!(ack.accepted, 3);
-    let room = visit_user[0].room_id.clone();
-    let answer = scoring
-        .score_conversion(v1::ScoreConversionRequest {
-            candidates: vec![v1::ConversionCandidate {
-                user_id: "viewer-1".into(),
-                room_id: room.clone(),
-                features: None,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_by_id_equals_scoring_the_online_drivers_visit_features() {
+    let Ingested { server, events, .. } = with_events().await;
+    let visit = visit(&server, "viewer-1").await;
+    let room = visit[0].room_id.clone();
+    let mut scoring = scoring(&server).await;
+    let answer = scoring.score_conversion(conversion_by_id("viewer-1", &room)).await.unwrap().into_inner();
     let score = &answer.scores[0];
     let decided = score.profile.as_ref().unwrap().as_of_ms;
-    // The host's record counts every user's visits: replay everything ingested so far.
+    // The host's record counts every user's visits: replay everything ingested.
     let mut reference = OnlineProfiles::default();
-    for e in events.iter().chain(&visit_user) {
+    for e in events.iter().chain(&visit) {
         reference.observe(&to_event(e)).unwrap();
     }
     let features = reference.conversion_features("viewer-1", &room, decided).unwrap();
@@ -144,53 +168,33 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         .unwrap()
         .into_inner();
     assert_eq!(score.probability.to_bits(), given.scores[0].probability.to_bits());
+    server.shutdown().await.unwrap();
+}
 
-    // Error codes.
-    let unknown = scoring
-        .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "nobody".into(), features: None, ..Default::default() }],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoring_by_id_answers_not_found_invalid_argument_and_failed_precondition() {
+    let Ingested { server, start_ms, .. } = with_events().await;
+    visit(&server, "viewer-1").await;
+    let mut scoring = scoring(&server).await;
+    let unknown = scoring.score_tags(tags_by_id("nobody", None)).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(unknown.message(), "no profile for user \"nobody\": none of its events has been ingested");
-    let past = scoring
-        .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures {
-                user_id: "user-0".into(),
-                features: None,
-                as_of_ms: Some(start_ms),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let past = scoring.score_tags(tags_by_id("user-0", Some(start_ms))).await.unwrap_err();
     assert_eq!(past.code(), Code::InvalidArgument, "{}", past.message());
-    let no_visit = scoring
-        .score_conversion(v1::ScoreConversionRequest {
-            candidates: vec![v1::ConversionCandidate {
-                user_id: "viewer-1".into(),
-                room_id: "room-elsewhere".into(),
-                features: None,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let no_visit = scoring.score_conversion(conversion_by_id("viewer-1", "room-elsewhere")).await.unwrap_err();
     assert_eq!(no_visit.code(), Code::FailedPrecondition);
     assert!(no_visit.message().contains("no open visit to room \"room-elsewhere\""), "{}", no_visit.message());
+    server.shutdown().await.unwrap();
+}
 
-    // Bad events are named in the acknowledgement; the good ones around them are taken.
-    let mut bad = g.event_of(0, now_ms());
-    bad.user_id = "viewer-2".into();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_and_late_events_are_named_in_the_ack_and_events_sent_again_are_duplicates() {
+    let Ingested { server, .. } = with_events().await;
+    let visit = visit(&server, "viewer-1").await;
+    let mut bad = event_at("bad", "viewer-2", now_ms());
     bad.platform = "myspace".into();
-    let mut late = g.event_of(0, now_ms() - 3_600_000);
-    late.user_id = "viewer-1".into();
-    let mut good = g.event_of(0, now_ms());
-    good.user_id = "viewer-3".into();
+    let late = event_at("late", "viewer-1", now_ms() - 3_600_000);
+    let good = event_at("good", "viewer-3", now_ms());
     let ack = ingest(&server, vec![vec![bad, late.clone()], vec![good]]).await;
     assert_eq!((ack.received, ack.accepted, ack.late, ack.rejected), (3, 1, 1, 1));
     assert_eq!(ack.errors[0].index, 0);
@@ -199,18 +203,21 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
         (ack.errors[1].index, ack.errors[1].late, ack.errors[1].event_id.as_str()),
         (1, true, late.event_id.as_str())
     );
-    // Sending the same events again is idempotent.
-    let again = ingest(&server, vec![visit_user]).await;
+    let again = ingest(&server, vec![visit]).await;
     assert_eq!((again.accepted, again.duplicates), (0, 3));
+    server.shutdown().await.unwrap();
+}
 
-    // Identity links: admin only; then an account-only event reaches the unified user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_links_are_admin_only_and_bring_account_only_events_to_the_unified_user() {
+    let Ingested { server, .. } = with_events().await;
+    visit(&server, "viewer-1").await;
     let mut admin = ProfileAdminClient::new(channel(&server).await);
     let link =
         v1::IdentityLink { platform: "douyin".into(), platform_user_id: "dy-77".into(), user_id: "viewer-1".into() };
     let denied = admin.upsert_identities(v1::UpsertIdentitiesRequest { links: vec![link.clone()] }).await.unwrap_err();
     assert_eq!(denied.code(), Code::Unauthenticated);
-    let mut unlinked = g.event_of(0, now_ms());
-    unlinked.user_id.clear();
+    let mut unlinked = event_at("unlinked", "", now_ms());
     unlinked.platform = "douyin".into();
     unlinked.platform_user_id = "dy-77".into();
     let ack = ingest(&server, vec![vec![unlinked.clone()]]).await;
@@ -218,18 +225,11 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
     admin.upsert_identities(authorized(v1::UpsertIdentitiesRequest { links: vec![link] })).await.unwrap();
     let ack = ingest(&server, vec![vec![unlinked.clone()]]).await;
     assert_eq!(ack.accepted, 1, "{:?}", ack.errors);
-    let tags = scoring
-        .score_tags(v1::ScoreTagsRequest {
-            users: vec![v1::UserFeatures { user_id: "viewer-1".into(), features: None, ..Default::default() }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let tags = scoring(&server).await.score_tags(tags_by_id("viewer-1", None)).await.unwrap().into_inner();
     assert_eq!(tags.users[0].profile.as_ref().unwrap().last_event_ms, unlinked.ts_ms);
     let stats =
         admin.get_profile_store_stats(authorized(v1::GetProfileStoreStatsRequest {})).await.unwrap().into_inner();
-    assert_eq!((stats.users, stats.identities, stats.accepted), (42, 1, 445), "40 users, viewer-1 and viewer-3");
+    assert_eq!((stats.users, stats.identities, stats.accepted), (41, 1, 444), "40 users and viewer-1");
     server.shutdown().await.unwrap();
 }
 
