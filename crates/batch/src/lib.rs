@@ -140,18 +140,9 @@ fn check_plan(plan: &[(PathBuf, PathBuf)], inputs: &[PathBuf]) -> Result<(), Bat
 }
 
 /// Names of the score columns: the output name for a one-column output, else its tag or
-/// class names.
+/// class names ([`LoadedModel::output_columns`]).
 pub fn score_columns(model: &LoadedModel) -> Vec<String> {
-    let mut names = Vec::new();
-    for o in &model.manifest().outputs {
-        let width = o.names.len().max(1);
-        if width == 1 {
-            names.push(o.name.clone());
-        } else {
-            names.extend(o.names.iter().cloned());
-        }
-    }
-    names
+    model.output_columns()
 }
 
 struct SliceResult {

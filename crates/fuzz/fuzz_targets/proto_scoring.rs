@@ -37,7 +37,7 @@ fn server() -> &'static Server {
         config.profiles.data_dir = fresh_dir("scoring-store");
         let store = ProfileStore::open(seeds::store_options(&config.profiles.data_dir, 2)).expect("store");
         store.ingest(&seeds::incoming_events()).expect("profiles");
-        let state = Arc::new(AppState::new(config, store));
+        let state = Arc::new(AppState::new(config, store, None));
         let repo = ModelRepository::open(RepositoryConfig::new(&models)).expect("models");
         state.set_repository(repo);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -78,10 +78,10 @@ libfuzzer_sys::fuzz_target!(init: init(), |data: &[u8]| {
                 let Ok(r) = v1::ScoreStreamRequest::decode(body) else { return };
                 match r.request {
                     Some(v1::score_stream_request::Request::Tags(t)) => {
-                        let _ = liveprofile_server::scoring::score_tags(&s.state, &t, None).await;
+                        let _ = liveprofile_server::scoring::score_tags(&s.state, &t, None, None).await;
                     }
                     Some(v1::score_stream_request::Request::Conversion(c)) => {
-                        let _ = liveprofile_server::scoring::score_conversion(&s.state, &c, None).await;
+                        let _ = liveprofile_server::scoring::score_conversion(&s.state, &c, None, None).await;
                     }
                     None => {}
                 }

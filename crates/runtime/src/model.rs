@@ -267,6 +267,21 @@ impl LoadedModel {
         }
     }
 
+    /// Names of the output columns: the output's name for a one-column output, else its
+    /// tag or class names (as batch scoring, the Python package and the prediction log name
+    /// them).
+    pub fn output_columns(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for o in &self.manifest.outputs {
+            if o.names.len() <= 1 {
+                names.push(o.name.clone());
+            } else {
+                names.extend(o.names.iter().cloned());
+            }
+        }
+        names
+    }
+
     /// Model name.
     pub fn name(&self) -> &str {
         &self.manifest.name

@@ -230,6 +230,7 @@ pub struct ModelRepository {
     event_totals: Mutex<BTreeMap<(String, &'static str), u64>>,
     bundles: Mutex<Vec<Vec<(String, TrafficPolicy)>>>,
     scan_lock: Mutex<()>,
+    scans: std::sync::atomic::AtomicU64,
 }
 
 const EVENT_LOG: usize = 1_000;
@@ -256,6 +257,7 @@ impl ModelRepository {
             event_totals: Mutex::new(BTreeMap::new()),
             bundles: Mutex::new(Vec::new()),
             scan_lock: Mutex::new(()),
+            scans: std::sync::atomic::AtomicU64::new(0),
         });
         repo.scan();
         Ok(repo)
@@ -308,6 +310,7 @@ impl ModelRepository {
     /// are gone and the models left with no version. Returns the events it caused.
     pub fn scan(&self) -> Vec<RepoEvent> {
         let _one_scan_at_a_time = self.scan_lock.lock().expect("scan lock");
+        self.scans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let before = self.events.lock().expect("event log lock").len();
         let Ok(models) = std::fs::read_dir(&self.config.root) else { return vec![] };
         let mut found: Vec<(String, u32, PathBuf)> = Vec::new();
@@ -694,7 +697,7 @@ impl ModelRepository {
         let (tx, rx) = channel::<Signal>();
         let events = tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            if res.is_ok_and(|e| changes_files(&e.kind)) {
                 let _ = events.send(Signal::Changed);
             }
         })?;
@@ -726,6 +729,25 @@ impl ModelRepository {
             })
             .expect("spawn watcher thread");
         Ok(WatchHandle { _watcher: watcher, stop: tx, thread: Some(thread) })
+    }
+}
+
+/// Whether a file event can change what the folder holds. Opening and reading files is
+/// not: a scan reads every package, and a scan triggered by its own reads would run again
+/// at once, forever (it kept a core half busy). A file closed after writing is.
+fn changes_files(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+impl ModelRepository {
+    /// Scans run since the repository was opened (start, file events, periodic rescans).
+    pub fn scans(&self) -> u64 {
+        self.scans.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

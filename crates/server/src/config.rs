@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub profiles: ProfilesConfig,
     /// Connection, stream and request-size limits.
     pub limits: LimitsConfig,
+    /// The prediction log (every answer, or a sample, with its features), when enabled.
+    pub prediction_log: Option<liveprofile_predlog::LogConfig>,
 }
 
 /// What callers can hold of the server, and for how long.
@@ -225,6 +227,7 @@ impl Default for ServerConfig {
                 metrics_max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,
                 metrics_header_timeout: Duration::from_secs(DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS),
             },
+            prediction_log: None,
         }
     }
 }
@@ -256,6 +259,9 @@ impl ServerConfig {
     /// limits that agree with each other, a sendable admin token. The error names the
     /// setting by its flag.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(log) = &self.prediction_log {
+            log.validate().map_err(|e| anyhow::anyhow!("--prediction-log: {e}"))?;
+        }
         if let Some(token) = &self.admin_token {
             check_admin_token(token)?;
         }

@@ -10,6 +10,7 @@
 
 use crate::batcher::Job;
 use crate::experiments::{AnswerContext, ExperimentRouter};
+use crate::predictions;
 use crate::proto::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice,
 };
@@ -248,8 +249,11 @@ impl GrpcInferenceService for KServeService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = deadline_of(request.metadata())?;
+        let header_id = predictions::request_id_of(request.metadata()).map(str::to_owned);
         let r = request.into_inner();
-        let result = self.infer(&r, deadline).await;
+        let given = if r.id.is_empty() { header_id.as_deref() } else { Some(r.id.as_str()) };
+        let call = predictions::call(&self.state, "kserve.ModelInfer", given);
+        let result = self.infer(&r, deadline, call.as_ref()).await;
         if let Err(s) = &result {
             self.state.count(
                 &r.model_name,
@@ -267,6 +271,7 @@ impl KServeService {
         &self,
         r: &pb::ModelInferRequest,
         deadline: Option<std::time::Instant>,
+        call: Option<&predictions::Call>,
     ) -> Result<pb::ModelInferResponse, Status> {
         let repo = self.state.repo()?;
         let version = parse_version(&r.model_name, &r.model_version)?;
@@ -286,7 +291,7 @@ impl KServeService {
             )?;
             experiment = router.route(user, &context);
         }
-        let (model, arm, compare) = match (version, user) {
+        let (model, arm, compare) = match (version, user.as_deref()) {
             (None, Some(_)) if experiment.is_some() => {
                 let routed = experiment.as_ref().expect("checked");
                 (
@@ -299,7 +304,7 @@ impl KServeService {
                 (repo.get(&r.model_name, Some(v)).map_err(|e| route_status(&e))?, arm_name(v1::Arm::Pinned), vec![])
             }
             (None, Some(user)) => {
-                let route = repo.route(&r.model_name, &user).map_err(|e| route_status(&e))?;
+                let route = repo.route(&r.model_name, user).map_err(|e| route_status(&e))?;
                 (route.model, route.arm.as_str(), route.compare)
             }
             (None, None) => {
@@ -331,9 +336,29 @@ impl KServeService {
         let labels = experiment.as_ref().map(|x| (x.experiment.to_owned(), x.arm.to_owned()));
         crate::experiments::record_exposures(&self.state, experiment.and_then(|x| x.exposure).into_iter().collect())
             .await?;
+        // The values as scored, for the prediction log.
+        let logged = call.map(|_| values.clone());
         let job = Job { model: model.clone(), values, rows, compare, deadline };
         let outcome = self.state.score(job).await?;
         self.state.count(model.name(), Some(model.version()), arm, Ok(()));
+        if let (Some(call), Some(values)) = (call, logged) {
+            let text = |key: &str| string_param(&r.parameters, key).ok().flatten().unwrap_or_default();
+            let (platform, room_id) = (text("platform"), text("room_id"));
+            let answered = predictions::Answered {
+                model: &model,
+                arm,
+                experiment: labels.as_ref().map(|(x, a)| (x.as_str(), a.as_str())),
+                queue: outcome.queue,
+                compute: outcome.compute,
+            };
+            let origin = predictions::RowOrigin {
+                user_id: user.as_deref().unwrap_or(""),
+                platform: &platform,
+                room_id: &room_id,
+            };
+            let records = predictions::records(call, &answered, vec![origin; rows], &values, &outcome.scores);
+            predictions::offer(&self.state, records);
+        }
         let mut response = pb::ModelInferResponse {
             model_name: model.name().to_owned(),
             model_version: model.version().to_string(),

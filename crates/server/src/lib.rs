@@ -20,6 +20,7 @@ pub mod kserve;
 pub mod limits;
 pub mod metrics;
 pub mod mqtt;
+pub mod predictions;
 pub mod proto;
 pub mod scoring;
 pub mod server;

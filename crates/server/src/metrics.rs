@@ -67,6 +67,7 @@ pub struct Metrics {
     divergence_max: GaugeVec,
     divergence_rows: IntGaugeVec,
     divergence_dropped: IntGaugeVec,
+    prediction_log: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,13 +245,37 @@ impl Metrics {
                 "Comparisons dropped with a full queue",
                 &div,
             ),
+            prediction_log: int_gauge(
+                &r,
+                "liveprofile_prediction_log",
+                "Prediction log since the start: rows_written, rows_dropped (queue full or a file lost), \
+                 files_published, files_deleted (retention), write_errors",
+                &["stat"],
+            ),
             registry: r,
         }
     }
 
     /// The text exposition of every metric, with the repository and divergence figures
     /// read at this moment.
-    pub fn render(&self, repo: Option<&ModelRepository>, shadow: &ShadowScorer) -> String {
+    pub fn render(
+        &self,
+        repo: Option<&ModelRepository>,
+        shadow: &ShadowScorer,
+        predictions: Option<&liveprofile_predlog::PredictionLog>,
+    ) -> String {
+        if let Some(log) = predictions {
+            let st = log.stats();
+            for (stat, n) in [
+                ("rows_written", st.rows_written),
+                ("rows_dropped", st.rows_dropped),
+                ("files_published", st.files_published),
+                ("files_deleted", st.files_deleted),
+                ("write_errors", st.write_errors),
+            ] {
+                self.prediction_log.with_label_values(&[stat]).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         if let Some(repo) = repo {
             // Models forgotten by the repository (folder removed) leave the gauges.
             self.stable_version.reset();

@@ -3,6 +3,7 @@
 
 use crate::batcher::Job;
 use crate::experiments::{AnswerContext, ExperimentRouter};
+use crate::predictions::{self, Call};
 use crate::proto::v1::{self, scoring_server::Scoring};
 use crate::state::{AppState, bounded, input_status, output_names, route_status};
 use liveprofile_runtime::{Arm, InputError, LoadedModel};
@@ -107,6 +108,7 @@ async fn score_rows(
     schema_hash: &str,
     rows: &[Row<'_>],
     deadline: Option<Instant>,
+    call: Option<&Call>,
 ) -> Result<(Vec<Scored>, v1::Timing), Status> {
     let repo = state.repo()?;
     // Group rows by the version (and experiment arm) that answers them.
@@ -157,6 +159,9 @@ async fn score_rows(
     }
     // Validate every group before queueing any, so a bad row fails the request at once.
     let mut jobs = Vec::with_capacity(groups.len());
+    // The values as scored, per group, for the prediction log.
+    let mut logged: Vec<Vec<f32>> = Vec::new();
+    let mut records = Vec::new();
     for g in &groups {
         let mut values = Vec::with_capacity(g.rows.len() * g.model.width());
         for &i in &g.rows {
@@ -182,12 +187,15 @@ async fn score_rows(
             // validate() numbers rows within the group; report the request's row.
             input_status(&renumber(e, &g.rows))
         })?;
+        if call.is_some() {
+            logged.push(values.clone());
+        }
         jobs.push(Job { model: g.model.clone(), values, rows: g.rows.len(), compare: g.compare.clone(), deadline });
     }
     let mut results: Vec<Option<Scored>> = (0..rows.len()).map(|_| None).collect();
     let mut timing = v1::Timing::default();
     let outcomes = submit_all_then_wait(state, jobs).await;
-    for (g, outcome) in groups.iter().zip(outcomes) {
+    for (k_group, (g, outcome)) in groups.iter().zip(outcomes).enumerate() {
         let version = g.model.version();
         let arm_name = arm_name(g.arm);
         let outcome = match outcome {
@@ -198,6 +206,21 @@ async fn score_rows(
             }
         };
         state.count(model_name, Some(version), arm_name, Ok(()));
+        if let Some(call) = call {
+            let answered = predictions::Answered {
+                model: &g.model,
+                arm: arm_name,
+                experiment: g.experiment.as_ref().map(|(x, a)| (x.as_str(), a.as_str())),
+                queue: outcome.queue,
+                compute: outcome.compute,
+            };
+            let origins = g.rows.iter().map(|&i| predictions::RowOrigin {
+                user_id: rows[i].user,
+                platform: rows[i].context.platform.map_or("", |p| p.as_str()),
+                room_id: &rows[i].context.room_id,
+            });
+            records.extend(predictions::records(call, &answered, origins, &logged[k_group], &outcome.scores));
+        }
         timing.queue_us = timing.queue_us.max(outcome.queue.as_micros() as u64);
         timing.compute_us = timing.compute_us.max(outcome.compute.as_micros() as u64);
         let first = &outcome.scores.outputs[0];
@@ -219,6 +242,7 @@ async fn score_rows(
     // Exposures are durable before any answer leaves, and only for answers that were
     // scored (a failure that depends on the arm must not count its users as exposed).
     crate::experiments::record_exposures(state, exposures).await?;
+    predictions::offer(state, records);
     Ok((results.into_iter().map(|r| r.expect("every row is in one group")).collect(), timing))
 }
 
@@ -300,6 +324,7 @@ pub async fn score_tags(
     state: &AppState,
     r: &v1::ScoreTagsRequest,
     deadline: Option<Instant>,
+    call: Option<&Call>,
 ) -> Result<v1::ScoreTagsResponse, Status> {
     let name = model_or(&r.model, DEFAULT_TAGS_MODEL);
     state.check_rows(r.users.len())?;
@@ -324,7 +349,7 @@ pub async fn score_tags(
     if let Some(t) = r.tags.iter().find(|t| !tags.contains(t)) {
         return Err(Status::invalid_argument(format!("unknown tag {t:?}; model {name} has {}", tags.join(", "))));
     }
-    let (scored, mut timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
+    let (scored, mut timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline, call).await?;
     let segments = if r.include_segment {
         let (segments, t) = segments_of(state, &scored, deadline).await?;
         timing.queue_us += t.queue_us;
@@ -449,6 +474,7 @@ pub async fn score_conversion(
     state: &AppState,
     r: &v1::ScoreConversionRequest,
     deadline: Option<Instant>,
+    call: Option<&Call>,
 ) -> Result<v1::ScoreConversionResponse, Status> {
     let name = model_or(&r.model, DEFAULT_CONVERSION_MODEL);
     state.check_rows(r.candidates.len())?;
@@ -473,7 +499,7 @@ pub async fn score_conversion(
         };
         rows.push(Row { user: c.user_id.as_str(), context, values });
     }
-    let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline).await?;
+    let (scored, timing) = score_rows(state, name, r.version, &r.schema_hash, &rows, deadline, call).await?;
     let scores = scored
         .into_iter()
         .zip(&r.candidates)
@@ -552,8 +578,9 @@ impl Scoring for ScoringService {
         request: Request<v1::ScoreTagsRequest>,
     ) -> Result<Response<v1::ScoreTagsResponse>, Status> {
         let deadline = crate::state::deadline_of(request.metadata())?;
+        let call = predictions::call(&self.state, "v1.ScoreTags", predictions::request_id_of(request.metadata()));
         let r = request.into_inner();
-        let result = score_tags(&self.state, &r, deadline).await;
+        let result = score_tags(&self.state, &r, deadline, call.as_ref()).await;
         counted(&self.state, model_or(&r.model, DEFAULT_TAGS_MODEL), result).map(Response::new)
     }
 
@@ -562,8 +589,9 @@ impl Scoring for ScoringService {
         request: Request<v1::ScoreConversionRequest>,
     ) -> Result<Response<v1::ScoreConversionResponse>, Status> {
         let deadline = crate::state::deadline_of(request.metadata())?;
+        let call = predictions::call(&self.state, "v1.ScoreConversion", predictions::request_id_of(request.metadata()));
         let r = request.into_inner();
-        let result = score_conversion(&self.state, &r, deadline).await;
+        let result = score_conversion(&self.state, &r, deadline, call.as_ref()).await;
         counted(&self.state, model_or(&r.model, DEFAULT_CONVERSION_MODEL), result).map(Response::new)
     }
 
@@ -632,13 +660,14 @@ impl Scoring for ScoringService {
 
 async fn answer_stream_request(state: &AppState, m: v1::ScoreStreamRequest) -> v1::ScoreStreamResponse {
     use v1::score_stream_response::Response as Out;
+    let call = predictions::call(state, "v1.ScoreStream", Some(&m.request_id));
     let result = match &m.request {
         Some(v1::score_stream_request::Request::Tags(r)) => {
-            let res = score_tags(state, r, None).await;
+            let res = score_tags(state, r, None, call.as_ref()).await;
             counted(state, model_or(&r.model, DEFAULT_TAGS_MODEL), res).map(Out::Tags)
         }
         Some(v1::score_stream_request::Request::Conversion(r)) => {
-            let res = score_conversion(state, r, None).await;
+            let res = score_conversion(state, r, None, call.as_ref()).await;
             counted(state, model_or(&r.model, DEFAULT_CONVERSION_MODEL), res).map(Out::Conversion)
         }
         None => Err(Status::invalid_argument("stream request has neither tags nor conversion")),

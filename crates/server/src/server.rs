@@ -171,7 +171,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let metrics_addr = metrics_listener.local_addr()?;
 
     let profiles = open_profiles(&config).await?;
-    let state = Arc::new(AppState::new(config.clone(), profiles));
+    let predictions = config.prediction_log.clone().map(liveprofile_predlog::PredictionLog::open).transpose()?;
+    let state = Arc::new(AppState::new(config.clone(), profiles, predictions));
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let mqtt = config.profiles.mqtt.as_ref().map(|m| MqttIngest::start(state.clone(), m));
@@ -328,7 +329,7 @@ fn serve_metrics(
         axum::routing::get(move || {
             let s = metrics_state.clone();
             async move {
-                let body = s.metrics.render(s.repository().map(|r| r.as_ref()), &s.shadow);
+                let body = s.metrics.render(s.repository().map(|r| r.as_ref()), &s.shadow, s.predictions.as_ref());
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
             }
         }),
@@ -461,6 +462,13 @@ impl RunningServer {
         let _ = (&mut self.store_health).await;
         // The health loop has ended: nothing can turn a name back to SERVING now.
         self.set_not_serving().await;
+        // Every answer has left: the prediction log writes what it holds and publishes it.
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || state.predictions.as_ref().map(|log| log.close())).await {
+            Ok(Some(stats)) => tracing::info!(?stats, "prediction log closed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "prediction log close task failed"),
+        }
         // A snapshot now makes the next start load it instead of replaying the log.
         let store = self.state.profiles.clone();
         match tokio::task::spawn_blocking(move || store.snapshot()).await {

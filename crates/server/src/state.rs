@@ -25,6 +25,11 @@ pub struct AppState {
     pub shadow: Arc<ShadowScorer>,
     /// Every user's online profile, kept by ingest.
     pub profiles: Arc<ProfileStore>,
+    /// The prediction log, when enabled.
+    pub predictions: Option<liveprofile_predlog::PredictionLog>,
+    /// Requests numbered for the ids the server gives (`<start ms in hex>-<n>`).
+    request_ids: std::sync::atomic::AtomicU64,
+    started_ms: i64,
     stopping: AtomicBool,
 }
 
@@ -37,11 +42,33 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// Starts the batcher and the comparison scorer around an opened profile store; the
     /// repository comes later.
-    pub fn new(config: ServerConfig, profiles: Arc<ProfileStore>) -> Self {
+    pub fn new(
+        config: ServerConfig,
+        profiles: Arc<ProfileStore>,
+        predictions: Option<liveprofile_predlog::PredictionLog>,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shadow = Arc::new(ShadowScorer::start(config.shadow_queue));
         let batcher = Batcher::start(config.batching.clone(), metrics.clone(), shadow.clone());
-        AppState { config, repo: OnceLock::new(), batcher, metrics, shadow, profiles, stopping: AtomicBool::new(false) }
+        AppState {
+            config,
+            repo: OnceLock::new(),
+            batcher,
+            metrics,
+            shadow,
+            profiles,
+            predictions,
+            request_ids: std::sync::atomic::AtomicU64::new(0),
+            started_ms: liveprofile_store::now_ms(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// A request id for a request that came without one: unique within this server's run
+    /// and, with the start time in it, across runs.
+    pub fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}-{n}", self.started_ms)
     }
 
     /// Installs the repository once it has loaded.

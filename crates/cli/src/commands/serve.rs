@@ -54,6 +54,11 @@ fn flag_defaults() -> Vec<(&'static str, String)> {
         ),
         ("metrics_max_connections", DEFAULT_METRICS_MAX_CONNECTIONS.to_string()),
         ("metrics_header_timeout_seconds", DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS.to_string()),
+        ("prediction_log_sample", "1".to_owned()),
+        ("prediction_log_file_mb", (liveprofile_predlog::DEFAULT_MAX_FILE_BYTES >> 20).to_string()),
+        ("prediction_log_file_seconds", liveprofile_predlog::DEFAULT_MAX_FILE_AGE.as_secs().to_string()),
+        ("prediction_log_retention_mb", (liveprofile_predlog::DEFAULT_RETENTION_BYTES >> 20).to_string()),
+        ("prediction_log_queue_rows", liveprofile_predlog::DEFAULT_QUEUE_ROWS.to_string()),
     ]
 }
 
@@ -214,6 +219,28 @@ pub struct ServeArgs {
     /// previous answer); then it is closed.
     #[arg(long, env = "LIVEPROFILE_METRICS_HEADER_TIMEOUT_SECONDS")]
     pub metrics_header_timeout_seconds: Option<u64>,
+    /// Folder of the prediction log: every scoring answer (v1, stream, KServe), or the
+    /// --prediction-log-sample of requests, with the features as scored, in rotating Parquet
+    /// files [default: none, no log].
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG")]
+    pub prediction_log: Option<PathBuf>,
+    /// Share of requests logged, 0 to 1 (by a hash of the request id).
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_SAMPLE")]
+    pub prediction_log_sample: Option<f64>,
+    /// A log file is published once it holds this many MiB.
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_FILE_MB")]
+    pub prediction_log_file_mb: Option<u64>,
+    /// A log file is published once it is this many seconds old (records not yet published
+    /// are lost if the process dies).
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_FILE_SECONDS")]
+    pub prediction_log_file_seconds: Option<u64>,
+    /// The oldest log files are deleted while the folder holds more than this many MiB.
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_RETENTION_MB")]
+    pub prediction_log_retention_mb: Option<u64>,
+    /// Rows waiting for the log's writer (taken every 10 ms); beyond, a request's records
+    /// are dropped and counted (answers never wait for the log).
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_QUEUE_ROWS")]
+    pub prediction_log_queue_rows: Option<usize>,
 }
 
 /// The same settings in a TOML file.
@@ -257,6 +284,12 @@ struct FileConfig {
     max_inflight_request_bytes: Option<usize>,
     metrics_max_connections: Option<usize>,
     metrics_header_timeout_seconds: Option<u64>,
+    prediction_log: Option<PathBuf>,
+    prediction_log_sample: Option<f64>,
+    prediction_log_file_mb: Option<u64>,
+    prediction_log_file_seconds: Option<u64>,
+    prediction_log_retention_mb: Option<u64>,
+    prediction_log_queue_rows: Option<usize>,
 }
 
 impl ServeArgs {
@@ -350,6 +383,19 @@ impl ServeArgs {
             self.metrics_header_timeout_seconds,
             file.metrics_header_timeout_seconds,
         );
+        if let Some(dir) = self.prediction_log.or(file.prediction_log) {
+            let mut log = liveprofile_predlog::LogConfig::new(dir);
+            set(&mut log.sample, self.prediction_log_sample, file.prediction_log_sample);
+            if let Some(mb) = self.prediction_log_file_mb.or(file.prediction_log_file_mb) {
+                log.max_file_bytes = mb.saturating_mul(1 << 20);
+            }
+            seconds(&mut log.max_file_age, self.prediction_log_file_seconds, file.prediction_log_file_seconds);
+            if let Some(mb) = self.prediction_log_retention_mb.or(file.prediction_log_retention_mb) {
+                log.retention_bytes = mb.saturating_mul(1 << 20);
+            }
+            set(&mut log.queue_rows, self.prediction_log_queue_rows, file.prediction_log_queue_rows);
+            c.prediction_log = Some(log);
+        }
         c.validate()?;
         Ok(c)
     }

@@ -63,6 +63,27 @@ fn a_new_version_serves_soon_after_its_folder_appears() {
 }
 
 #[test]
+fn a_scan_reading_the_packages_does_not_trigger_another_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), "m", 1, |_| {});
+    publish(dir.path(), "n", 1, |_| {});
+    let mut config = RepositoryConfig::new(dir.path());
+    config.rescan_interval = Duration::from_secs(3600);
+    let repo = ModelRepository::open(config).unwrap();
+    let _watch = repo.watch().unwrap();
+    // A scan opens and reads every package; those reads must not count as changes.
+    repo.scan();
+    std::thread::sleep(Duration::from_millis(1500));
+    let idle = repo.scans();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(repo.scans(), idle, "no scan without a change to the folder");
+    assert!(idle <= 3, "{idle} scans: the open, the one above and at most one from the watcher's start");
+    // A change still triggers one.
+    publish(dir.path(), "m", 2, |_| {});
+    eventually("version 2", Duration::from_secs(10), || repo.route("m", "u").unwrap().model.version() == 2);
+}
+
+#[test]
 fn canary_is_sticky_per_user_and_shadow_is_offered() {
     let dir = tempfile::tempdir().unwrap();
     publish(dir.path(), "m", 1, |_| {});

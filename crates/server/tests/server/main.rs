@@ -7,6 +7,7 @@ mod experiments;
 mod kserve;
 mod load;
 mod mqtt_poison;
+mod prediction_log;
 mod profiles;
 mod reliability;
 mod scoring;

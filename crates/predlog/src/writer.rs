@@ -1,0 +1,329 @@
+//! The writer thread: records to the current file, rotation, publication, retention.
+
+use crate::{Buffer, Counters, DRAIN_INTERVAL, LogConfig, PredictionRecord, ROW_GROUP_ROWS, log_files};
+use arrow::array::{ArrayRef, Float32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, UInt32Builder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use liveprofile_publish::Publication;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Published files are `predictions-<first time ms>-<sequence>.parquet`.
+pub const FILE_PREFIX: &str = "predictions-";
+
+/// Rows gathered before they are handed to the Parquet writer.
+const BATCH_ROWS: usize = 128;
+
+/// Bytes of a row's numbers besides its lists (time, version, queue and compute times).
+const FIXED_BYTES_PER_ROW: usize = 28;
+
+fn schema() -> SchemaRef {
+    let text = |n: &str| Field::new(n, DataType::Utf8, false);
+    let floats = |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Float32, true))), false);
+    Arc::new(Schema::new(vec![
+        text("request_id"),
+        Field::new("time_ms", DataType::Int64, false),
+        text("api"),
+        text("user_id"),
+        text("platform"),
+        text("room_id"),
+        text("model"),
+        Field::new("model_version", DataType::UInt32, false),
+        text("arm"),
+        text("experiment"),
+        text("experiment_arm"),
+        text("schema_hash"),
+        floats("features"),
+        floats("outputs"),
+        Field::new("queue_us", DataType::Int64, false),
+        Field::new("compute_us", DataType::Int64, false),
+    ]))
+}
+
+/// Column builders of the rows not yet handed to the Parquet writer.
+#[derive(Default)]
+struct Pending {
+    texts: [StringBuilder; 10],
+    time_ms: Int64Builder,
+    version: UInt32Builder,
+    features: ListBuilder<Float32Builder>,
+    outputs: ListBuilder<Float32Builder>,
+    queue_us: Int64Builder,
+    compute_us: Int64Builder,
+    rows: usize,
+    /// Bytes of the values held (before encoding and compression).
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, r: &PredictionRecord) {
+        let model = r.model.as_ref();
+        let schema_hash = model.schema().hash.as_str();
+        let texts: [&str; 10] = [
+            &r.request_id,
+            r.api,
+            &r.user_id,
+            &r.platform,
+            &r.room_id,
+            model.name(),
+            r.arm,
+            &r.experiment,
+            &r.experiment_arm,
+            schema_hash,
+        ];
+        for (b, v) in self.texts.iter_mut().zip(texts) {
+            b.append_value(v);
+        }
+        self.time_ms.append_value(r.time_ms);
+        self.version.append_value(model.version());
+        self.features.values().append_slice(&r.features);
+        self.features.append(true);
+        self.outputs.values().append_slice(&r.outputs);
+        self.outputs.append(true);
+        self.queue_us.append_value(i64::try_from(r.queue_us).unwrap_or(i64::MAX));
+        self.compute_us.append_value(i64::try_from(r.compute_us).unwrap_or(i64::MAX));
+        self.rows += 1;
+        self.bytes += 4 * (r.features.len() + r.outputs.len())
+            + texts.iter().map(|t| t.len()).sum::<usize>()
+            + FIXED_BYTES_PER_ROW;
+    }
+
+    fn take(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut t = self.texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut next = || t.next().expect("ten text builders");
+        let (request_id, api, user_id, platform, room_id, model, arm, experiment, experiment_arm, schema_hash) =
+            (next(), next(), next(), next(), next(), next(), next(), next(), next(), next());
+        let columns: Vec<ArrayRef> = vec![
+            request_id,
+            Arc::new(self.time_ms.finish()),
+            api,
+            user_id,
+            platform,
+            room_id,
+            model,
+            Arc::new(self.version.finish()),
+            arm,
+            experiment,
+            experiment_arm,
+            schema_hash,
+            Arc::new(self.features.finish()),
+            Arc::new(self.outputs.finish()),
+            Arc::new(self.queue_us.finish()),
+            Arc::new(self.compute_us.finish()),
+        ];
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new(schema.clone(), columns)
+    }
+}
+
+/// The file being written.
+struct OpenFile {
+    // Declared before the publication: an unfinished writer is closed before its
+    // temporary file is removed.
+    writer: ArrowWriter<File>,
+    publication: Publication,
+    opened: Instant,
+    rows: u64,
+    /// Feature names per schema hash, output names per model version, of its rows.
+    features: BTreeMap<String, Vec<String>>,
+    outputs: BTreeMap<String, Vec<String>>,
+}
+
+pub(crate) struct Writer {
+    config: LogConfig,
+    counters: Arc<Counters>,
+    schema: SchemaRef,
+    current: Option<OpenFile>,
+    pending: Pending,
+    sequence: u64,
+}
+
+fn io_error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Writer {
+    pub(crate) fn new(config: LogConfig, counters: Arc<Counters>) -> Self {
+        Writer { config, counters, schema: schema(), current: None, pending: Pending::default(), sequence: 0 }
+    }
+
+    /// Takes what was offered every [`DRAIN_INTERVAL`] until the log is closed, then
+    /// writes what is left and publishes the current file.
+    pub(crate) fn run(mut self, buffer: &Buffer) {
+        let mut taken: Vec<PredictionRecord> = Vec::new();
+        loop {
+            let closed = buffer.closed.load(Ordering::Acquire);
+            std::mem::swap(&mut *buffer.records.lock().expect("log buffer lock"), &mut taken);
+            if !taken.is_empty() {
+                if let Err(e) = self.append(&taken) {
+                    self.fail(&e);
+                }
+                taken.clear();
+            }
+            if closed {
+                break;
+            }
+            let due = self.file_is_full()
+                || self.current.as_ref().is_some_and(|f| f.opened.elapsed() >= self.config.max_file_age);
+            if due && let Err(e) = self.publish() {
+                self.fail(&e);
+            }
+            std::thread::sleep(DRAIN_INTERVAL);
+        }
+        if let Err(e) = self.publish() {
+            self.fail(&e);
+        }
+    }
+
+    /// Appends records in order; a file that reaches its size is published on the way and
+    /// the next record starts a new one.
+    fn append(&mut self, records: &[PredictionRecord]) -> Result<(), String> {
+        for r in records {
+            if self.current.is_none() {
+                self.current = Some(self.open(r.time_ms)?);
+            }
+            let file = self.current.as_mut().expect("opened above");
+            let model = r.model.as_ref();
+            let hash = &model.schema().hash;
+            if !file.features.contains_key(hash) {
+                let names = model.schema().features.iter().map(|f| f.name.clone()).collect();
+                file.features.insert(hash.clone(), names);
+            }
+            let tag = format!("{}@{}", model.name(), model.version());
+            if !file.outputs.contains_key(&tag) {
+                file.outputs.insert(tag, model.output_columns());
+            }
+            file.rows += 1;
+            self.pending.push(r);
+            if self.pending.rows >= BATCH_ROWS {
+                self.write_pending()?;
+            }
+            if self.file_is_full() {
+                self.publish()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current file's size (what the Parquet writer wrote and holds, and the rows not
+    /// yet handed to it at their unencoded size) has reached the limit.
+    fn file_is_full(&self) -> bool {
+        self.current.as_ref().is_some_and(|f| {
+            (f.writer.bytes_written() + f.writer.in_progress_size() + self.pending.bytes) as u64
+                >= self.config.max_file_bytes
+        })
+    }
+
+    fn write_pending(&mut self) -> Result<(), String> {
+        if self.pending.rows == 0 {
+            return Ok(());
+        }
+        let batch = self.pending.take(&self.schema).map_err(io_error)?;
+        let file = self.current.as_mut().expect("rows pending only with a file open");
+        file.writer.write(&batch).map_err(io_error)
+    }
+
+    fn open(&mut self, first_ms: i64) -> Result<OpenFile, String> {
+        // A name no file has yet (a restarted server may reuse a millisecond).
+        let path = loop {
+            self.sequence += 1;
+            let p = self.config.dir.join(format!("{FILE_PREFIX}{first_ms:013}-{:06}.parquet", self.sequence));
+            if !p.exists() {
+                break p;
+            }
+        };
+        let mut publication = Publication::create(&path).map_err(io_error)?;
+        // Plain encoding for the numbers (a dictionary of feature values costs the writer a
+        // hash per value and saves little); dictionaries for the repetitive text columns;
+        // no page statistics for the value lists (nobody filters on them).
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_size(ROW_GROUP_ROWS)
+            .set_dictionary_enabled(false);
+        for text in ["api", "platform", "room_id", "model", "arm", "experiment", "experiment_arm", "schema_hash"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(text), true);
+        }
+        for list in ["features", "outputs"] {
+            props = props.set_column_statistics_enabled(
+                ColumnPath::from(vec![list.to_owned(), "list".to_owned(), "item".to_owned()]),
+                EnabledStatistics::None,
+            );
+        }
+        let props = props.build();
+        let writer =
+            ArrowWriter::try_new(publication.take_file(), self.schema.clone(), Some(props)).map_err(io_error)?;
+        Ok(OpenFile {
+            writer,
+            publication,
+            opened: Instant::now(),
+            rows: 0,
+            features: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+        })
+    }
+
+    /// Writes what is pending, closes the current file with its names metadata, publishes
+    /// it and applies the retention.
+    fn publish(&mut self) -> Result<(), String> {
+        if self.current.is_none() {
+            return Ok(());
+        }
+        self.write_pending()?;
+        let mut file = self.current.take().expect("checked above");
+        for (hash, names) in &file.features {
+            file.writer.append_key_value_metadata(KeyValue::new(
+                format!("liveprofile.features.{hash}"),
+                serde_json::to_string(names).map_err(io_error)?,
+            ));
+        }
+        for (tag, names) in &file.outputs {
+            file.writer.append_key_value_metadata(KeyValue::new(
+                format!("liveprofile.outputs.{tag}"),
+                serde_json::to_string(names).map_err(io_error)?,
+            ));
+        }
+        let inner = file.writer.into_inner().map_err(io_error)?;
+        file.publication.publish_file(inner).map_err(io_error)?;
+        self.counters.rows_written.fetch_add(file.rows, Ordering::Relaxed);
+        self.counters.files_published.fetch_add(1, Ordering::Relaxed);
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// Deletes the oldest published files while the folder's files hold more than the
+    /// retention; the newest file is always kept.
+    fn apply_retention(&self) {
+        let Ok(files) = log_files(&self.config.dir) else { return };
+        let sizes: Vec<(PathBuf, u64)> =
+            files.into_iter().map(|p| (p.clone(), std::fs::metadata(&p).map_or(0, |m| m.len()))).collect();
+        let mut total: u64 = sizes.iter().map(|(_, s)| s).sum();
+        for (path, size) in &sizes[..sizes.len().saturating_sub(1)] {
+            if total <= self.config.retention_bytes {
+                break;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                total -= size;
+                self.counters.files_deleted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A write or publish failure: the current file is given up (its temporary file is
+    /// removed) and its rows are counted as dropped; later records go to a new file.
+    fn fail(&mut self, reason: &str) {
+        let lost = self.current.take().map_or(0, |f| f.rows);
+        self.pending = Pending::default();
+        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.counters.rows_dropped.fetch_add(lost, Ordering::Relaxed);
+        tracing::warn!(dir = %self.config.dir.display(), lost, reason, "prediction log file given up");
+    }
+}

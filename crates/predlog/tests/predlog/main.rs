@@ -1,0 +1,166 @@
+//! The prediction log: records published with their values and names, rotation by size and
+//! age, retention, drops counted, sampling.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float32Type, Int64Type, UInt32Type};
+use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord, log_files, read_log};
+use liveprofile_runtime::{LoadedModel, load_package};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn conversion() -> Arc<LoadedModel> {
+    Arc::new(load_package(&liveprofile_testkit::bundled_models().join("conversion/1")).unwrap())
+}
+
+fn record(model: &Arc<LoadedModel>, request: usize, row: usize) -> PredictionRecord {
+    let width = model.width();
+    PredictionRecord {
+        request_id: Arc::from(format!("req-{request}")),
+        time_ms: 1_800_000_000_000 + request as i64,
+        api: "v1.ScoreConversion",
+        user_id: format!("user-{row}"),
+        platform: "douyin".into(),
+        room_id: format!("room-{}", request % 7),
+        model: model.clone(),
+        arm: "stable",
+        experiment: String::new(),
+        experiment_arm: String::new(),
+        features: (0..width).map(|j| (request * 1000 + row * 10 + j) as f32 * 0.5).collect(),
+        outputs: vec![(request + row) as f32 / 1e4],
+        queue_us: 10 + request as u64,
+        compute_us: 20 + row as u64,
+    }
+}
+
+#[test]
+fn offered_records_are_published_with_their_values_and_the_names_of_features_and_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    let log = PredictionLog::open(LogConfig::new(dir.path())).unwrap();
+    let requests: Vec<Vec<PredictionRecord>> = (0..3).map(|q| (0..2).map(|r| record(&model, q, r)).collect()).collect();
+    for r in &requests {
+        log.offer(r.clone());
+    }
+    let stats = log.close();
+    assert_eq!((stats.rows_written, stats.rows_dropped, stats.files_published), (6, 0, 1));
+    let rows = read_log(dir.path()).unwrap();
+    assert_eq!(rows.rows(), 6);
+    let batch = arrow::compute::concat_batches(&rows.batches[0].schema(), &rows.batches).unwrap();
+    let expected: Vec<&PredictionRecord> = requests.iter().flatten().collect();
+    let features = batch.column_by_name("features").unwrap().as_list::<i32>();
+    let outputs = batch.column_by_name("outputs").unwrap().as_list::<i32>();
+    let text = |name: &str, i: usize| batch.column_by_name(name).unwrap().as_string::<i32>().value(i).to_owned();
+    for (i, e) in expected.iter().enumerate() {
+        assert_eq!(text("request_id", i), e.request_id.as_ref());
+        assert_eq!(text("user_id", i), e.user_id);
+        assert_eq!(text("room_id", i), e.room_id);
+        assert_eq!(text("model", i), "conversion");
+        assert_eq!(text("schema_hash", i), model.schema().hash);
+        assert_eq!(batch.column_by_name("model_version").unwrap().as_primitive::<UInt32Type>().value(i), 1);
+        assert_eq!(batch.column_by_name("time_ms").unwrap().as_primitive::<Int64Type>().value(i), e.time_ms);
+        assert_eq!(batch.column_by_name("queue_us").unwrap().as_primitive::<Int64Type>().value(i), 10 + (i / 2) as i64);
+        let f = features.value(i);
+        assert_eq!(f.as_primitive::<Float32Type>().values().to_vec(), e.features, "row {i}");
+        assert_eq!(outputs.value(i).as_primitive::<Float32Type>().values().to_vec(), e.outputs);
+    }
+    let names: Vec<String> = model.schema().features.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(rows.feature_names[&model.schema().hash], names);
+    assert_eq!(rows.output_names["conversion@1"], vec!["probability".to_owned()]);
+}
+
+#[test]
+fn files_rotate_by_size_and_the_oldest_are_deleted_beyond_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    let config = LogConfig { max_file_bytes: 64 << 10, retention_bytes: 256 << 10, ..LogConfig::new(dir.path()) };
+    let log = PredictionLog::open(config).unwrap();
+    let requests = 3_000;
+    for q in 0..requests {
+        log.offer(vec![record(&model, q, 0)]);
+        if q % 500 == 499 {
+            // Let the writer keep up: this test is about rotation, not drops.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let stats = log.close();
+    assert_eq!(stats.rows_written + stats.rows_dropped, requests as u64);
+    assert!(stats.files_published >= 4, "{stats:?}");
+    assert!(stats.files_deleted >= 1, "{stats:?}");
+    let files = log_files(dir.path()).unwrap();
+    assert_eq!(files.len() as u64, stats.files_published - stats.files_deleted);
+    let total: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    assert!(total <= 256 << 10, "{total} bytes kept");
+    // The newest records are the ones kept, in file-name (time) order.
+    let rows = read_log(dir.path()).unwrap();
+    let ids: Vec<String> = rows
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column_by_name("request_id").unwrap().as_string::<i32>();
+            (0..a.len()).map(|i| a.value(i).to_owned()).collect::<Vec<_>>()
+        })
+        .collect();
+    if stats.rows_dropped == 0 {
+        assert_eq!(ids.last().unwrap(), &format!("req-{}", requests - 1));
+    }
+    let numbers: Vec<usize> = ids.iter().map(|i| i["req-".len()..].parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "kept rows stay in order");
+    assert!(numbers[0] > 0, "the oldest rows were deleted");
+}
+
+#[test]
+fn an_idle_file_is_published_when_it_reaches_its_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    let config = LogConfig { max_file_age: Duration::from_millis(300), ..LogConfig::new(dir.path()) };
+    let log = PredictionLog::open(config).unwrap();
+    log.offer(vec![record(&model, 0, 0)]);
+    liveprofile_testkit::eventually("the file published by age", Duration::from_secs(10), || {
+        log_files(dir.path()).unwrap().len() == 1
+    });
+    assert_eq!(read_log(dir.path()).unwrap().rows(), 1);
+    assert_eq!(log.stats().rows_written, 1);
+}
+
+#[test]
+fn every_offered_row_is_written_or_counted_as_dropped_and_a_closed_log_only_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    let config = LogConfig { queue_rows: 4, ..LogConfig::new(dir.path()) };
+    let log = PredictionLog::open(config).unwrap();
+    let batch: Vec<PredictionRecord> = (0..4).map(|r| record(&model, 1, r)).collect();
+    for _ in 0..2_000 {
+        log.offer(batch.clone()); // never waits for the writer
+    }
+    let stats = log.close();
+    assert_eq!(stats.rows_written + stats.rows_dropped, 8_000, "{stats:?}");
+    assert_eq!(read_log(dir.path()).unwrap().rows() as u64, stats.rows_written);
+    log.offer(batch);
+    assert_eq!(log.stats().rows_dropped, stats.rows_dropped + 4);
+}
+
+#[test]
+fn sampling_follows_the_request_id_and_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = PredictionLog::open(LogConfig { sample: 0.3, ..LogConfig::new(dir.path().join("a")) }).unwrap();
+    let b = PredictionLog::open(LogConfig { sample: 0.3, ..LogConfig::new(dir.path().join("b")) }).unwrap();
+    let ids: Vec<String> = (0..20_000).map(|i| format!("request-{i}")).collect();
+    let chosen: Vec<bool> = ids.iter().map(|i| a.sampled(i)).collect();
+    assert_eq!(chosen, ids.iter().map(|i| b.sampled(i)).collect::<Vec<_>>(), "the same ids in every process");
+    let share = chosen.iter().filter(|c| **c).count() as f64 / ids.len() as f64;
+    assert!((0.28..0.32).contains(&share), "{share}");
+    let all = PredictionLog::open(LogConfig::new(dir.path().join("c"))).unwrap();
+    assert!(ids.iter().all(|i| all.sampled(i)));
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = |c: LogConfig| PredictionLog::open(c).unwrap_err().to_string();
+    assert!(bad(LogConfig { sample: 1.5, ..LogConfig::new(dir.path()) }).contains("sample"));
+    assert!(bad(LogConfig { max_file_bytes: 0, ..LogConfig::new(dir.path()) }).contains("file size"));
+    assert!(bad(LogConfig { retention_bytes: 10, ..LogConfig::new(dir.path()) }).contains("retention"));
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(bad(LogConfig::new(&file)).contains("a-file"));
+}
