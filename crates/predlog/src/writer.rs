@@ -133,9 +133,8 @@ struct OpenFile {
     publication: Publication,
     opened: Instant,
     rows: u64,
-    /// Feature names per schema hash, output names per model version, of its rows.
-    features: BTreeMap<String, Vec<String>>,
-    outputs: BTreeMap<String, Vec<String>>,
+    /// The model versions of its rows (their feature and output names go in its metadata).
+    models: Vec<Arc<liveprofile_runtime::LoadedModel>>,
 }
 
 pub(crate) struct Writer {
@@ -192,15 +191,8 @@ impl Writer {
                 self.current = Some(self.open(r.time_ms)?);
             }
             let file = self.current.as_mut().expect("opened above");
-            let model = r.model.as_ref();
-            let hash = &model.schema().hash;
-            if !file.features.contains_key(hash) {
-                let names = model.schema().features.iter().map(|f| f.name.clone()).collect();
-                file.features.insert(hash.clone(), names);
-            }
-            let tag = format!("{}@{}", model.name(), model.version());
-            if !file.outputs.contains_key(&tag) {
-                file.outputs.insert(tag, model.output_columns());
+            if !file.models.iter().any(|m| Arc::ptr_eq(m, &r.model)) {
+                file.models.push(r.model.clone());
             }
             file.rows += 1;
             self.pending.push(r);
@@ -261,14 +253,7 @@ impl Writer {
         let props = props.build();
         let writer =
             ArrowWriter::try_new(publication.take_file(), self.schema.clone(), Some(props)).map_err(io_error)?;
-        Ok(OpenFile {
-            writer,
-            publication,
-            opened: Instant::now(),
-            rows: 0,
-            features: BTreeMap::new(),
-            outputs: BTreeMap::new(),
-        })
+        Ok(OpenFile { writer, publication, opened: Instant::now(), rows: 0, models: Vec::new() })
     }
 
     /// Writes what is pending, closes the current file with its names metadata, publishes
@@ -279,17 +264,20 @@ impl Writer {
         }
         self.write_pending()?;
         let mut file = self.current.take().expect("checked above");
-        for (hash, names) in &file.features {
-            file.writer.append_key_value_metadata(KeyValue::new(
-                format!("liveprofile.features.{hash}"),
-                serde_json::to_string(names).map_err(io_error)?,
-            ));
+        let mut features = BTreeMap::new();
+        let mut outputs = BTreeMap::new();
+        for model in &file.models {
+            let names: Vec<&str> = model.schema().features.iter().map(|f| f.name.as_str()).collect();
+            features.insert(format!("liveprofile.features.{}", model.schema().hash), names);
+            outputs.insert(format!("liveprofile.outputs.{}@{}", model.name(), model.version()), model.output_columns());
         }
-        for (tag, names) in &file.outputs {
-            file.writer.append_key_value_metadata(KeyValue::new(
-                format!("liveprofile.outputs.{tag}"),
-                serde_json::to_string(names).map_err(io_error)?,
-            ));
+        for (key, names) in &features {
+            let value = serde_json::to_string(names).map_err(io_error)?;
+            file.writer.append_key_value_metadata(KeyValue::new(key.clone(), value));
+        }
+        for (key, names) in &outputs {
+            let value = serde_json::to_string(names).map_err(io_error)?;
+            file.writer.append_key_value_metadata(KeyValue::new(key.clone(), value));
         }
         let inner = file.writer.into_inner().map_err(io_error)?;
         file.publication.publish_file(inner).map_err(io_error)?;
