@@ -126,11 +126,17 @@ def test_a_segment_package_is_published_and_verified(tmp_path):
     )
     with pytest.raises(package.PackageError, match="replace standard"):
         export.export_package(net, **kwargs, extra_manifest={"task": "x"})
-    published = export.export_package(net, **kwargs, extra_manifest={"segmentation": {"k": 3}})
+    segmentation = {"k": 3, "segments": [{"name": segments.segment_name(i), "description": f"s{i}"} for i in range(3)]}
+    published = export.export_package(net, **kwargs, extra_manifest={"segmentation": segmentation})
     summary = package.verify_package(published)
     assert summary["golden_max_abs_diff"] <= 1e-5
+    assert summary["served_max_abs_diff"] <= 1e-5
     manifest = json.loads((published / "manifest.json").read_text())
-    assert manifest["task"] == "segmentation" and manifest["segmentation"] == {"k": 3}
+    assert manifest["task"] == "segmentation" and manifest["segmentation"] == segmentation
+    # A segmentation that does not name its segments is one the server refuses: so does the check.
+    unnamed = export.export_package(net, **{**kwargs, "version": 2}, extra_manifest={"segmentation": {"k": 3}})
+    with pytest.raises(package.PackageError, match="served runtime refuses the package.*segments"):
+        package.verify_package(unnamed)
     assert manifest["outputs"][0] == {
         "name": "distances", "dtype": "float32", "shape": [-1, 3], "names": ["segment_0", "segment_1", "segment_2"],
     }

@@ -92,7 +92,8 @@ pub async fn ingest_batch(
 ) -> Result<IngestReport, Status> {
     let store = state.profiles.clone();
     let started = Instant::now();
-    let report = tokio::task::spawn_blocking(move || store.ingest(&events))
+    let batch = events.clone();
+    let report = tokio::task::spawn_blocking(move || store.ingest(&batch))
         .await
         .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?
         .map_err(|e| {
@@ -103,6 +104,8 @@ pub async fn ingest_batch(
             status
         })?;
     state.metrics.count_ingest(transport, &report, started.elapsed());
+    let refused: std::collections::HashSet<usize> = report.errors.iter().map(|e| e.index).collect();
+    state.metrics.observe_freshness(&events, &refused, liveprofile_store::now_ms());
     Ok(report)
 }
 

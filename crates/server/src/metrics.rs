@@ -5,6 +5,8 @@ use liveprofile_runtime::{ModelRepository, ShadowScorer};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 const LATENCY_US: &[f64] =
     &[10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 100_000.0, 1_000_000.0];
@@ -41,6 +43,11 @@ pub struct Metrics {
     pub ingest_events: IntCounterVec,
     /// Time to take in one batch of events and make it durable, microseconds.
     pub ingest_us: HistogramVec,
+    /// Event time to applied, seconds, per platform.
+    event_delay_seconds: HistogramVec,
+    /// Newest applied event time, UTC ms, per platform (its age is rendered at scrape).
+    newest_event_ms: Mutex<BTreeMap<&'static str, i64>>,
+    platform_event_age: GaugeVec,
     /// First exposures of users to experiments, logged.
     pub experiment_exposures: prometheus::IntCounter,
     /// Open connections, per port (`grpc`, `metrics`).
@@ -127,6 +134,27 @@ impl Metrics {
             }
         }
         self.ingest_us.with_label_values(&[path]).observe(took.as_secs_f64() * 1e6);
+    }
+
+    /// Notes the freshness of a batch's events that were taken in (`refused`: indices of
+    /// the late and invalid ones), at `now_ms`.
+    pub fn observe_freshness(
+        &self,
+        events: &[liveprofile_store::IncomingEvent],
+        refused: &std::collections::HashSet<usize>,
+        now_ms: i64,
+    ) {
+        let mut newest = self.newest_event_ms.lock().expect("freshness lock");
+        for (i, e) in events.iter().enumerate() {
+            if refused.contains(&i) {
+                continue;
+            }
+            let Ok(platform) = liveprofile_events::Platform::parse(&e.platform) else { continue };
+            let delay = (now_ms - e.ts_ms).max(0) as f64 / 1000.0;
+            self.event_delay_seconds.with_label_values(&[platform.as_str()]).observe(delay);
+            let slot = newest.entry(platform.as_str()).or_insert(e.ts_ms);
+            *slot = (*slot).max(e.ts_ms);
+        }
     }
 
     /// Creates and registers every metric.
@@ -216,6 +244,22 @@ impl Metrics {
                 "Events ingested, per path and outcome",
                 &["path", "outcome"],
             ),
+            event_delay_seconds: histogram(
+                &r,
+                "liveprofile_event_delay_seconds",
+                "Time from an event's timestamp to its batch being applied to the profile store (events taken in \
+                 or already held), seconds, per platform",
+                &["platform"],
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
+            ),
+            newest_event_ms: Mutex::new(BTreeMap::new()),
+            platform_event_age: gauge(
+                &r,
+                "liveprofile_platform_event_age_seconds",
+                "Age of the newest event applied from each platform, at the scrape: a late or stalled platform \
+                 grows here within seconds",
+                &["platform"],
+            ),
             ingest_us: histogram(
                 &r,
                 "liveprofile_ingest_batch_us",
@@ -264,6 +308,10 @@ impl Metrics {
         shadow: &ShadowScorer,
         predictions: Option<&liveprofile_predlog::PredictionLog>,
     ) -> String {
+        let now_ms = liveprofile_store::now_ms();
+        for (platform, newest) in self.newest_event_ms.lock().expect("freshness lock").iter() {
+            self.platform_event_age.with_label_values(&[platform]).set((now_ms - newest).max(0) as f64 / 1000.0);
+        }
         if let Some(log) = predictions {
             let st = log.stats();
             for (stat, n) in [

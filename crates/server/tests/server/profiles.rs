@@ -139,6 +139,35 @@ async fn ingested_events_are_scored_by_user_id_like_the_online_drivers_features(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_per_platform_is_on_metrics() {
+    let Ingested { server, events, .. } = with_events().await;
+    let text = metrics(&server).await;
+    let count = |platform: &str| {
+        liveprofile_testkit::sample(
+            &text,
+            "liveprofile_event_delay_seconds_count",
+            &[&format!("platform=\"{platform}\"")],
+        )
+    };
+    for platform in ["taobao", "douyin", "kuaishou"] {
+        let sent = events.iter().filter(|e| e.platform == platform).count() as f64;
+        assert_eq!(count(platform), Some(sent), "{platform}");
+        let newest = events.iter().filter(|e| e.platform == platform).map(|e| e.ts_ms).max().unwrap();
+        let age = liveprofile_testkit::sample(
+            &text,
+            "liveprofile_platform_event_age_seconds",
+            &[&format!("platform=\"{platform}\"")],
+        )
+        .unwrap();
+        let expected = (now_ms() - newest) as f64 / 1000.0;
+        assert!((age - expected).abs() < 5.0, "{platform}: age {age} s, newest event {expected} s ago");
+    }
+    // A platform that sent nothing has no figures; its age appears with its first event.
+    assert_eq!(count("xiaohongshu"), None);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversion_by_id_equals_scoring_the_online_drivers_visit_features() {
     let Ingested { server, events, .. } = with_events().await;
     let visit = visit(&server, "viewer-1").await;
