@@ -16,7 +16,7 @@
 //! - After each publication the oldest published files are deleted until the folder holds
 //!   at most [`LogConfig::retention_bytes`].
 //! - A file is `predictions-<first time ms>-<sequence>.parquet`; names sort in time order.
-//!   Columns: [`columns`]. The feature values are one list column in schema order with the
+//!   Columns: [`log_schema`]. The feature values are one list column in schema order with the
 //!   schema hash beside it; each file's metadata holds the feature names of every schema
 //!   hash and the output names of every model version in it
 //!   (`liveprofile.features.<hash>`, `liveprofile.outputs.<model>@<version>`, JSON arrays).
@@ -25,7 +25,7 @@ pub mod reader;
 mod writer;
 
 pub use reader::{LogRows, read_log};
-pub use writer::FILE_PREFIX;
+pub use writer::{FILE_PREFIX, log_schema};
 
 use liveprofile_runtime::LoadedModel;
 use std::path::{Path, PathBuf};
@@ -35,28 +35,6 @@ use std::time::Duration;
 
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 16_384;
-
-/// The log's column names, in file order.
-pub fn columns() -> [&'static str; 16] {
-    [
-        "request_id",
-        "time_ms",
-        "api",
-        "user_id",
-        "platform",
-        "room_id",
-        "model",
-        "model_version",
-        "arm",
-        "experiment",
-        "experiment_arm",
-        "schema_hash",
-        "features",
-        "outputs",
-        "queue_us",
-        "compute_us",
-    ]
-}
 
 /// Settings of the log.
 #[derive(Debug, Clone, PartialEq)]

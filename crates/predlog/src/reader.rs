@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub struct LogRows {
     /// The files read, oldest first.
     pub files: Vec<PathBuf>,
-    /// Their rows (columns: [`crate::columns`]).
+    /// Their rows (columns: [`crate::log_schema`]).
     pub batches: Vec<RecordBatch>,
     /// Feature names per schema hash.
     pub feature_names: BTreeMap<String, Vec<String>>,

@@ -25,7 +25,8 @@ const BATCH_ROWS: usize = 128;
 /// Bytes of a row's numbers besides its lists (time, version, queue and compute times).
 const FIXED_BYTES_PER_ROW: usize = 28;
 
-fn schema() -> SchemaRef {
+/// The Arrow schema of the log's files, columns in file order.
+pub fn log_schema() -> SchemaRef {
     let text = |n: &str| Field::new(n, DataType::Utf8, false);
     let floats = |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Float32, true))), false);
     Arc::new(Schema::new(vec![
@@ -152,7 +153,7 @@ fn io_error(e: impl std::fmt::Display) -> String {
 
 impl Writer {
     pub(crate) fn new(config: LogConfig, counters: Arc<Counters>) -> Self {
-        Writer { config, counters, schema: schema(), current: None, pending: Pending::default(), sequence: 0 }
+        Writer { config, counters, schema: log_schema(), current: None, pending: Pending::default(), sequence: 0 }
     }
 
     /// Takes what was offered every [`DRAIN_INTERVAL`] until the log is closed, then

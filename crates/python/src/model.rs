@@ -23,7 +23,11 @@ pub struct Model {
 }
 
 /// Arrow batches to a `pyarrow.Table`.
-fn to_table<'py>(py: Python<'py>, schema: Arc<Schema>, batches: Vec<RecordBatch>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_table<'py>(
+    py: Python<'py>,
+    schema: Arc<Schema>,
+    batches: Vec<RecordBatch>,
+) -> PyResult<Bound<'py, PyAny>> {
     Table::try_new(batches, schema).map_err(data_error)?.into_pyarrow(py)
 }
 
@@ -103,7 +107,7 @@ impl Model {
     /// multi-column outputs).
     #[getter]
     fn outputs(&self) -> Vec<String> {
-        liveprofile_batch::score_columns(&self.inner)
+        self.inner.output_columns()
     }
 
     /// The schema hash a caller must send with dense rows.

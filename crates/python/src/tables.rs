@@ -3,9 +3,8 @@
 
 use crate::errors::{DataError, SimulationError, data_error};
 use crate::model::read_stream;
-use arrow::array::RecordBatch;
 use arrow::array::ffi_stream::ArrowArrayStreamReader;
-use arrow_pyarrow::{IntoPyArrow, PyArrowType, Table};
+use arrow_pyarrow::PyArrowType;
 use liveprofile_features::{EventSet, ExampleOptions, FeatureTable, UserTableOptions};
 use liveprofile_simulator::{SimConfig, Simulator};
 use pyo3::prelude::*;
@@ -47,8 +46,7 @@ fn events_report<'py>(py: Python<'py>, set: &EventSet) -> PyResult<Bound<'py, Py
 
 /// A feature table as a `pyarrow.Table` (the feature schema JSON in its metadata).
 fn to_table(py: Python<'_>, table: FeatureTable) -> PyResult<Bound<'_, PyAny>> {
-    let batches: Vec<RecordBatch> = table.batches;
-    Table::try_new(batches, table.schema).map_err(data_error)?.into_pyarrow(py)
+    crate::model::to_table(py, table.schema, table.batches)
 }
 
 /// The user feature table as of `cutoff_ms` (labels from the `label_window_ms` after it,
