@@ -11,6 +11,10 @@ use std::sync::Mutex;
 const LATENCY_US: &[f64] =
     &[10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 100_000.0, 1_000_000.0];
 const BATCH_ROWS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+/// Freshness buckets, seconds: from a millisecond (a same-host producer) to an hour (a
+/// platform's export arriving late).
+const FRESHNESS_SECONDS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
 const SCORE: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
 
 /// The `model` label of requests for a model the repository does not know: caller-chosen
@@ -45,6 +49,8 @@ pub struct Metrics {
     pub ingest_us: HistogramVec,
     /// Event time to applied, seconds, per platform.
     event_delay_seconds: HistogramVec,
+    /// Event time to the first answer reflecting it, seconds, per platform.
+    event_to_answer_seconds: HistogramVec,
     /// Newest applied event time, UTC ms, per platform (its age is rendered at scrape).
     newest_event_ms: Mutex<BTreeMap<&'static str, i64>>,
     platform_event_age: GaugeVec,
@@ -157,6 +163,15 @@ impl Metrics {
         }
     }
 
+    /// Notes the time from the events an answer is the first to reflect (per platform, the
+    /// oldest one) to `now_ms`.
+    pub fn observe_first_answer(&self, first_reflected: &liveprofile_store::Unreflected, now_ms: i64) {
+        for (platform, ts_ms) in first_reflected.oldest() {
+            let delay = (now_ms - ts_ms).max(0) as f64 / 1000.0;
+            self.event_to_answer_seconds.with_label_values(&[platform.as_str()]).observe(delay);
+        }
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let r = Registry::new();
@@ -250,7 +265,16 @@ impl Metrics {
                 "Time from an event's timestamp to its batch being applied to the profile store (events taken in \
                  or already held), seconds, per platform",
                 &["platform"],
-                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
+                FRESHNESS_SECONDS,
+            ),
+            event_to_answer_seconds: histogram(
+                &r,
+                "liveprofile_event_to_answer_seconds",
+                "Time from an event's timestamp to the first scoring answer that reflects it, seconds, per \
+                 platform: for each answer from a user's profile, the oldest of the user's events taken in since \
+                 their previous answer",
+                &["platform"],
+                FRESHNESS_SECONDS,
             ),
             newest_event_ms: Mutex::new(BTreeMap::new()),
             platform_event_age: gauge(

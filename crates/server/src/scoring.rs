@@ -242,8 +242,21 @@ async fn score_rows(
     // Exposures are durable before any answer leaves, and only for answers that were
     // scored (a failure that depends on the arm must not count its users as exposed).
     crate::experiments::record_exposures(state, exposures).await?;
+    observe_first_answers(state, rows);
     predictions::offer(state, records);
     Ok((results.into_iter().map(|r| r.expect("every row is in one group")).collect(), timing))
+}
+
+/// Freshness: the answer is made, so the events its profile rows reflect for the first
+/// time are answered now.
+fn observe_first_answers(state: &AppState, rows: &[Row<'_>]) {
+    let mut now = None;
+    for row in rows {
+        if let RowValues::Profile { features, .. } = &row.values {
+            let now = *now.get_or_insert_with(liveprofile_store::now_ms);
+            state.metrics.observe_first_answer(&features.first_reflected, now);
+        }
+    }
 }
 
 /// Submits every job, then waits for all of them (they run concurrently in the batcher).

@@ -95,6 +95,35 @@ enum Record {
 pub(crate) struct UserEntry {
     pub(crate) profile: UserProfile,
     recent_ids: VecDeque<(i64, u64)>,
+    /// Events taken in live since the user's features were last read for an answer; not
+    /// kept in snapshots (after a restart nothing is waiting).
+    #[serde(skip)]
+    unanswered: Unreflected,
+}
+
+/// Per platform, the time of the oldest event not yet reflected in an answer (events
+/// taken in since the user's features were last read). Fixed size: no allocation per
+/// event or per answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreflected([i64; Platform::ALL.len()]);
+
+impl Default for Unreflected {
+    fn default() -> Self {
+        Unreflected([i64::MAX; Platform::ALL.len()])
+    }
+}
+
+impl Unreflected {
+    /// Notes an event of `platform` at `ts_ms`.
+    pub fn note(&mut self, platform: Platform, ts_ms: i64) {
+        let slot = &mut self.0[platform.index()];
+        *slot = (*slot).min(ts_ms);
+    }
+
+    /// Per platform with waiting events, the oldest one's time (UTC milliseconds).
+    pub fn oldest(&self) -> impl Iterator<Item = (Platform, i64)> + '_ {
+        Platform::ALL.into_iter().zip(self.0).filter(|(_, ts)| *ts != i64::MAX)
+    }
 }
 
 /// Users of one shard, and the sequence number of the last event applied to them: the
@@ -202,6 +231,8 @@ pub struct ProfileFeatures {
     pub as_of_ms: i64,
     /// Newest event of the user taken in.
     pub last_event_ms: Option<i64>,
+    /// The events this read is the first to reflect: per platform, the oldest one's time.
+    pub first_reflected: Unreflected,
 }
 
 /// The profile store. See the crate documentation.
@@ -381,15 +412,16 @@ impl ProfileStore {
         } else {
             p.features(as_of_ms, &mut values).expect("as_of is not before the horizon");
         }
-        Ok(ProfileFeatures { values, as_of_ms, last_event_ms: p.newest_ms() })
+        let first_reflected = std::mem::take(&mut entry.unanswered);
+        Ok(ProfileFeatures { values, as_of_ms, last_event_ms: p.newest_ms(), first_reflected })
     }
 
     /// Conversion features (the conversion schema) of the user's open visit to `room_id`,
     /// decided now (or at the user's newest event when that is later).
     pub fn conversion_features(&self, user_id: &str, room_id: &str) -> Result<ProfileFeatures, LookupError> {
         let i = shard_of(user_id, self.shards.len());
-        let shard = lock(&self.shards[i]);
-        let entry = shard.users.get(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
+        let mut shard = lock(&self.shards[i]);
+        let entry = shard.users.get_mut(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
         let p = &entry.profile;
         let no_visit = || LookupError::NoOpenVisit { user_id: user_id.to_owned(), room_id: room_id.to_owned() };
         let host = p.open_visit_host(room_id).ok_or_else(no_visit)?;
@@ -399,7 +431,9 @@ impl ProfileStore {
             None => Default::default(),
         };
         let values = p.conversion_features(room_id, decision_ms, stats).ok_or_else(no_visit)?;
-        Ok(ProfileFeatures { values, as_of_ms: decision_ms, last_event_ms: p.newest_ms() })
+        let last_event_ms = p.newest_ms();
+        let first_reflected = std::mem::take(&mut entry.unanswered);
+        Ok(ProfileFeatures { values, as_of_ms: decision_ms, last_event_ms, first_reflected })
     }
 
     /// Writes a snapshot of the whole state now and deletes the log segments and the

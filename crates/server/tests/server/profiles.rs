@@ -168,6 +168,51 @@ async fn freshness_per_platform_is_on_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_answer_reflecting_events_is_on_metrics_per_platform() {
+    let Ingested { server, events, .. } = with_events().await;
+    let figure = |text: &str, name: &str, platform: &str| {
+        liveprofile_testkit::sample(text, name, &[&format!("platform=\"{platform}\"")]).unwrap_or(0.0)
+    };
+    let user = SyntheticEvents::user_id(7);
+    let mut scoring = scoring(&server).await;
+    scoring.score_tags(tags_by_id(&user, None)).await.unwrap();
+    let answered_ms = now_ms();
+    let text = metrics(&server).await;
+    // One figure per platform the user's events came from: the oldest of them.
+    for platform in ["taobao", "douyin", "kuaishou", "xiaohongshu"] {
+        let oldest = events.iter().filter(|e| e.user_id == user && e.platform == platform).map(|e| e.ts_ms).min();
+        let count = figure(&text, "liveprofile_event_to_answer_seconds_count", platform);
+        let sum = figure(&text, "liveprofile_event_to_answer_seconds_sum", platform);
+        match oldest {
+            None => assert_eq!(count, 0.0, "{platform}"),
+            Some(t) => {
+                assert_eq!(count, 1.0, "{platform}");
+                let expected = (answered_ms - t) as f64 / 1000.0;
+                assert!(sum <= expected && sum > expected - 5.0, "{platform}: {sum} s, oldest event {expected} s ago");
+            }
+        }
+    }
+    // A second answer reflects nothing new; one after a new event reflects that event.
+    scoring.score_tags(tags_by_id(&user, None)).await.unwrap();
+    let unchanged = metrics(&server).await;
+    let mut late = event_at("late", &user, now_ms() - 2_000);
+    late.platform = "kuaishou".into();
+    assert_eq!(ingest(&server, vec![vec![late]]).await.accepted, 1);
+    scoring.score_tags(tags_by_id(&user, None)).await.unwrap();
+    let after = metrics(&server).await;
+    for platform in ["taobao", "douyin"] {
+        let count = |t: &str| figure(t, "liveprofile_event_to_answer_seconds_count", platform);
+        assert_eq!((count(&unchanged), count(&after)), (count(&text), count(&text)), "{platform}");
+    }
+    let kuaishou = |t: &str, name: &str| figure(t, &format!("liveprofile_event_to_answer_seconds_{name}"), "kuaishou");
+    assert_eq!(kuaishou(&unchanged, "count"), kuaishou(&text, "count"));
+    assert_eq!(kuaishou(&after, "count"), kuaishou(&text, "count") + 1.0);
+    let waited = kuaishou(&after, "sum") - kuaishou(&text, "sum");
+    assert!((2.0..7.0).contains(&waited), "the new event waited {waited} s for its first answer");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversion_by_id_equals_scoring_the_online_drivers_visit_features() {
     let Ingested { server, events, .. } = with_events().await;
     let visit = visit(&server, "viewer-1").await;

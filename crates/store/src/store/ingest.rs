@@ -82,6 +82,8 @@ impl ProfileStore {
                 if let Err(e) = apply_event(&mut shard, &event, seq) {
                     // Decided as accepted above: the features' own check cannot differ.
                     tracing::error!(seq, error = %e, "an accepted event did not apply");
+                } else if let Some(entry) = shard.users.get_mut(&event.user_id) {
+                    entry.unanswered.note(event.platform, event.ts_ms);
                 }
             }
             {
