@@ -20,7 +20,7 @@ use std::time::Instant;
 pub const FILE_PREFIX: &str = "predictions-";
 
 /// Rows gathered before they are handed to the Parquet writer.
-const BATCH_ROWS: usize = 128;
+const BATCH_ROWS: usize = 4096;
 
 /// Bytes of a row's numbers besides its lists (time, version, queue and compute times).
 const FIXED_BYTES_PER_ROW: usize = 28;
@@ -28,7 +28,7 @@ const FIXED_BYTES_PER_ROW: usize = 28;
 /// The Arrow schema of the log's files, columns in file order.
 pub fn log_schema() -> SchemaRef {
     let text = |n: &str| Field::new(n, DataType::Utf8, false);
-    let floats = |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Float32, true))), false);
+    let floats = |n: &str| Field::new(n, DataType::List(float_item()), false);
     Arc::new(Schema::new(vec![
         text("request_id"),
         Field::new("time_ms", DataType::Int64, false),
@@ -49,8 +49,18 @@ pub fn log_schema() -> SchemaRef {
     ]))
 }
 
+/// The item of the value lists: a float that is never null (a list holds every value the
+/// model read or answered, NaN included), so the files carry no definition levels per value.
+fn float_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float32, false))
+}
+
+/// A value list column's builder, sized for `values` values in `rows` rows.
+fn list_builder(rows: usize, values: usize) -> ListBuilder<Float32Builder> {
+    ListBuilder::with_capacity(Float32Builder::with_capacity(values), rows).with_field(float_item())
+}
+
 /// Column builders of the rows not yet handed to the Parquet writer.
-#[derive(Default)]
 struct Pending {
     texts: [StringBuilder; 10],
     time_ms: Int64Builder,
@@ -62,6 +72,22 @@ struct Pending {
     rows: usize,
     /// Bytes of the values held (before encoding and compression).
     bytes: usize,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            texts: Default::default(),
+            time_ms: Int64Builder::with_capacity(BATCH_ROWS),
+            version: UInt32Builder::with_capacity(BATCH_ROWS),
+            features: list_builder(BATCH_ROWS, 0),
+            outputs: list_builder(BATCH_ROWS, 0),
+            queue_us: Int64Builder::with_capacity(BATCH_ROWS),
+            compute_us: Int64Builder::with_capacity(BATCH_ROWS),
+            rows: 0,
+            bytes: 0,
+        }
+    }
 }
 
 impl Pending {
@@ -187,7 +213,14 @@ impl Writer {
     /// Appends records in order; a file that reaches its size is published on the way and
     /// the next record starts a new one.
     fn append(&mut self, records: &[PredictionRecord]) -> Result<(), String> {
-        for r in records {
+        for (k, r) in records.iter().enumerate() {
+            if self.pending.rows == 0 {
+                // Room for the next batch's values at once: builders that grow by doubling
+                // copy what they hold at every step.
+                let rows = (records.len() - k).min(BATCH_ROWS);
+                self.pending.features = list_builder(rows, rows * r.features.len());
+                self.pending.outputs = list_builder(rows, rows * r.outputs.len());
+            }
             if self.current.is_none() {
                 self.current = Some(self.open(r.time_ms)?);
             }
