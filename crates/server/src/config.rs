@@ -120,7 +120,11 @@ impl TraceConfig {
             "--otlp-endpoint {:?} must be http://host:port (OTLP over gRPC without TLS)",
             self.endpoint
         );
-        anyhow::ensure!((0.0..=1.0).contains(&self.sample), "--trace-sample must be between 0 and 1, not {}", self.sample);
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.sample),
+            "--trace-sample must be between 0 and 1, not {}",
+            self.sample
+        );
         anyhow::ensure!(self.queue_spans > 0, "trace-queue-spans must be at least 1");
         anyhow::ensure!(self.batch_spans > 0, "trace-batch-spans must be at least 1");
         anyhow::ensure!(

@@ -536,6 +536,9 @@ mod tests {
             trace_queue_spans: Some(10),
             ..ServeArgs::default()
         };
-        assert_eq!(small_queue.resolve().unwrap_err().to_string(), "trace-batch-spans (512) is over trace-queue-spans (10)");
+        assert_eq!(
+            small_queue.resolve().unwrap_err().to_string(),
+            "trace-batch-spans (512) is over trace-queue-spans (10)"
+        );
     }
 }

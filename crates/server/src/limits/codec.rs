@@ -8,8 +8,8 @@ use super::budget::Call;
 use prost::Message;
 use prost::bytes::Buf;
 use std::marker::PhantomData;
-use tonic::Status;
 use std::time::Instant;
+use tonic::Status;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::ProstEncoder;
 

@@ -63,14 +63,12 @@ async fn receiver() -> (SocketAddr, Arc<Received>, oneshot::Sender<()>) {
     let received = Arc::new(Received::default());
     let (stop, stopped) = oneshot::channel::<()>();
     let service = TraceServiceServer::new(Receiver(received.clone()));
-    tokio::spawn(
-        tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ),
-    );
+    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     (addr, received, stop)
 }
 
@@ -104,7 +102,11 @@ fn with_parent<T>(message: T, traceparent: &str, request_id: &str) -> tonic::Req
 }
 
 fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v: &AnyValue| v.value.as_ref())
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
 }
 
 fn text(attributes: &[KeyValue], key: &str) -> String {
@@ -147,22 +149,16 @@ async fn spans_of(received: &Received, trace_id: &[u8], children: usize) -> Vec<
 /// The call's server span: its caller's trace and parent, and the named children with
 /// the server span as their parent, inside its time, in the given order (each starts
 /// after the one before it ended). Returns the server span and the children by name.
-fn check_tree<'a>(
-    spans: &'a [Span],
-    rpc: &str,
-    parent_span: &[u8],
-    phases: &[&str],
-) -> (&'a Span, Vec<&'a Span>) {
+fn check_tree<'a>(spans: &'a [Span], rpc: &str, parent_span: &[u8], phases: &[&str]) -> (&'a Span, Vec<&'a Span>) {
     let root = spans.iter().find(|s| s.name == rpc).unwrap_or_else(|| panic!("no span {rpc} in {spans:#?}"));
     assert_eq!(root.kind, SpanKind::Server as i32);
     assert_eq!(root.parent_span_id, parent_span, "the caller's span is the parent");
     assert!(root.start_time_unix_nano > 0 && root.end_time_unix_nano >= root.start_time_unix_nano);
     let mut children = Vec::new();
     for name in phases {
-        let child = spans
-            .iter()
-            .find(|s| s.name == *name)
-            .unwrap_or_else(|| panic!("{rpc}: no child span {name:?} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
+        let child = spans.iter().find(|s| s.name == *name).unwrap_or_else(|| {
+            panic!("{rpc}: no child span {name:?} in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+        });
         assert_eq!(child.parent_span_id, root.span_id, "{name} is a child of {rpc}");
         assert_eq!(child.trace_id, root.trace_id);
         assert_eq!(child.kind, SpanKind::Internal as i32);
@@ -271,8 +267,7 @@ async fn a_callers_trace_continues_through_scoring_kserve_and_ingest() {
     let mut generator = SyntheticEvents::new("tr", 4);
     let now = liveprofile_store::now_ms();
     let events: Vec<v1::LiveEvent> = (0..12).map(|i| generator.next_event(now - 60_000 + i * 1000)).collect();
-    let mut request =
-        tonic::Request::new(tokio_stream::iter(vec![v1::EventBatch { events }].into_iter()));
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![v1::EventBatch { events }].into_iter()));
     request.metadata_mut().insert("traceparent", format!("00-{trace}-{span}-01").parse().unwrap());
     let ack = IngestClient::new(channel(&server).await).ingest_events(request).await.unwrap().into_inner();
     assert_eq!(ack.accepted, 12);
@@ -340,12 +335,14 @@ async fn unsampled_callers_get_no_spans_and_malformed_ones_a_new_trace() {
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"decode") && !names.contains(&"queue"), "{names:?}");
 
-    let conversion_roots =
-        || received.spans().into_iter().filter(|s| s.name == "liveprofile.v1.Scoring/ScoreConversion").collect::<Vec<Span>>();
-    eventually_async("three traced calls", Duration::from_secs(20), || async {
-        conversion_roots().len() >= 3
-    })
-    .await;
+    let conversion_roots = || {
+        received
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "liveprofile.v1.Scoring/ScoreConversion")
+            .collect::<Vec<Span>>()
+    };
+    eventually_async("three traced calls", Duration::from_secs(20), || async { conversion_roots().len() >= 3 }).await;
     let roots: Vec<Span> = conversion_roots();
     assert!(received.of_trace(&unhex(&unsampled)).is_empty(), "an unsampled caller's trace has no spans");
     let by_id = |id: &str| {

@@ -8,13 +8,13 @@
 //! when that clean-up fails, or an fsync fails (after which what is on the disk is not
 //! known), does the writer stop for good ([`LogWriter::broken`]).
 
-use std::time::Instant;
 use super::format::{FRAME_HEADER, FrameHeader, SEGMENT_HEADER, SegmentHeader};
 use super::{Durability, MAX_RECORD_BYTES, is_disk_full, segment_path, sync_dir};
 use crate::error::StoreError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// The segment being appended to.
 #[derive(Debug)]
