@@ -43,7 +43,8 @@ impl Received {
     }
 }
 
-struct Receiver(Arc<Received>);
+/// Takes exports, each after `delay` (a slow collector).
+struct Receiver(Arc<Received>, Duration);
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -51,6 +52,7 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.1).await;
         self.0.requests.lock().unwrap().push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -58,11 +60,16 @@ impl TraceService for Receiver {
 
 /// An OTLP/gRPC trace receiver on a free loopback port, until the sender fires or drops.
 async fn receiver() -> (SocketAddr, Arc<Received>, oneshot::Sender<()>) {
+    slow_receiver(Duration::ZERO).await
+}
+
+/// A receiver that answers each export after `delay`.
+async fn slow_receiver(delay: Duration) -> (SocketAddr, Arc<Received>, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(Received::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let service = TraceServiceServer::new(Receiver(received.clone()));
+    let service = TraceServiceServer::new(Receiver(received.clone(), delay));
     tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         async {
@@ -385,6 +392,33 @@ async fn without_a_collector_answers_come_and_spans_are_dropped_and_counted() {
     assert_eq!(tracer.stats().exported, 0);
     let page = metrics(&server).await;
     assert_eq!(sample(&page, "liveprofile_trace_spans", &["stat=\"dropped\""]), Some(6.0 * calls as f64));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_collector_fills_the_queue_and_spans_are_dropped_not_answers() {
+    // Each export outlasts the export timeout; the queue holds two calls' spans.
+    let (addr, received, _stop) = slow_receiver(Duration::from_secs(30)).await;
+    let repo = repository(&["conversion"]);
+    let mut c = traced_config(repo.path(), format!("http://{addr}"));
+    let t = c.traces.as_mut().unwrap();
+    (t.queue_spans, t.batch_spans, t.export_timeout) = (12, 6, Duration::from_millis(300));
+    let server = start(c).await;
+    let g = golden("conversion");
+    let mut client = scoring(&server).await;
+    let calls: u64 = 30;
+    for i in 0..calls {
+        let (trace, span) = caller(50 + i as u8);
+        let r = with_parent(conversion_request(&g, ""), &format!("00-{trace}-{span}-01"), &format!("slow-{i}"));
+        assert_eq!(client.score_conversion(r).await.unwrap().into_inner().scores.len(), 1);
+    }
+    let tracer = server.tracer().unwrap().clone();
+    // Every span is accounted for: none taken (each export timed out), all dropped, at
+    // the full queue or with their timed-out export.
+    eventually_async("every span counted", Duration::from_secs(30), || async { tracer.stats().dropped == 6 * calls })
+        .await;
+    assert_eq!(tracer.stats().exported, 0);
+    assert!(received.spans().is_empty());
     server.shutdown().await.unwrap();
 }
 
