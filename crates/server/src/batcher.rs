@@ -54,6 +54,8 @@ pub struct Outcome {
     pub compute: Duration,
     /// Rows in its batch.
     pub batch_rows: usize,
+    /// When it was queued (its queue time runs from here, then its batch's compute time).
+    pub enqueued: Instant,
 }
 
 /// Work for the batcher.
@@ -290,7 +292,7 @@ fn run_batch(s: &Shared, model: &Arc<LoadedModel>, batch: Vec<Queued>) {
                 s.shadow.submit(other.clone(), model.version(), &j.job.values, r, answer.clone());
             }
         }
-        let _ = j.reply.send(Ok(Outcome { scores: part, queue, compute, batch_rows: rows }));
+        let _ = j.reply.send(Ok(Outcome { scores: part, queue, compute, batch_rows: rows, enqueued: j.enqueued }));
     }
 }
 

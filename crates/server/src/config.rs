@@ -64,6 +64,81 @@ pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 16;
 /// Seconds a metrics connection has to send a request.
 pub const DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS: u64 = 5;
 
+/// Spans held for the trace exporter; beyond it new spans are dropped and counted.
+pub const DEFAULT_TRACE_QUEUE_SPANS: usize = 8192;
+/// Spans sent in one OTLP export call.
+pub const DEFAULT_TRACE_BATCH_SPANS: usize = 512;
+/// Longest wait of a span for its export call, in milliseconds (a batch that has not
+/// filled is sent then).
+pub const DEFAULT_TRACE_EXPORT_INTERVAL_MS: u64 = 1000;
+/// Seconds an OTLP export call (connecting included) may take before it is given up and
+/// its spans counted as dropped.
+pub const DEFAULT_TRACE_EXPORT_TIMEOUT_SECONDS: u64 = 5;
+/// Share of requests without a caller's sampling decision that are traced.
+pub const DEFAULT_TRACE_SAMPLE: f64 = 1.0;
+
+/// OpenTelemetry traces exported over OTLP/gRPC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceConfig {
+    /// The collector's OTLP/gRPC endpoint, `http://host:port`.
+    pub endpoint: String,
+    /// Share of new traces (requests without a caller's `traceparent`, or with a malformed
+    /// one) that are recorded, 0 to 1. A caller's sampled flag is always followed.
+    pub sample: f64,
+    /// Spans waiting for export.
+    pub queue_spans: usize,
+    /// Spans per export call.
+    pub batch_spans: usize,
+    /// Longest wait before a partial batch is sent.
+    pub export_interval: Duration,
+    /// Longest time of one export call.
+    pub export_timeout: Duration,
+}
+
+impl TraceConfig {
+    /// Defaults for `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        TraceConfig {
+            endpoint: endpoint.into(),
+            sample: DEFAULT_TRACE_SAMPLE,
+            queue_spans: DEFAULT_TRACE_QUEUE_SPANS,
+            batch_spans: DEFAULT_TRACE_BATCH_SPANS,
+            export_interval: Duration::from_millis(DEFAULT_TRACE_EXPORT_INTERVAL_MS),
+            export_timeout: Duration::from_secs(DEFAULT_TRACE_EXPORT_TIMEOUT_SECONDS),
+        }
+    }
+
+    /// The checks: an `http://` endpoint with a host, a ratio in 0..=1, sizes and times of
+    /// at least 1 and a batch no larger than the queue. The error names the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let uri: tonic::codegen::http::Uri = self
+            .endpoint
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--otlp-endpoint {:?} is not a URL: {e}", self.endpoint))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http") && uri.host().is_some(),
+            "--otlp-endpoint {:?} must be http://host:port (OTLP over gRPC without TLS)",
+            self.endpoint
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.sample),
+            "--trace-sample must be between 0 and 1, not {}",
+            self.sample
+        );
+        anyhow::ensure!(self.queue_spans > 0, "trace-queue-spans must be at least 1");
+        anyhow::ensure!(self.batch_spans > 0, "trace-batch-spans must be at least 1");
+        anyhow::ensure!(
+            self.batch_spans <= self.queue_spans,
+            "trace-batch-spans ({}) is over trace-queue-spans ({})",
+            self.batch_spans,
+            self.queue_spans
+        );
+        anyhow::ensure!(!self.export_interval.is_zero(), "trace-export-interval-ms must be at least 1");
+        anyhow::ensure!(!self.export_timeout.is_zero(), "trace-export-timeout-seconds must be at least 1");
+        Ok(())
+    }
+}
+
 /// TLS files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
@@ -108,6 +183,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// The prediction log (every answer, or a sample, with its features), when enabled.
     pub prediction_log: Option<liveprofile_predlog::LogConfig>,
+    /// OpenTelemetry traces, when an OTLP endpoint is set (off by default).
+    pub traces: Option<TraceConfig>,
 }
 
 /// What callers can hold of the server, and for how long.
@@ -228,6 +305,7 @@ impl Default for ServerConfig {
                 metrics_header_timeout: Duration::from_secs(DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS),
             },
             prediction_log: None,
+            traces: None,
         }
     }
 }
@@ -261,6 +339,9 @@ impl ServerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(log) = &self.prediction_log {
             log.validate().map_err(|e| anyhow::anyhow!("--prediction-log: {e}"))?;
+        }
+        if let Some(traces) = &self.traces {
+            traces.validate()?;
         }
         if let Some(token) = &self.admin_token {
             check_admin_token(token)?;

@@ -4,7 +4,7 @@
 use crate::proto::v1::{self, ingest_server::Ingest, profile_admin_server::ProfileAdmin};
 use crate::state::AppState;
 use liveprofile_events::Platform;
-use liveprofile_store::{IdentityLink, IncomingEvent, IngestReport, ProfileStore, StoreError};
+use liveprofile_store::{IdentityLink, IncomingEvent, IngestReport, IngestTimes, ProfileStore, StoreError};
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
@@ -93,10 +93,26 @@ pub async fn ingest_batch(
     let store = state.profiles.clone();
     let started = Instant::now();
     let batch = events.clone();
-    let report = tokio::task::spawn_blocking(move || store.ingest(&batch))
-        .await
-        .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?
-        .map_err(|e| {
+    let trace = crate::traces::current();
+    let traced = trace.is_some();
+    let (result, times) = tokio::task::spawn_blocking(move || {
+        let mut times = IngestTimes::default();
+        let result = store.ingest_timed(&batch, traced.then_some(&mut times));
+        (result, times)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?;
+    if let Some(t) = &trace {
+        let attributes: crate::traces::Attributes = vec![("liveprofile.events", events.len().into())];
+        for (name, phase) in
+            [("check", times.check), ("log write", times.log_write), ("fsync", times.fsync), ("apply", times.apply)]
+        {
+            if let Some((start, end)) = phase {
+                t.phase(name, start, end, attributes.clone());
+            }
+        }
+    }
+    let report = result.map_err(|e| {
             let status = store_status(&e);
             if status.code() != tonic::Code::InvalidArgument && FAILURE_LOG.due() {
                 tracing::error!(transport, error = %e, "a batch was not stored (the client is told; nothing of it was applied)");
@@ -115,6 +131,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<v1::EventBatch>>,
     ) -> Result<Response<v1::IngestAck>, Status> {
+        let trace = crate::traces::current();
         let mut inbound = request.into_inner();
         let mut total = IngestReport::default();
         let mut seen = 0usize;
@@ -129,6 +146,12 @@ impl Ingest for IngestService {
             // Keep one error past the limit so that the answer can say it was cut.
             total.errors.truncate(MAX_ACK_ERRORS + 1);
             seen += n;
+        }
+        if let Some(t) = &trace {
+            t.set([
+                ("liveprofile.events", total.received.into()),
+                ("liveprofile.events.accepted", total.accepted.into()),
+            ]);
         }
         let truncated = total.errors.len() > MAX_ACK_ERRORS;
         total.errors.truncate(MAX_ACK_ERRORS);

@@ -248,9 +248,16 @@ impl GrpcInferenceService for KServeService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let trace = crate::scoring::enter_trace(request.metadata());
         let deadline = deadline_of(request.metadata())?;
         let header_id = predictions::request_id_of(request.metadata()).map(str::to_owned);
         let r = request.into_inner();
+        if let Some(t) = &trace
+            && !r.id.is_empty()
+            && r.id.len() <= predictions::MAX_REQUEST_ID_BYTES
+        {
+            t.set([("liveprofile.request_id", r.id.as_str().into())]);
+        }
         let given = if r.id.is_empty() { header_id.as_deref() } else { Some(r.id.as_str()) };
         let call = predictions::call(&self.state, "kserve.ModelInfer", given);
         let result = self.infer(&r, deadline, call.as_ref()).await;
@@ -333,6 +340,10 @@ impl KServeService {
         let (rows, values, raw) = read_input(&model, r)?;
         self.state.check_rows(rows)?;
         model.validate(&values, rows).map_err(|e: InputError| input_status(&e))?;
+        let trace = crate::traces::current();
+        if let Some(t) = &trace {
+            t.validated(vec![("liveprofile.rows", rows.into())]);
+        }
         let labels = experiment.as_ref().map(|x| (x.experiment.to_owned(), x.arm.to_owned()));
         crate::experiments::record_exposures(&self.state, experiment.and_then(|x| x.exposure).into_iter().collect())
             .await?;
@@ -341,6 +352,11 @@ impl KServeService {
         let job = Job { model: model.clone(), values, rows, compare, deadline };
         let outcome = self.state.score(job).await?;
         self.state.count(model.name(), Some(model.version()), arm, Ok(()));
+        if let Some(t) = &trace {
+            let attributes = crate::scoring::traced_group(&model, arm, rows);
+            t.set(attributes.iter().cloned());
+            crate::traces::scored(t, &outcome, attributes);
+        }
         if let (Some(call), Some(values)) = (call, logged) {
             let text = |key: &str| string_param(&r.parameters, key).ok().flatten().unwrap_or_default();
             let (platform, room_id) = (text("platform"), text("room_id"));

@@ -7,7 +7,7 @@
 //! - [`scoring`], [`admin`], [`kserve`]: the gRPC services.
 //! - [`batcher`]: dynamic batching on inference threads, bounded admission, deadlines.
 //! - [`limits`]: connection, stream and request-size limits, and the protobuf codec.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`traces`]: OpenTelemetry traces over OTLP.
 //! - [`ingest`], [`mqtt`]: profile ingest over gRPC and MQTT; [`experiments`]: the
 //!   experiment service.
 
@@ -25,6 +25,7 @@ pub mod proto;
 pub mod scoring;
 pub mod server;
 pub mod state;
+pub mod traces;
 
 pub use config::ServerConfig;
 pub use server::{RunningServer, run, start, termination};

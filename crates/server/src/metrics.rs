@@ -81,6 +81,9 @@ pub struct Metrics {
     divergence_rows: IntGaugeVec,
     divergence_dropped: IntGaugeVec,
     prediction_log: IntGaugeVec,
+    /// Trace spans since the start, per `stat`: `exported` (taken by the collector),
+    /// `dropped` (queue full, export failed or timed out, rejected by the collector).
+    pub trace_spans: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -318,6 +321,13 @@ impl Metrics {
                 "liveprofile_prediction_log",
                 "Prediction log since the start: rows_written, rows_dropped (queue full or a file lost), \
                  files_published, files_deleted (retention), write_errors",
+                &["stat"],
+            ),
+            trace_spans: counter(
+                &r,
+                "liveprofile_trace_spans",
+                "Trace spans since the start: exported (taken by the collector), dropped (export queue full, export \
+                 failed or timed out, rejected by the collector)",
                 &["stat"],
             ),
             registry: r,

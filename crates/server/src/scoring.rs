@@ -192,6 +192,10 @@ async fn score_rows(
         }
         jobs.push(Job { model: g.model.clone(), values, rows: g.rows.len(), compare: g.compare.clone(), deadline });
     }
+    let trace = crate::traces::current();
+    if let Some(t) = &trace {
+        t.validated(vec![("liveprofile.rows", rows.len().into()), ("liveprofile.groups", groups.len().into())]);
+    }
     let mut results: Vec<Option<Scored>> = (0..rows.len()).map(|_| None).collect();
     let mut timing = v1::Timing::default();
     let outcomes = submit_all_then_wait(state, jobs).await;
@@ -206,6 +210,13 @@ async fn score_rows(
             }
         };
         state.count(model_name, Some(version), arm_name, Ok(()));
+        if let Some(t) = &trace {
+            let attributes = traced_group(&g.model, arm_name, g.rows.len());
+            if k_group == 0 {
+                t.set(attributes.iter().cloned());
+            }
+            crate::traces::scored(t, &outcome, attributes);
+        }
         if let Some(call) = call {
             let answered = predictions::Answered {
                 model: &g.model,
@@ -257,6 +268,27 @@ fn observe_first_answers(state: &AppState, rows: &[Row<'_>]) {
             state.metrics.observe_first_answer(&features.first_reflected, now);
         }
     }
+}
+
+/// Trace attributes of the rows a version answered.
+pub(crate) fn traced_group(model: &LoadedModel, arm: &'static str, rows: usize) -> crate::traces::Attributes {
+    vec![
+        ("liveprofile.model", model.name().into()),
+        ("liveprofile.model.version", model.version().into()),
+        ("liveprofile.arm", crate::traces::Value::Static(arm)),
+        ("liveprofile.rows", rows.into()),
+    ]
+}
+
+/// Notes the start of a traced call's handler and the caller's request id; the trace, if
+/// the call is traced.
+pub(crate) fn enter_trace(metadata: &tonic::metadata::MetadataMap) -> Option<Arc<crate::traces::RequestTrace>> {
+    let trace = crate::traces::current()?;
+    trace.enter();
+    if let Some(id) = predictions::request_id_of(metadata).filter(|id| id.len() <= predictions::MAX_REQUEST_ID_BYTES) {
+        trace.set([("liveprofile.request_id", id.into())]);
+    }
+    Some(trace)
 }
 
 /// Submits every job, then waits for all of them (they run concurrently in the batcher).
@@ -442,6 +474,9 @@ async fn segments_of(
     model.validate(&values, scored.len()).map_err(|e| input_status(&e))?;
     let outcome =
         state.score(Job { model: model.clone(), values, rows: scored.len(), compare: vec![], deadline }).await?;
+    if let Some(t) = crate::traces::current() {
+        crate::traces::scored(&t, &outcome, traced_group(&model, arm_name(v1::Arm::Stable), scored.len()));
+    }
     let distances = &outcome.scores.outputs[0];
     let specs = model.manifest().segmentation.as_ref().map_or(&[][..], |s| &s.segments[..]);
     let described: Vec<(String, String)> = (0..distances.width)
@@ -590,6 +625,7 @@ impl Scoring for ScoringService {
         &self,
         request: Request<v1::ScoreTagsRequest>,
     ) -> Result<Response<v1::ScoreTagsResponse>, Status> {
+        let _trace = enter_trace(request.metadata());
         let deadline = crate::state::deadline_of(request.metadata())?;
         let call = predictions::call(&self.state, "v1.ScoreTags", predictions::request_id_of(request.metadata()));
         let r = request.into_inner();
@@ -601,6 +637,7 @@ impl Scoring for ScoringService {
         &self,
         request: Request<v1::ScoreConversionRequest>,
     ) -> Result<Response<v1::ScoreConversionResponse>, Status> {
+        let _trace = enter_trace(request.metadata());
         let deadline = crate::state::deadline_of(request.metadata())?;
         let call = predictions::call(&self.state, "v1.ScoreConversion", predictions::request_id_of(request.metadata()));
         let r = request.into_inner();

@@ -60,6 +60,7 @@ pub struct RunningServer {
     store_health: tokio::task::JoinHandle<()>,
     watch: Arc<Mutex<Option<liveprofile_runtime::repository::WatchHandle>>>,
     mqtt: Option<MqttIngest>,
+    tracer: Option<Arc<crate::traces::Tracer>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -179,7 +180,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let limits = &config.limits;
     warn_if_over_descriptor_limit(limits.max_connections + limits.metrics_max_connections);
-    let router = grpc_router(&state, health_service, tls)?;
+    let tracer = match &config.traces {
+        Some(t) => Some(crate::traces::Tracer::start(t.clone(), state.metrics.clone())?),
+        None => None,
+    };
+    let router = grpc_router(&state, health_service, tls, tracer.clone())?;
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let incoming =
         GrpcIncoming::new(grpc_listener, limits.max_connections, limits.handshake_timeout, state.metrics.clone());
@@ -191,7 +196,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let watch = Arc::new(Mutex::new(None));
     let loader = tokio::spawn(load_and_watch_models(state.clone(), health.clone(), watch.clone()));
     let store_health = watch_store_health(state.clone(), health.clone());
-    tracing::info!(%grpc_addr, %metrics_addr, tls = config.tls.is_some(), "listening");
+    tracing::info!(
+        %grpc_addr,
+        %metrics_addr,
+        tls = config.tls.is_some(),
+        otlp = config.traces.as_ref().map_or("off", |t| t.endpoint.as_str()),
+        "listening"
+    );
     Ok(RunningServer {
         grpc_addr,
         metrics_addr,
@@ -205,6 +216,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         store_health,
         watch,
         mqtt,
+        tracer,
     })
 }
 
@@ -265,6 +277,7 @@ fn grpc_router(
     state: &Arc<AppState>,
     health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     tls: Option<ServerTlsConfig>,
+    tracer: Option<Arc<crate::traces::Tracer>>,
 ) -> anyhow::Result<tonic::transport::server::Router> {
     let config = &state.config;
     let reflection = || {
@@ -277,7 +290,7 @@ fn grpc_router(
     let limit = config.max_message_bytes;
     let token = config.admin_token.as_deref();
     let budget = RequestBudget::new(config.limits.max_inflight_request_bytes, state.metrics.clone());
-    let calls = CallLimits::new(budget, config.limits.stream_idle_timeout, state.metrics.clone());
+    let calls = CallLimits::new(budget, config.limits.stream_idle_timeout, state.metrics.clone(), tracer);
     let limits = &config.limits;
     let mut builder = Server::builder()
         .tcp_nodelay(true)
@@ -411,6 +424,11 @@ impl RunningServer {
         &self.state
     }
 
+    /// The tracer, when traces are on.
+    pub fn tracer(&self) -> Option<&Arc<crate::traces::Tracer>> {
+        self.tracer.as_ref()
+    }
+
     /// Waits until the server is ready (the models present at start have loaded or been
     /// refused, and some model answers), at most `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
@@ -452,6 +470,12 @@ impl RunningServer {
                 tracing::warn!(drain = ?self.state.config.drain, "requests still running after the drain time; stopping");
                 self.grpc.abort();
             }
+        }
+        // Every answer has left: the tracer sends the spans it holds (each export call
+        // bounded by its timeout) and stops.
+        if let Some(tracer) = self.tracer.take() {
+            tracer.shutdown().await;
+            tracing::info!(stats = ?tracer.stats(), "traces flushed");
         }
         if let Some(tx) = self.stop_metrics.take() {
             let _ = tx.send(());

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use recover::LogDamage;
 pub(crate) use recover::recover;
-pub(crate) use writer::LogWriter;
+pub(crate) use writer::{CommitTimes, LogWriter};
 
 /// Largest record payload, in bytes: the writer refuses a longer one, and replay takes a
 /// longer length for damage.

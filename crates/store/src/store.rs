@@ -3,6 +3,8 @@
 //! is applied and acknowledged.
 
 mod ingest;
+
+pub use ingest::IngestTimes;
 mod open;
 
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_DEDUP_MAX_IDS, EventIds};
@@ -356,7 +358,12 @@ impl ProfileStore {
     /// Commits the staged records; a failed write is counted and kept as the store's
     /// health until a write succeeds.
     fn commit(&self, log: &mut LogState) -> Result<(), StoreError> {
-        match log.writer.commit() {
+        self.commit_timed(log, None)
+    }
+
+    /// [`ProfileStore::commit`], noting when the log was written and synced.
+    fn commit_timed(&self, log: &mut LogState, times: Option<&mut crate::log::CommitTimes>) -> Result<(), StoreError> {
+        match log.writer.commit_timed(times) {
             Ok(()) => {
                 // A batch with nothing to log (all duplicates, say) writes nothing: it does
                 // not tell that the disk has room again.

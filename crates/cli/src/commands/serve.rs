@@ -59,6 +59,11 @@ fn flag_defaults() -> Vec<(&'static str, String)> {
         ("prediction_log_file_seconds", liveprofile_predlog::DEFAULT_MAX_FILE_AGE.as_secs().to_string()),
         ("prediction_log_retention_mb", (liveprofile_predlog::DEFAULT_RETENTION_BYTES >> 20).to_string()),
         ("prediction_log_queue_rows", liveprofile_predlog::DEFAULT_QUEUE_ROWS.to_string()),
+        ("trace_sample", DEFAULT_TRACE_SAMPLE.to_string()),
+        ("trace_queue_spans", DEFAULT_TRACE_QUEUE_SPANS.to_string()),
+        ("trace_batch_spans", DEFAULT_TRACE_BATCH_SPANS.to_string()),
+        ("trace_export_interval_ms", DEFAULT_TRACE_EXPORT_INTERVAL_MS.to_string()),
+        ("trace_export_timeout_seconds", DEFAULT_TRACE_EXPORT_TIMEOUT_SECONDS.to_string()),
     ]
 }
 
@@ -241,6 +246,29 @@ pub struct ServeArgs {
     /// are dropped and counted (answers never wait for the log).
     #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_QUEUE_ROWS")]
     pub prediction_log_queue_rows: Option<usize>,
+    /// OpenTelemetry collector to send traces to, OTLP over gRPC without TLS
+    /// (`http://127.0.0.1:4317`): a span per scoring and ingest call with its phases,
+    /// continuing the caller's W3C `traceparent` [default: none, no traces].
+    #[arg(long, env = "LIVEPROFILE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of calls traced, 0 to 1, among calls without a caller's sampling decision
+    /// (no `traceparent`, or a malformed one); a caller's sampled flag is always followed.
+    #[arg(long, env = "LIVEPROFILE_TRACE_SAMPLE")]
+    pub trace_sample: Option<f64>,
+    /// Spans waiting for export; beyond, a call's spans are dropped and counted (answers
+    /// never wait for the collector).
+    #[arg(long, env = "LIVEPROFILE_TRACE_QUEUE_SPANS")]
+    pub trace_queue_spans: Option<usize>,
+    /// Spans sent in one export call.
+    #[arg(long, env = "LIVEPROFILE_TRACE_BATCH_SPANS")]
+    pub trace_batch_spans: Option<usize>,
+    /// Milliseconds a span waits at most before its batch is sent unfilled.
+    #[arg(long, env = "LIVEPROFILE_TRACE_EXPORT_INTERVAL_MS")]
+    pub trace_export_interval_ms: Option<u64>,
+    /// Seconds an export call (connecting included) may take; then its spans are dropped
+    /// and counted.
+    #[arg(long, env = "LIVEPROFILE_TRACE_EXPORT_TIMEOUT_SECONDS")]
+    pub trace_export_timeout_seconds: Option<u64>,
 }
 
 /// The same settings in a TOML file.
@@ -290,6 +318,12 @@ struct FileConfig {
     prediction_log_file_seconds: Option<u64>,
     prediction_log_retention_mb: Option<u64>,
     prediction_log_queue_rows: Option<usize>,
+    otlp_endpoint: Option<String>,
+    trace_sample: Option<f64>,
+    trace_queue_spans: Option<usize>,
+    trace_batch_spans: Option<usize>,
+    trace_export_interval_ms: Option<u64>,
+    trace_export_timeout_seconds: Option<u64>,
 }
 
 impl ServeArgs {
@@ -396,6 +430,17 @@ impl ServeArgs {
             set(&mut log.queue_rows, self.prediction_log_queue_rows, file.prediction_log_queue_rows);
             c.prediction_log = Some(log);
         }
+        if let Some(endpoint) = self.otlp_endpoint.or(file.otlp_endpoint) {
+            let mut t = TraceConfig::new(endpoint);
+            set(&mut t.sample, self.trace_sample, file.trace_sample);
+            set(&mut t.queue_spans, self.trace_queue_spans, file.trace_queue_spans);
+            set(&mut t.batch_spans, self.trace_batch_spans, file.trace_batch_spans);
+            if let Some(ms) = self.trace_export_interval_ms.or(file.trace_export_interval_ms) {
+                t.export_interval = Duration::from_millis(ms);
+            }
+            seconds(&mut t.export_timeout, self.trace_export_timeout_seconds, file.trace_export_timeout_seconds);
+            c.traces = Some(t);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -457,5 +502,43 @@ mod tests {
         std::fs::write(&path, "admin_token = \"  \"\n").unwrap();
         let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
         assert!(err.starts_with("admin-token is only whitespace"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_off_unless_an_endpoint_is_set() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().traces, None);
+        let args = ServeArgs { trace_sample: Some(0.5), ..ServeArgs::default() };
+        assert_eq!(args.resolve().unwrap().traces, None, "a sample alone turns nothing on");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "otlp_endpoint = \"http://127.0.0.1:4317\"\ntrace_queue_spans = 1000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            trace_sample: Some(0.25),
+            trace_export_timeout_seconds: Some(2),
+            ..ServeArgs::default()
+        };
+        let t = args.resolve().unwrap().traces.unwrap();
+        assert_eq!(t.endpoint, "http://127.0.0.1:4317");
+        assert_eq!((t.sample, t.queue_spans, t.batch_spans), (0.25, 1000, DEFAULT_TRACE_BATCH_SPANS));
+        assert_eq!(t.export_timeout, Duration::from_secs(2));
+        let bad = |endpoint: &str, sample: Option<f64>| {
+            ServeArgs { otlp_endpoint: Some(endpoint.to_owned()), trace_sample: sample, ..ServeArgs::default() }
+                .resolve()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("127.0.0.1:4317", None).contains("must be http://host:port"), "{}", bad("127.0.0.1:4317", None));
+        assert!(bad("https://collector:4317", None).contains("must be http://host:port"));
+        assert_eq!(bad("http://127.0.0.1:4317", Some(1.5)), "--trace-sample must be between 0 and 1, not 1.5");
+        let small_queue = ServeArgs {
+            otlp_endpoint: Some("http://127.0.0.1:4317".to_owned()),
+            trace_queue_spans: Some(10),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            small_queue.resolve().unwrap_err().to_string(),
+            "trace-batch-spans (512) is over trace-queue-spans (10)"
+        );
     }
 }

@@ -79,17 +79,24 @@ tokio::task_local! {
 pub(crate) struct Call {
     budget: Arc<RequestBudget>,
     held: Arc<Mutex<Option<Ticket>>>,
+    /// The call's trace, when it is traced.
+    pub(crate) trace: Option<Arc<crate::traces::RequestTrace>>,
 }
 
 impl Call {
     /// A new call against `budget`, holding nothing yet.
     pub(crate) fn new(budget: Arc<RequestBudget>) -> Self {
-        Call { budget, held: Arc::new(Mutex::new(None)) }
+        Call { budget, held: Arc::new(Mutex::new(None)), trace: None }
     }
 
     /// The call whose handler is running on this task, if any.
     pub(crate) fn current() -> Option<Call> {
         CALL.try_with(Call::clone).ok()
+    }
+
+    /// The trace of the call whose handler is running on this task, when it is traced.
+    pub(crate) fn current_trace() -> Option<Arc<crate::traces::RequestTrace>> {
+        CALL.try_with(|c| c.trace.clone()).ok().flatten()
     }
 
     /// Runs `f` (the handler of this call) with the call visible to its codec. The call

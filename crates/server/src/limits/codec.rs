@@ -8,8 +8,9 @@ use super::budget::Call;
 use prost::Message;
 use prost::bytes::Buf;
 use std::marker::PhantomData;
+use std::time::Instant;
 use tonic::Status;
-use tonic::codec::{DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::ProstEncoder;
 
 /// How every message that cannot be decoded on the server begins.
@@ -37,11 +38,12 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = MessageEncoder<T>;
     type Decoder = MessageDecoder<U>;
 
-    fn encoder(&mut self) -> ProstEncoder<T> {
-        ProstEncoder::default()
+    fn encoder(&mut self) -> MessageEncoder<T> {
+        let trace = self.call.as_ref().and_then(|c| c.trace.clone());
+        MessageEncoder { inner: ProstEncoder::default(), trace }
     }
 
     fn decoder(&mut self) -> MessageDecoder<U> {
@@ -64,7 +66,43 @@ impl<U: Message + Default> Decoder for MessageDecoder<U> {
         // Outside the limits layer (a service driven directly) there is no budget to take.
         if let Some(call) = &self.call {
             call.admit(src.remaining())?;
+            if let Some(trace) = &call.trace {
+                let (start, bytes) = (Instant::now(), src.remaining());
+                let decoded = U::decode(src);
+                trace.phase("decode", start, Instant::now(), vec![("rpc.message.uncompressed_size", bytes.into())]);
+                return decoded.map(Some).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}{e}")));
+            }
         }
         U::decode(src).map(Some).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}{e}")))
+    }
+}
+
+/// Encodes one message: tonic's prost encoder, timed as the `encode` phase of a traced
+/// call. It holds the call's trace until the answer has been sent (the encoder lives in
+/// the response body), so the call's span ends when its answer has left.
+#[derive(Debug)]
+pub struct MessageEncoder<T> {
+    inner: ProstEncoder<T>,
+    trace: Option<std::sync::Arc<crate::traces::RequestTrace>>,
+}
+
+impl<T: Message> Encoder for MessageEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match &self.trace {
+            None => self.inner.encode(item, dst),
+            Some(trace) => {
+                let (start, bytes) = (Instant::now(), item.encoded_len());
+                let encoded = self.inner.encode(item, dst);
+                trace.phase("encode", start, Instant::now(), vec![("rpc.message.uncompressed_size", bytes.into())]);
+                encoded
+            }
+        }
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.inner.buffer_settings()
     }
 }

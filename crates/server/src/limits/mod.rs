@@ -19,3 +19,8 @@ pub use budget::{OVER_BUDGET, RequestBudget};
 pub use codec::UNDECODABLE;
 pub use connections::{ConnectInfo, GrpcIncoming, LimitedIo, MetricsListener};
 pub use service::{CallLimits, Limited, STREAM_IDLE};
+
+/// The trace of the call being served on this task, when it is traced.
+pub(crate) fn current_trace() -> Option<std::sync::Arc<crate::traces::RequestTrace>> {
+    budget::Call::current_trace()
+}

@@ -5,6 +5,7 @@
 use super::budget::{Call, RequestBudget};
 use super::connections::ConnectInfo;
 use crate::metrics::Metrics;
+use crate::traces::Tracer;
 use http_body::Frame;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,13 +27,19 @@ pub struct CallLimits {
     budget: Arc<RequestBudget>,
     stream_idle: Duration,
     metrics: Arc<Metrics>,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl CallLimits {
     /// Calls taking their request bytes from `budget`, ended after `stream_idle` without
-    /// request data.
-    pub fn new(budget: Arc<RequestBudget>, stream_idle: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(CallLimits { budget, stream_idle, metrics })
+    /// request data; with a tracer, the calls that [`Tracer::begin`] picks are traced.
+    pub fn new(
+        budget: Arc<RequestBudget>,
+        stream_idle: Duration,
+        metrics: Arc<Metrics>,
+        tracer: Option<Arc<Tracer>>,
+    ) -> Arc<Self> {
+        Arc::new(CallLimits { budget, stream_idle, metrics, tracer })
     }
 
     /// `service` under these limits.
@@ -80,8 +87,31 @@ where
         let request = request.map(|body| {
             Body::new(IdleBody { inner: body, idle: limits.stream_idle, timer: None, metrics: limits.metrics.clone() })
         });
-        let call = Call::new(limits.budget.clone());
-        Box::pin(call.scope(self.inner.call(request)))
+        let mut call = Call::new(limits.budget.clone());
+        // Traces off: no tracer, nothing more than this test.
+        let Some(tracer) = &limits.tracer else {
+            return Box::pin(call.scope(self.inner.call(request)));
+        };
+        let Some(trace) = tracer.begin(request.uri().path(), request.headers()) else {
+            return Box::pin(call.scope(self.inner.call(request)));
+        };
+        call.trace = Some(trace.clone());
+        let answer = call.scope(self.inner.call(request));
+        Box::pin(async move {
+            let response = answer.await;
+            if let Ok(r) = &response {
+                // A call that failed before its answer began has its status in the headers;
+                // an answer that began ends with OK in the trailers.
+                match r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+                    Some(code) => {
+                        let message = r.headers().get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("");
+                        trace.status(code, message);
+                    }
+                    None => trace.status(0, ""),
+                }
+            }
+            response
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::StoreError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// The segment being appended to.
 #[derive(Debug)]
@@ -56,6 +57,14 @@ pub(crate) struct LogWriter {
     buf: Vec<u8>,
     failing: Option<Failing>,
     broken: Option<String>,
+}
+
+/// When a commit wrote its frame and synced it (each `None` when it did not).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CommitTimes {
+    pub(crate) write_start: Option<Instant>,
+    pub(crate) written: Option<Instant>,
+    pub(crate) synced: Option<Instant>,
 }
 
 impl LogWriter {
@@ -134,6 +143,12 @@ impl LogWriter {
     /// any error nothing of the batch is in the log (or the writer is
     /// [`broken`](LogWriter::broken)) and the sequence numbers go back to the last commit.
     pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        self.commit_timed(None)
+    }
+
+    /// [`LogWriter::commit`], noting when the frame was written and when it was synced
+    /// (for a traced batch).
+    pub(crate) fn commit_timed(&mut self, mut times: Option<&mut CommitTimes>) -> Result<(), StoreError> {
         if let Some(why) = &self.broken {
             let why = why.clone();
             self.discard();
@@ -180,7 +195,13 @@ impl LogWriter {
             }
         }
         let at = self.seg.end;
+        if let Some(t) = times.as_deref_mut() {
+            t.write_start = Some(Instant::now());
+        }
         let (written, result) = write_at(&mut self.seg.file, at, &self.buf);
+        if let Some(t) = times.as_deref_mut() {
+            t.written = Some(Instant::now());
+        }
         if let Err(e) = result {
             let action = format!("writing log records {first} to {last} ({frame_len} bytes at byte {at})");
             let err = write_error(&self.seg.path, action, e);
@@ -203,6 +224,11 @@ impl LogWriter {
             self.broken = Some(why.clone());
             self.discard();
             return Err(StoreError::Failed(why));
+        }
+        if let Some(t) = times
+            && self.durability == Durability::Fsync
+        {
+            t.synced = Some(Instant::now());
         }
         self.seg.end += frame_len;
         self.committed_seq = self.next_seq;

@@ -11,6 +11,7 @@ use liveprofile_features::aggregates::{OUT_OF_ORDER_TOLERANCE_MS, in_order};
 use liveprofile_features::online::OnlineError;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// The batch's events accepted so far, which later events of the batch are decided
 /// against.
@@ -20,11 +21,38 @@ struct Pending {
     newest: HashMap<String, i64>,
 }
 
+/// When each phase of an ingested batch ran (for traces): the check of every event, the
+/// log write, its fsync and applying the accepted events. A phase that did not run (no
+/// event to log, durability without fsync) has no times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestTimes {
+    /// Checking the events against the contract, the identity table, duplicates and the
+    /// late window (and encoding the accepted ones' log records).
+    pub check: Option<(Instant, Instant)>,
+    /// Writing the batch's log frame.
+    pub log_write: Option<(Instant, Instant)>,
+    /// Syncing it to the disk.
+    pub fsync: Option<(Instant, Instant)>,
+    /// Applying the accepted events to the profiles.
+    pub apply: Option<(Instant, Instant)>,
+}
+
 impl ProfileStore {
     /// Takes in a batch of events. Returns once every accepted event is in the log (as
     /// durable as the options say) and applied; the report counts every event exactly
     /// once. On an error nothing of the batch was logged or applied.
     pub fn ingest(&self, batch: &[IncomingEvent]) -> Result<IngestReport, StoreError> {
+        self.ingest_timed(batch, None)
+    }
+
+    /// [`ProfileStore::ingest`], noting when each phase ran in `times` (what ran before a
+    /// failure is noted too).
+    pub fn ingest_timed(
+        &self,
+        batch: &[IncomingEvent],
+        mut times: Option<&mut IngestTimes>,
+    ) -> Result<IngestReport, StoreError> {
+        let check_start = times.is_some().then(Instant::now);
         let mut report = IngestReport { received: batch.len() as u64, ..Default::default() };
         let mut log = lock(&self.log);
         log.writable()?;
@@ -73,7 +101,22 @@ impl ProfileStore {
             }
         }
         drop(identities);
-        self.commit(log)?;
+        let mut commit = crate::log::CommitTimes::default();
+        let committed = match times.as_deref_mut() {
+            None => self.commit(log),
+            Some(t) => {
+                let now = Instant::now();
+                t.check = check_start.map(|s| (s, now));
+                let committed = self.commit_timed(log, Some(&mut commit));
+                if let (Some(s), Some(w)) = (commit.write_start, commit.written) {
+                    t.log_write = Some((s, w));
+                    t.fsync = commit.synced.map(|synced| (w, synced));
+                }
+                committed
+            }
+        };
+        committed?;
+        let apply_start = times.is_some().then(Instant::now);
         let first_seq = report.last_seq + 1 - accepted.len() as u64;
         for (k, (event, key)) in accepted.into_iter().enumerate() {
             let seq = first_seq + k as u64;
@@ -99,6 +142,9 @@ impl ProfileStore {
         self.counters.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
         self.counters.late.fetch_add(report.late, Ordering::Relaxed);
         self.counters.rejected.fetch_add(report.rejected, Ordering::Relaxed);
+        if let (Some(t), Some(start)) = (times, apply_start) {
+            t.apply = Some((start, Instant::now()));
+        }
         Ok(report)
     }
 }
