@@ -1,7 +1,8 @@
 //! State one caller cannot take from the others: a lookup ahead of the clock moves no
-//! user's clock; a data folder cannot be shared, even with its LOCK file deleted.
+//! user's clock (and the first lookup alone reflects the events for the first time); a data folder cannot be shared, even with its LOCK file deleted.
 
 use super::{incoming, options};
+use liveprofile_events::Platform;
 use liveprofile_store::{ProfileStore, StoreError, now_ms};
 
 #[test]
@@ -16,7 +17,11 @@ fn a_lookup_ahead_of_the_clock_moves_no_ones_clock() {
     assert_eq!(ahead.as_of_ms, now + 4 * 60_000);
     assert_ne!(ahead.values, before.values, "the hours since the last event differ");
     // A later caller at the real time gets what it got before.
-    assert_eq!(store.user_features("u1", Some(now)).unwrap(), before);
+    let again = store.user_features("u1", Some(now)).unwrap();
+    assert_eq!((&again.values, again.as_of_ms, again.last_event_ms), (&before.values, before.as_of_ms, before.last_event_ms));
+    // Only the first read reflects the events for the first time (the oldest, per platform).
+    assert_eq!(before.first_reflected.oldest().collect::<Vec<_>>(), [(Platform::Douyin, now - 600_000)]);
+    assert_eq!(ahead.first_reflected.oldest().count() + again.first_reflected.oldest().count(), 0);
     assert!(store.user_features("u1", None).unwrap().as_of_ms < now + 4 * 60_000);
     // And an event at the real time is still on time.
     assert_eq!(store.ingest(&[incoming("e3", "u1", now, "like")]).unwrap().accepted, 1);
