@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// The prediction log (every answer, or a sample, with its features), when enabled.
     pub prediction_log: Option<liveprofile_predlog::LogConfig>,
+    /// The drift monitor, unless turned off.
+    pub drift: Option<crate::drift::DriftConfig>,
 }
 
 /// What callers can hold of the server, and for how long.
@@ -228,6 +230,7 @@ impl Default for ServerConfig {
                 metrics_header_timeout: Duration::from_secs(DEFAULT_METRICS_HEADER_TIMEOUT_SECONDS),
             },
             prediction_log: None,
+            drift: Some(crate::drift::DriftConfig::default()),
         }
     }
 }
@@ -264,6 +267,9 @@ impl ServerConfig {
         }
         if let Some(token) = &self.admin_token {
             check_admin_token(token)?;
+        }
+        if let Some(drift) = &self.drift {
+            drift.validate()?;
         }
         for (name, v) in [
             ("max-batch-size", self.batching.max_batch_size),

@@ -59,6 +59,9 @@ fn flag_defaults() -> Vec<(&'static str, String)> {
         ("prediction_log_file_seconds", liveprofile_predlog::DEFAULT_MAX_FILE_AGE.as_secs().to_string()),
         ("prediction_log_retention_mb", (liveprofile_predlog::DEFAULT_RETENTION_BYTES >> 20).to_string()),
         ("prediction_log_queue_rows", liveprofile_predlog::DEFAULT_QUEUE_ROWS.to_string()),
+        ("drift_window_seconds", liveprofile_server::drift::DEFAULT_DRIFT_WINDOW_SECONDS.to_string()),
+        ("drift_min_rows", liveprofile_drift::DEFAULT_MIN_ROWS.to_string()),
+        ("drift_queue_rows", liveprofile_server::drift::DEFAULT_DRIFT_QUEUE_ROWS.to_string()),
     ]
 }
 
@@ -241,6 +244,21 @@ pub struct ServeArgs {
     /// are dropped and counted (answers never wait for the log).
     #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_QUEUE_ROWS")]
     pub prediction_log_queue_rows: Option<usize>,
+    /// Turns the drift monitor off (live traffic against each version's training
+    /// reference, on /metrics).
+    #[arg(long, env = "LIVEPROFILE_NO_DRIFT")]
+    pub no_drift: bool,
+    /// Length of the window of recent traffic the drift figures cover (it moves on by a
+    /// tenth at a time).
+    #[arg(long, env = "LIVEPROFILE_DRIFT_WINDOW_SECONDS")]
+    pub drift_window_seconds: Option<u64>,
+    /// Least rows in a version's drift window before its PSI and KS are reported.
+    #[arg(long, env = "LIVEPROFILE_DRIFT_MIN_ROWS")]
+    pub drift_min_rows: Option<u64>,
+    /// Rows waiting for the drift monitor's thread; beyond, a batch's rows are not
+    /// monitored and are counted (liveprofile_drift_rows_dropped).
+    #[arg(long, env = "LIVEPROFILE_DRIFT_QUEUE_ROWS")]
+    pub drift_queue_rows: Option<usize>,
 }
 
 /// The same settings in a TOML file.
@@ -290,6 +308,10 @@ struct FileConfig {
     prediction_log_file_seconds: Option<u64>,
     prediction_log_retention_mb: Option<u64>,
     prediction_log_queue_rows: Option<usize>,
+    no_drift: Option<bool>,
+    drift_window_seconds: Option<u64>,
+    drift_min_rows: Option<u64>,
+    drift_queue_rows: Option<usize>,
 }
 
 impl ServeArgs {
@@ -395,6 +417,13 @@ impl ServeArgs {
             }
             set(&mut log.queue_rows, self.prediction_log_queue_rows, file.prediction_log_queue_rows);
             c.prediction_log = Some(log);
+        }
+        if self.no_drift || file.no_drift.unwrap_or(false) {
+            c.drift = None;
+        } else if let Some(d) = &mut c.drift {
+            seconds(&mut d.window, self.drift_window_seconds, file.drift_window_seconds);
+            set(&mut d.min_rows, self.drift_min_rows, file.drift_min_rows);
+            set(&mut d.queue_rows, self.drift_queue_rows, file.drift_queue_rows);
         }
         c.validate()?;
         Ok(c)
