@@ -242,13 +242,22 @@ fn write_reference(args: &ReferenceArgs) -> anyhow::Result<()> {
     let json = reference.to_json();
     let sha = liveprofile_runtime::package::sha256_hex(json.as_bytes());
     liveprofile_publish::Publication::write_all(args.model.join(REFERENCE_FILE), json.as_bytes())?;
-    // The manifest names the file with its checksum (other fields kept as they are).
+    // The manifest names the file with its checksum; the rest of its text is kept as it is.
     let manifest_path = args.model.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
-    let mut manifest: serde_json::Value = serde_json::from_str(&text)?;
-    manifest["drift_reference"] = serde_json::json!({ "file": REFERENCE_FILE, "sha256": sha });
-    let mut text = serde_json::to_string_pretty(&manifest)?;
-    text.push('\n');
+    let manifest: serde_json::Value = serde_json::from_str(&text)?;
+    let named = &manifest["drift_reference"];
+    let text = match named["sha256"].as_str() {
+        Some(old) if named["file"] == REFERENCE_FILE && text.matches(old).count() == 1 => text.replace(old, &sha),
+        Some(_) => bail!("{} names another drift reference; remove its drift_reference first", manifest_path.display()),
+        None => {
+            let end = text.rfind('}').with_context(|| format!("{} is not a JSON object", manifest_path.display()))?;
+            format!(
+                "{},\n  \"drift_reference\": {{\n    \"file\": \"{REFERENCE_FILE}\",\n    \"sha256\": \"{sha}\"\n  }}\n}}\n",
+                text[..end].trim_end()
+            )
+        }
+    };
     liveprofile_publish::Publication::write_all(&manifest_path, text.as_bytes())?;
     load_package(&args.model).with_context(|| format!("the package {} with its reference", args.model.display()))?;
     println!(
