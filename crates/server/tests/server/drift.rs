@@ -32,20 +32,33 @@ async fn infer(
     answer.outputs[0].contents.as_ref().unwrap().fp32_contents.clone()
 }
 
+/// This worktree's bundled models (the test kit's path is fixed when it is compiled).
+fn models() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
-    let repo = repository(&[MODEL]);
+    let repo = tempfile::tempdir().unwrap();
+    liveprofile_testkit::publish_copy(&models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
     let mut c = config(repo.path());
     c.drift.as_mut().unwrap().min_rows = 150;
     let server = start(c).await;
     let loaded = liveprofile_runtime::load_package(&repo.path().join(MODEL).join("1")).unwrap();
     let reference = loaded.drift_reference().unwrap().clone();
-    let g = golden(MODEL);
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join(MODEL).join("1/golden.json")).unwrap()).unwrap();
+    let g_rows: Vec<Vec<f32>> = g["inputs"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
     let mut client = kserve(&server).await;
     let mut expected = LiveHistograms::empty(&reference);
     let rows = 200;
     for i in 0..rows {
-        let row = &g.rows[i % g.rows.len()];
+        let row = &g_rows[i % g_rows.len()];
         let out = infer(&mut client, row).await;
         expected.add_row(&reference, row, &out);
     }
@@ -82,7 +95,7 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     c.drift = None;
     let server = start(c).await;
     let mut client = kserve(&server).await;
-    infer(&mut client, &g.rows[0]).await;
+    infer(&mut client, &g_rows[0]).await;
     let text = metrics(&server).await;
     assert!(!text.contains("liveprofile_drift_psi{") && !text.contains("liveprofile_drift_rows{"), "{text}");
     server.shutdown().await.unwrap();
