@@ -55,8 +55,7 @@ impl ColumnReference {
                 }
             }
         }
-        let mut column =
-            ColumnReference { name: name.to_owned(), edges, counts: Vec::new(), missing: 0 };
+        let mut column = ColumnReference { name: name.to_owned(), edges, counts: Vec::new(), missing: 0 };
         column.counts = vec![0; column.edges.len() + 1];
         for &v in values {
             match column.bin(v) {
@@ -81,7 +80,11 @@ impl ColumnReference {
     fn check(&self, rows: u64) -> Result<(), ReferenceError> {
         let bad = |reason: String| Err(ReferenceError::Column { column: self.name.clone(), reason });
         if self.counts.len() != self.edges.len() + 1 {
-            return bad(format!("{} counts for {} edges (one more count than edges)", self.counts.len(), self.edges.len()));
+            return bad(format!(
+                "{} counts for {} edges (one more count than edges)",
+                self.counts.len(),
+                self.edges.len()
+            ));
         }
         if let Some(e) = self.edges.iter().find(|e| !e.is_finite()) {
             return bad(format!("edge {e} is not finite"));
@@ -200,9 +203,7 @@ impl Reference {
         let outs: Vec<&str> = self.outputs.iter().map(|c| c.name.as_str()).collect();
         let want: Vec<&str> = outputs.iter().map(String::as_str).collect();
         if outs != want {
-            return Err(ReferenceError::Mismatch(format!(
-                "output columns {outs:?}, the model answers {want:?}"
-            )));
+            return Err(ReferenceError::Mismatch(format!("output columns {outs:?}, the model answers {want:?}")));
         }
         Ok(())
     }

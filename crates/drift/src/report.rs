@@ -119,15 +119,10 @@ pub struct DriftReport {
 
 impl DriftReport {
     /// Compares live histograms (over `reference`'s columns) with the reference.
-    pub fn new(
-        model: &str,
-        version: u32,
-        live_source: &str,
-        reference: &Reference,
-        live: &LiveHistograms,
-    ) -> Self {
+    pub fn new(model: &str, version: u32, live_source: &str, reference: &Reference, live: &LiveHistograms) -> Self {
         let nf = reference.features.len();
-        let compare = |k: usize, c: &ColumnReference, kind| ColumnDrift::compare(c, kind, &live.counts[k], live.missing[k]);
+        let compare =
+            |k: usize, c: &ColumnReference, kind| ColumnDrift::compare(c, kind, &live.counts[k], live.missing[k]);
         let features: Vec<ColumnDrift> =
             reference.features.iter().enumerate().map(|(k, c)| compare(k, c, Kind::Feature)).collect();
         let outputs: Vec<ColumnDrift> =
@@ -179,11 +174,11 @@ impl DriftReport {
             m = esc(&self.model),
             v = self.version
         );
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<p>{live} live rows ({src}) against {rr} reference rows ({rd}). PSI under {mo} is stable, \
              {mo} to {ma} moderate, {ma} or more major; moderate and major are flagged. Empty bins count as a share of {fl}. \
-             KS is the largest gap between the cumulative shares at the bin edges (binned).</p>\n",
+             KS is the largest gap between the cumulative shares at the bin edges (binned).</p>",
             live = self.live_rows,
             src = esc(&self.live_source),
             rr = self.reference_rows,
@@ -192,9 +187,9 @@ impl DriftReport {
             ma = PSI_MAJOR,
             fl = PSI_FLOOR
         );
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p>Flagged: {} of {} features, {} of {} outputs.</p>\n",
+            "<p>Flagged: {} of {} features, {} of {} outputs.</p>",
             self.flagged_features.len(),
             self.features.len(),
             self.flagged_outputs.len(),
@@ -269,12 +264,11 @@ fn histogram_svg(c: &ColumnDrift) -> String {
     }
     let _ = write!(
         s,
-        r##"<text x="{left}" y="{:.0}" font-size="10">{}</text><text x="{:.0}" y="{:.0}" font-size="10" text-anchor="end">{}</text>"##,
+        r##"<text x="{left}" y="{:.0}" font-size="10">{}</text><text x="{:.0}" y="{:.0}" font-size="10" text-anchor="end">missing</text>"##,
         base + 12.0,
         c.edges.first().map_or_else(String::new, |e| format!("{e}")),
         w - 4.0,
-        base + 12.0,
-        "missing"
+        base + 12.0
     );
     let _ = write!(
         s,

@@ -4,8 +4,8 @@
 
 use crate::errors::data_error;
 use crate::model::{Model, read_stream};
-use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::array::ffi_stream::ArrowArrayStreamReader;
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 use arrow_pyarrow::PyArrowType;
 use liveprofile_drift::{ColumnReference, Reference};
@@ -91,17 +91,12 @@ pub fn drift_reference(
             }
             (None, None) => Vec::new(),
         };
-        let features = feature_names
-            .iter()
-            .zip(&feature_columns)
-            .map(|(n, v)| ColumnReference::from_values(n, v, bins))
-            .collect();
+        let features =
+            feature_names.iter().zip(&feature_columns).map(|(n, v)| ColumnReference::from_values(n, v, bins)).collect();
         let outputs = output_columns.iter().map(|(n, v)| ColumnReference::from_values(n, v, bins)).collect();
         let reference = Reference::new(description, hash, bins, features, outputs).map_err(data_error)?;
         if let Some(m) = &loaded {
-            reference
-                .check_fits(&m.schema().hash, &m.schema().names(), &m.output_columns())
-                .map_err(data_error)?;
+            reference.check_fits(&m.schema().hash, &m.schema().names(), &m.output_columns()).map_err(data_error)?;
         }
         Ok(reference.to_json())
     })

@@ -209,4 +209,3 @@ fn run(config: &DriftConfig, s: &Shared) {
         *s.figures.lock().expect("drift figures lock") = figures;
     }
 }
-

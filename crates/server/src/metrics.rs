@@ -348,7 +348,9 @@ impl Metrics {
         self.drift_dropped.set(i64::try_from(drift.dropped()).unwrap_or(i64::MAX));
         for v in drift.figures() {
             let version = v.version.to_string();
-            self.drift_rows.with_label_values(&[v.model.as_str(), &version]).set(i64::try_from(v.rows).unwrap_or(i64::MAX));
+            self.drift_rows
+                .with_label_values(&[v.model.as_str(), &version])
+                .set(i64::try_from(v.rows).unwrap_or(i64::MAX));
             if v.columns.is_empty() {
                 continue;
             }

@@ -83,11 +83,15 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let (Some(log), Some(model), Some(out)) = (args.log, args.model, args.out) else {
         bail!("liveprofile drift needs --log DIR --model NAME --out DIR (or the `reference` subcommand)");
     };
-    let rows = liveprofile_predlog::read_log(&log).with_context(|| format!("reading the prediction log {}", log.display()))?;
+    let rows =
+        liveprofile_predlog::read_log(&log).with_context(|| format!("reading the prediction log {}", log.display()))?;
     let mut versions = std::collections::BTreeMap::<u32, usize>::new();
     for b in &rows.batches {
         let names = b.column_by_name("model").context("log without a model column")?.as_string::<i32>();
-        let vs = b.column_by_name("model_version").context("log without a model_version column")?.as_primitive::<UInt32Type>();
+        let vs = b
+            .column_by_name("model_version")
+            .context("log without a model_version column")?
+            .as_primitive::<UInt32Type>();
         for r in 0..b.num_rows() {
             if names.value(r) == model {
                 *versions.entry(vs.value(r)).or_default() += 1;
@@ -103,13 +107,20 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         ),
         None => match versions.keys().next_back() {
             Some(&v) => v,
-            None => bail!("the prediction log {} has no rows of model {model:?} ({} rows in all)", log.display(), rows.rows()),
+            None => bail!(
+                "the prediction log {} has no rows of model {model:?} ({} rows in all)",
+                log.display(),
+                rows.rows()
+            ),
         },
     };
     let dir = args.models.join(&model).join(version.to_string());
     let loaded = load_package(&dir).with_context(|| format!("model package {}", dir.display()))?;
     let Some(reference) = loaded.drift_reference() else {
-        bail!("model package {} has no drift reference ({REFERENCE_FILE}); make one with `liveprofile drift reference`", dir.display());
+        bail!(
+            "model package {} has no drift reference ({REFERENCE_FILE}); make one with `liveprofile drift reference`",
+            dir.display()
+        );
     };
     let width = loaded.width();
     let hash = &loaded.schema().hash;
@@ -165,7 +176,8 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
 /// One column of the table as f32, nulls as NaN (counted as missing).
 fn column_values(path: &Path, name: &str) -> anyhow::Result<Vec<f32>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading {}", path.display()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading {}", path.display()))?;
     if builder.schema().field_with_name(name).is_err() {
         bail!("{} has no column {name:?} (a feature of the model)", path.display());
     }
@@ -195,16 +207,17 @@ fn output_values(path: &Path, model: &LoadedModel) -> anyhow::Result<Vec<Vec<f32
         let rows = batch.num_rows();
         let mut dense = vec![0f32; rows * names.len()];
         for (k, name) in names.iter().enumerate() {
-            let col = batch.column_by_name(name).with_context(|| format!("{} has no column {name:?}", path.display()))?;
+            let col =
+                batch.column_by_name(name).with_context(|| format!("{} has no column {name:?}", path.display()))?;
             let col = arrow::compute::cast(col, &DataType::Float32)?;
             let col = col.as_primitive::<Float32Type>();
             for r in 0..rows {
                 dense[r * names.len() + k] = if col.is_null(r) { f32::NAN } else { col.value(r) };
             }
         }
-        let scores = model.score(&dense, rows).map_err(|e| {
-            anyhow::anyhow!("{}: rows from {first_row} cannot be scored: {e}", path.display())
-        })?;
+        let scores = model
+            .score(&dense, rows)
+            .map_err(|e| anyhow::anyhow!("{}: rows from {first_row} cannot be scored: {e}", path.display()))?;
         let mut c = 0;
         for o in &scores.outputs {
             for j in 0..o.width {
@@ -235,7 +248,11 @@ fn write_reference(args: &ReferenceArgs) -> anyhow::Result<()> {
         .collect();
     let rows = features.first().map_or(0, ColumnReference::rows);
     let description = args.description.clone().unwrap_or_else(|| {
-        format!("{} rows of {}", rows, args.table.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()))
+        format!(
+            "{} rows of {}",
+            rows,
+            args.table.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        )
     });
     let reference = Reference::new(description, model.schema().hash.clone(), args.bins, features, outputs)?;
     reference.check_fits(&model.schema().hash, &names, &model.output_columns())?;
@@ -244,7 +261,8 @@ fn write_reference(args: &ReferenceArgs) -> anyhow::Result<()> {
     liveprofile_publish::Publication::write_all(args.model.join(REFERENCE_FILE), json.as_bytes())?;
     // The manifest names the file with its checksum; the rest of its text is kept as it is.
     let manifest_path = args.model.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let text =
+        std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
     let manifest: serde_json::Value = serde_json::from_str(&text)?;
     let named = &manifest["drift_reference"];
     let text = match named["sha256"].as_str() {

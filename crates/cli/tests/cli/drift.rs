@@ -63,8 +63,11 @@ async fn the_report_on_the_servers_log_equals_its_gauges_and_bad_input_fails() {
     config.drift.as_mut().unwrap().min_rows = 100;
     let server = liveprofile_server::start(config).await.unwrap();
     server.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = GrpcInferenceServiceClient::new(channel);
     let rows = golden_rows();
     let sent = 300;

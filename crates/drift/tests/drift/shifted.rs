@@ -25,8 +25,11 @@ fn population(seed: u64) -> Vec<(String, Vec<f32>)> {
     let mut rows = Vec::new();
     for b in &table.batches {
         let platform = b.column_by_name("main_platform").unwrap().as_string::<i32>().clone();
-        let cols: Vec<_> =
-            schema.features.iter().map(|f| b.column_by_name(&f.name).unwrap().as_primitive::<Float32Type>().clone()).collect();
+        let cols: Vec<_> = schema
+            .features
+            .iter()
+            .map(|f| b.column_by_name(&f.name).unwrap().as_primitive::<Float32Type>().clone())
+            .collect();
         for r in 0..b.num_rows() {
             rows.push((platform.value(r).to_owned(), cols.iter().map(|c| c.value(r)).collect()));
         }
@@ -64,7 +67,13 @@ fn shifted_traffic_flags_the_platform_features_and_unshifted_none() {
 
     let same = report(&reference, &live);
     let worst = same.ranked()[0];
-    assert!(same.flagged_features.is_empty(), "unshifted traffic flagged {:?} (worst {} {})", same.flagged_features, worst.name, worst.psi);
+    assert!(
+        same.flagged_features.is_empty(),
+        "unshifted traffic flagged {:?} (worst {} {})",
+        same.flagged_features,
+        worst.name,
+        worst.psi
+    );
 
     // Douyin's users doubled: the users of another population whose main platform is
     // douyin join the traffic.

@@ -1,9 +1,7 @@
 //! Exact values on small histograms, bins of edge values, missing values, the window.
 
 use liveprofile_drift::reference::bin_of;
-use liveprofile_drift::{
-    ColumnReference, DriftReport, Level, LiveHistograms, PSI_FLOOR, Reference, Window, ks, psi,
-};
+use liveprofile_drift::{ColumnReference, DriftReport, Level, LiveHistograms, PSI_FLOOR, Reference, Window, ks, psi};
 
 fn close(a: f64, b: f64) {
     assert!((a - b).abs() < 1e-12, "{a} != {b}");
@@ -23,7 +21,9 @@ fn psi_and_ks_of_hand_computed_histograms() {
     close(psi((&[100, 0], 0), (&[50, 50], 0)), expected);
     close(ks(&[100, 0], &[50, 50]), 0.5);
     // Missing values are a bin of their own for PSI and are left out of KS.
-    let expected = (0.25 - 0.5) * (0.25f64 / 0.5).ln() + (0.25 - 0.5) * (0.25f64 / 0.5).ln() + (0.5 - PSI_FLOOR) * (0.5 / PSI_FLOOR).ln();
+    let expected = (0.25 - 0.5) * (0.25f64 / 0.5).ln()
+        + (0.25 - 0.5) * (0.25f64 / 0.5).ln()
+        + (0.5 - PSI_FLOOR) * (0.5 / PSI_FLOOR).ln();
     close(psi((&[5, 5], 0), (&[1, 1], 2)), expected);
     close(ks(&[5, 5], &[1, 1]), 0.0);
     // Three bins: cumulative 0.2, 0.5, 1 against 0.5, 0.6, 1: largest gap 0.3.

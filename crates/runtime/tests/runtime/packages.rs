@@ -239,7 +239,12 @@ fn feature_major_rows_score_the_same_bits_and_fail_at_the_same_place() {
 }
 
 /// This worktree's copy of the template (the test kit's path is fixed when it is compiled).
-fn publish_here(root: &std::path::Path, name: &str, version: u32, edit: impl FnOnce(&std::path::Path)) -> std::path::PathBuf {
+fn publish_here(
+    root: &std::path::Path,
+    name: &str,
+    version: u32,
+    edit: impl FnOnce(&std::path::Path),
+) -> std::path::PathBuf {
     let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/uci_session_conversion/1");
     liveprofile_testkit::publish_copy(&template, root, name, version, edit)
 }
@@ -273,7 +278,10 @@ fn drift_reference_is_checked_by_checksum_and_against_the_model() {
         edit_manifest(d, |m| m["drift_reference"]["sha256"] = sum.into());
     });
     let err = load_package(&inconsistent).unwrap_err().to_string();
-    assert!(err.starts_with("drift_reference.json: drift reference, column \"Administrative\": counts add up to"), "{err}");
+    assert!(
+        err.starts_with("drift_reference.json: drift reference, column \"Administrative\": counts add up to"),
+        "{err}"
+    );
     // A package without one (as published before references existed) loads without drift.
     let without = publish_here(dir.path(), "m", 4, |d| {
         std::fs::remove_file(d.join("drift_reference.json")).unwrap();

@@ -100,4 +100,3 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     assert!(!text.contains("liveprofile_drift_psi{") && !text.contains("liveprofile_drift_rows{"), "{text}");
     server.shutdown().await.unwrap();
 }
-
