@@ -1,7 +1,8 @@
 //! Drift of live traffic from each model version's training reference, computed off the
 //! request path.
 //!
-//! After a batch is answered, the inference thread hands its rows (the values it scored,
+//! After a batch is answered, the inference thread hands its rows (of a
+//! [`DriftConfig::sample`] share of the batches; the values it scored,
 //! moved, not copied, and the scores) to a bounded buffer under a lock held for a push;
 //! when the buffer holds [`DriftConfig::queue_rows`] rows the batch is dropped and
 //! counted. One thread takes the buffer every [`DRIFT_INTERVAL`], bins every feature and
@@ -25,6 +26,8 @@ pub const DEFAULT_DRIFT_WINDOW_SECONDS: u64 = 600;
 pub const DRIFT_SUB_WINDOWS: usize = 10;
 /// Default [`DriftConfig::queue_rows`].
 pub const DEFAULT_DRIFT_QUEUE_ROWS: usize = 65_536;
+/// Default [`DriftConfig::sample`]: one answered batch in ten.
+pub const DEFAULT_DRIFT_SAMPLE: f64 = 0.1;
 
 /// Settings of the drift monitor.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,9 @@ pub struct DriftConfig {
     pub min_rows: u64,
     /// Rows waiting for the monitor's thread; beyond, a batch's rows are dropped and counted.
     pub queue_rows: usize,
+    /// Share of answered batches monitored, 0 to 1 (every batch's rows, or none of them;
+    /// taken evenly: batch n is monitored when `floor((n + 1) s) > floor(n s)`).
+    pub sample: f64,
 }
 
 impl Default for DriftConfig {
@@ -43,6 +49,7 @@ impl Default for DriftConfig {
             window: Duration::from_secs(DEFAULT_DRIFT_WINDOW_SECONDS),
             min_rows: liveprofile_drift::DEFAULT_MIN_ROWS,
             queue_rows: DEFAULT_DRIFT_QUEUE_ROWS,
+            sample: DEFAULT_DRIFT_SAMPLE,
         }
     }
 }
@@ -52,6 +59,9 @@ impl DriftConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.window.as_millis() < DRIFT_SUB_WINDOWS as u128 {
             anyhow::bail!("--drift-window-seconds must be at least 1");
+        }
+        if !(self.sample > 0.0 && self.sample <= 1.0) {
+            anyhow::bail!("--drift-sample must be above 0 and at most 1 (--no-drift turns the monitor off)");
         }
         if self.min_rows == 0 || self.queue_rows == 0 {
             anyhow::bail!("--drift-min-rows and --drift-queue-rows must be at least 1");
@@ -90,6 +100,7 @@ struct Shared {
     buffer: Mutex<(Vec<Offered>, usize)>,
     closed: AtomicBool,
     dropped: AtomicU64,
+    batches: AtomicU64,
     figures: Mutex<Vec<VersionDrift>>,
 }
 
@@ -125,6 +136,12 @@ impl DriftMonitor {
     pub fn offer(&self, model: &Arc<LoadedModel>, values: Vec<f32>, scores: Scores) {
         if model.drift_reference().is_none() || scores.rows == 0 {
             return;
+        }
+        if self.config.sample < 1.0 {
+            let n = self.shared.batches.fetch_add(1, Ordering::Relaxed) as f64;
+            if ((n + 1.0) * self.config.sample).floor() <= (n * self.config.sample).floor() {
+                return;
+            }
         }
         let rows = scores.rows;
         let mut held = self.shared.buffer.lock().expect("drift buffer lock");

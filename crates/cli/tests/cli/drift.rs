@@ -60,6 +60,7 @@ async fn the_report_on_the_servers_log_equals_its_gauges_and_bad_input_fails() {
     let mut config = liveprofile_server::ServerConfig::for_tests(&repo);
     config.profiles.data_dir = dir.path().join("data");
     config.prediction_log = Some(liveprofile_predlog::LogConfig::new(&log));
+    config.drift.as_mut().unwrap().sample = 1.0;
     config.drift.as_mut().unwrap().min_rows = 100;
     let server = liveprofile_server::start(config).await.unwrap();
     server.wait_ready(Duration::from_secs(60)).await.unwrap();

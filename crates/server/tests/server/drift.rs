@@ -42,6 +42,7 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let repo = tempfile::tempdir().unwrap();
     liveprofile_testkit::publish_copy(&models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
     let mut c = config(repo.path());
+    c.drift.as_mut().unwrap().sample = 1.0;
     c.drift.as_mut().unwrap().min_rows = 150;
     let server = start(c).await;
     let loaded = liveprofile_runtime::load_package(&repo.path().join(MODEL).join("1")).unwrap();
@@ -88,6 +89,26 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let flagged = sample(&text, "liveprofile_drift_flagged", &[&labels[0], "kind=\"feature\""]).unwrap();
     assert_eq!(flagged, report.flagged_features.len() as f64);
     assert_eq!(sample(&text, "liveprofile_drift_rows_dropped", &[]), Some(0.0));
+    server.shutdown().await.unwrap();
+
+    // A quarter of the batches (one-row requests sent one at a time: one batch each).
+    let mut c = config(repo.path());
+    c.drift.as_mut().unwrap().sample = 0.25;
+    c.drift.as_mut().unwrap().min_rows = 1;
+    let server = start(c).await;
+    let mut client = kserve(&server).await;
+    for i in 0..rows {
+        infer(&mut client, &g_rows[i % g_rows.len()]).await;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = metrics(&server).await;
+        if sample(&text, "liveprofile_drift_rows", &[&labels[0], &labels[1]]) == Some(rows as f64 / 4.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not a quarter of {rows} rows monitored:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     server.shutdown().await.unwrap();
 
     // Turned off: no drift gauges.
