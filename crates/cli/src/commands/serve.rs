@@ -462,6 +462,26 @@ mod tests {
     }
 
     #[test]
+    fn drift_settings_and_the_off_switch() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.drift, Some(liveprofile_server::drift::DriftConfig::default()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "drift_window_seconds = 60\ndrift_sample = 0.5\n").unwrap();
+        let c = ServeArgs { config: Some(path.clone()), drift_min_rows: Some(10), ..ServeArgs::default() }
+            .resolve()
+            .unwrap();
+        let d = c.drift.unwrap();
+        assert_eq!((d.window, d.sample, d.min_rows), (Duration::from_secs(60), 0.5, 10));
+        let c = ServeArgs { config: Some(path), no_drift: true, ..ServeArgs::default() }.resolve().unwrap();
+        assert_eq!(c.drift, None);
+        let err = ServeArgs { drift_sample: Some(0.0), ..ServeArgs::default() }.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("--drift-sample must be above 0"), "{err}");
+        let err = ServeArgs { drift_window_seconds: Some(0), ..ServeArgs::default() }.resolve().unwrap_err();
+        assert_eq!(err.to_string(), "--drift-window-seconds must be at least 1");
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serve.toml");
