@@ -226,6 +226,8 @@ def export_package(
     fuse_gemm: bool = False,
     schema_file: str | Path | None = None,
     extra_manifest: Mapping[str, Any] | None = None,
+    drift_rows: np.ndarray | None = None,
+    drift_description: str = "",
 ) -> Path:
     """Convert, check and publish ``model`` as ``<models_dir>/<name>/<version>/``.
 
@@ -235,6 +237,9 @@ def export_package(
     ``users.schema.json``), copied byte for byte once it is checked to hold ``schema``;
     without it the schema is written from ``schema``. ``extra_manifest``: more top-level
     manifest entries (see :func:`~liveprofile_training.package.build_manifest`).
+    ``drift_rows``: the rows the model was fitted on (``[rows, features]`` in schema
+    order); the package then carries their drift reference (``drift_reference.json``,
+    see :func:`drift_reference_text`), named with its sha256 in the manifest.
     """
     schema_bytes = schema.dumps().encode("utf-8")
     if schema_file is not None:
@@ -278,6 +283,15 @@ def export_package(
     model_bytes = proto.SerializeToString()
     check_parity(model_bytes, golden, tolerance)
 
+    extra = dict(extra_manifest or {})
+    drift_text = None
+    if drift_rows is not None:
+        drift_text = drift_reference_text(
+            model_bytes, schema, output_name, output_names, drift_rows, drift_description
+        )
+        from liveprofile.drift import manifest_entry
+
+        extra["drift_reference"] = manifest_entry(drift_text)
     manifest = build_manifest(
         name=name,
         version=version,
@@ -291,7 +305,7 @@ def export_package(
         onnx_sha256=sha256_bytes(model_bytes),
         golden_count=len(golden),
         tolerance=tolerance,
-        extra=extra_manifest,
+        extra=extra or None,
     )
     files = {
         MODEL_FILE: model_bytes,
@@ -299,7 +313,37 @@ def export_package(
         SCHEMA_FILE: schema_bytes,
         GOLDEN_FILE: golden.dumps().encode("utf-8"),
     }
+    if drift_text is not None:
+        from liveprofile.drift import REFERENCE_FILE
+
+        files[REFERENCE_FILE] = drift_text.encode("utf-8")
     return publish_files(models_dir, name, version, files)
+
+
+def drift_reference_text(
+    model_bytes: bytes,
+    schema: FeatureSchema,
+    output_name: str,
+    output_names: Sequence[str],
+    rows: np.ndarray,
+    description: str,
+) -> str:
+    """The drift reference of training ``rows``: every feature, and every output column the
+    ONNX graph gives on them (named as the runtime names them: the output's name for one
+    column, else its tag or class names), binned by ``liveprofile.drift`` (Rust)."""
+    import pyarrow as pa
+    from liveprofile import drift
+
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != len(schema):
+        raise PackageError(f"drift rows have shape {rows.shape}, the schema {len(schema)} features")
+    scored = run_onnx(model_bytes, {"features": rows})[output_name]
+    names = [output_name] if len(output_names) <= 1 else list(output_names)
+    features = pa.table({f.name: rows[:, j] for j, f in enumerate(schema.features)})
+    outputs = pa.table({n: np.ascontiguousarray(scored[:, j]) for j, n in enumerate(names)})
+    return drift.reference_json(
+        outputs, features, description=description or f"{len(rows)} training rows", schema_hash=schema.hash
+    )
 
 
 def load_onnx(path: str | Path):

@@ -308,6 +308,13 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     model_bytes = (path / MODEL_FILE).read_bytes()
     if sha256_bytes(model_bytes) != manifest["onnx_sha256"]:
         problems.append("onnx_sha256 does not match model.onnx")
+    drift = manifest.get("drift_reference")
+    if drift is not None:
+        reference = path / drift["file"]
+        if not reference.is_file():
+            problems.append(f"drift reference {drift['file']} is missing")
+        elif sha256_file(reference) != drift["sha256"]:
+            problems.append(f"drift_reference.sha256 does not match {drift['file']}")
     try:
         schema = load_schema(path / SCHEMA_FILE)
     except SchemaError as exc:

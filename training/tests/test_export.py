@@ -21,11 +21,9 @@ SCHEMA = FeatureSchema(
 )
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    model.configure_tensorflow(11)
+def _rows() -> np.ndarray:
     rng = np.random.default_rng(11)
-    X = np.column_stack(
+    return np.column_stack(
         [
             rng.exponential(60, 300),
             rng.poisson(2, 300),
@@ -33,6 +31,12 @@ def tiny():
             rng.integers(0, 2, 300),
         ]
     ).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model.configure_tensorflow(11)
+    X = _rows()
     Y = np.column_stack([X[:, 0] > 60, X[:, 1] > 2]).astype(np.int8)
     net = model.build_mlp(SCHEMA, X, outputs=2, hidden=(8,), log_features=["watch_seconds"], name="tiny")
     model.fit(net, X[:200], Y[:200], X[200:], Y[200:], epochs=2, batch_size=64)
@@ -100,3 +104,32 @@ def test_onnx_only_parity_failure_writes_nothing(tiny, tmp_path, monkeypatch):
     with pytest.raises(export.ParityError):
         _export(net, gold, tmp_path)
     assert not (tmp_path / "tiny").exists()
+
+
+def test_the_drift_reference_of_the_training_rows_is_published_and_served(tiny, tmp_path):
+    import json
+
+    import liveprofile
+
+    net, gold = tiny
+    X = _rows()[:200]
+    pkg = _export(net, gold, tmp_path, drift_rows=X, drift_description="tiny fit rows")
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["drift_reference"]["file"] == "drift_reference.json"
+    verify_package(pkg)
+    ref = json.loads((pkg / "drift_reference.json").read_text())
+    assert (ref["rows"], ref["description"], ref["schema_hash"]) == (200, "tiny fit rows", SCHEMA.hash)
+    assert [c["name"] for c in ref["features"]] == SCHEMA.feature_names
+    assert [c["name"] for c in ref["outputs"]] == SCHEMA.label_names
+    # The category and the bool get one bin per value; every column counts every row.
+    platform = ref["features"][2]
+    assert platform["edges"] == [0.0, 1.0, 2.0]
+    assert platform["counts"][:3] == [int((X[:, 2] == v).sum()) for v in range(3)]
+    assert ref["features"][3]["edges"] == [0.0, 1.0]
+    assert all(sum(c["counts"]) + c["missing"] == 200 for c in ref["features"] + ref["outputs"])
+    # The serving runtime loads it (checksum, fit to the schema and outputs).
+    liveprofile.Model.load(pkg)
+    # A changed reference fails verification.
+    (pkg / "drift_reference.json").write_text(json.dumps(ref))
+    with pytest.raises(Exception, match="drift_reference.sha256"):
+        verify_package(pkg)

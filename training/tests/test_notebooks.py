@@ -77,7 +77,7 @@ def test_smoke_run_published_a_package(smoke_run):
     assert not leftovers, f"temporary folders left behind: {leftovers}"
     for pkg in smoke_run.packages:
         assert sorted(p.name for p in pkg.iterdir()) == [
-            "feature_schema.json", "golden.json", "manifest.json", "model.onnx",
+            "drift_reference.json", "feature_schema.json", "golden.json", "manifest.json", "model.onnx",
         ]
 
 
@@ -93,6 +93,20 @@ def test_manifest_is_complete_and_consistent(smoke_run):
 
         digest = hashlib.sha256((pkg / "model.onnx").read_bytes()).hexdigest()
         assert m["onnx_sha256"] == digest
+
+        # The drift reference of the fit rows: named with its checksum, every feature in
+        # schema order and every output column, each counting every row.
+        drift_bytes = (pkg / "drift_reference.json").read_bytes()
+        assert m["drift_reference"] == {
+            "file": "drift_reference.json", "sha256": hashlib.sha256(drift_bytes).hexdigest(),
+        }
+        drift = json.loads(drift_bytes)
+        assert [c["name"] for c in drift["features"]] == m["inputs"][0]["features"]
+        columns = m["outputs"][0]["names"] if len(m["outputs"][0]["names"]) > 1 else [m["outputs"][0]["name"]]
+        assert [c["name"] for c in drift["outputs"]] == columns
+        assert drift["rows"] > 0 and drift["schema_hash"] == m["feature_schema"]["hash"]
+        for c in drift["features"] + drift["outputs"]:
+            assert sum(c["counts"]) + c["missing"] == drift["rows"], c["name"]
 
         raw_schema = _load(pkg, "feature_schema.json")
         schema = FeatureSchema.from_json(raw_schema, verify_hash=False)

@@ -63,6 +63,9 @@ enum Command {
     /// The KPIs (orders per visit, GMV per user, ...) per platform, category and China day
     /// of an event file, as kpis.json and kpis.html.
     Kpis(commands::kpis::KpisArgs),
+    /// Drift of a model version's logged traffic from the training reference in its package
+    /// (drift.json, drift.html); `drift reference` makes a package's reference.
+    Drift(commands::drift::DriftArgs),
     /// Import real event data into the event contract.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
@@ -99,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Kpis(args) => commands::kpis::run(args),
+        Command::Drift(args) => commands::drift::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Features(cmd) => commands::features::run(cmd),
         Command::Experiment(cmd) => commands::experiment::run(cmd),

@@ -9,8 +9,10 @@
 //!
 //! - [`model`]: `Model.load`, `Model.score`, `Model.score_rows`.
 //! - [`tables`]: user feature tables and conversion examples from event tables.
+//! - [`drift`]: drift references from training rows.
 //! - [`errors`]: the exception classes and how Rust errors map onto them.
 
+mod drift;
 mod errors;
 mod model;
 mod tables;
@@ -26,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tables::examples_table, m)?)?;
     m.add_function(wrap_pyfunction!(tables::check_label_coverage, m)?)?;
     m.add_function(wrap_pyfunction!(tables::simulate, m)?)?;
+    m.add_function(wrap_pyfunction!(drift::drift_reference, m)?)?;
     m.add("DEFAULT_SIMULATION_START_MS", liveprofile_simulator::DEFAULT_START_MS)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -39,6 +39,11 @@ pub fn read_stream(stream: ArrowArrayStreamReader) -> PyResult<(Arc<Schema>, Vec
 }
 
 impl Model {
+    /// The loaded version.
+    pub(crate) fn loaded(&self) -> &Arc<LoadedModel> {
+        &self.inner
+    }
+
     /// Scores batches in order, counting rows across them for error messages.
     fn score_batches(
         &self,

@@ -51,6 +51,16 @@ pub enum PackageError {
         /// Of the file.
         actual: String,
     },
+    /// Another file the manifest names does not have the sha256 the manifest states.
+    #[error("{file} sha256 is {actual}, the manifest says {expected}")]
+    FileChecksum {
+        /// File.
+        file: String,
+        /// From the manifest.
+        expected: String,
+        /// Of the file.
+        actual: String,
+    },
     /// The manifest and the graph (or the schema) disagree.
     #[error("manifest disagrees with {against}: {reason}")]
     Mismatch {

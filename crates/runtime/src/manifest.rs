@@ -159,6 +159,19 @@ pub struct Manifest {
     /// The segments of a `segmentation` package, one per output column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<Segmentation>,
+    /// The drift reference (training histograms); packages without one load, and drift is
+    /// not reported for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_reference: Option<FileRef>,
+}
+
+/// A further file of the package with its checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// File name inside the package.
+    pub file: String,
+    /// sha256 of the file, lower-case hex.
+    pub sha256: String,
 }
 
 /// The segments a `segmentation` package's outputs are distances to.
@@ -242,7 +255,8 @@ pub fn read_package_file(path: &Path, limit: u64, what: &'static str) -> Result<
     Ok(bytes)
 }
 
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, PackageError> {
+/// The bytes of a JSON file the manifest names (a plain name in the package folder).
+pub(crate) fn read_named(dir: &Path, file: &str) -> Result<Vec<u8>, PackageError> {
     // Files named by the manifest are siblings of it: no path may lead out of the folder.
     if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
         return Err(PackageError::Format {
@@ -250,9 +264,29 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) 
             reason: "a package file is named by a plain file name in the package folder".to_owned(),
         });
     }
-    let path = dir.join(file);
-    let bytes = read_package_file(&path, MAX_JSON_BYTES, "a JSON file")?;
+    read_package_file(&dir.join(file), MAX_JSON_BYTES, "a JSON file")
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, PackageError> {
+    let bytes = read_named(dir, file)?;
     serde_json::from_slice(&bytes).map_err(|e| PackageError::Format { file: file.to_owned(), reason: e.to_string() })
+}
+
+/// Reads the drift reference the manifest names, if any: its sha256 against the manifest,
+/// then its content (consistent counts and edges).
+pub fn read_drift_reference(
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<Option<liveprofile_drift::Reference>, PackageError> {
+    let Some(named) = &manifest.drift_reference else { return Ok(None) };
+    let bytes = read_named(dir, &named.file)?;
+    let actual = crate::package::sha256_hex(&bytes);
+    if actual != named.sha256 {
+        return Err(PackageError::FileChecksum { file: named.file.clone(), expected: named.sha256.clone(), actual });
+    }
+    liveprofile_drift::Reference::from_json(&bytes)
+        .map(Some)
+        .map_err(|e| PackageError::Format { file: named.file.clone(), reason: e.to_string() })
 }
 
 /// Reads the manifest of a package folder.

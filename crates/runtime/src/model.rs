@@ -222,6 +222,8 @@ pub struct LoadedModel {
     /// 2), or `None` for a number.
     pub(crate) category_sizes: Vec<Option<usize>>,
     pub(crate) load_ms: f64,
+    /// The package's drift reference, checked against the schema and outputs.
+    pub(crate) drift: Option<Arc<liveprofile_drift::Reference>>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -264,6 +266,7 @@ impl LoadedModel {
             feature_index,
             category_sizes,
             load_ms: 0.0,
+            drift: None,
         }
     }
 
@@ -280,6 +283,11 @@ impl LoadedModel {
             }
         }
         names
+    }
+
+    /// The package's drift reference (training histograms), when it has one.
+    pub fn drift_reference(&self) -> Option<&Arc<liveprofile_drift::Reference>> {
+        self.drift.as_ref()
     }
 
     /// Model name.

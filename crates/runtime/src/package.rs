@@ -253,17 +253,23 @@ fn attach_chunk_plan(model: &mut LoadedModel, proto: &pb::ModelProto, feature_ma
     }
 }
 
+/// sha256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Loads, checks and warms a package folder. Refuses it, with the reason, on any failure.
 pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
     let started = Instant::now();
     let manifest = read_manifest(dir)?;
     let onnx_path = dir.join("model.onnx");
     let bytes = crate::manifest::read_package_file(&onnx_path, crate::manifest::MAX_ONNX_BYTES, "model.onnx")?;
-    let actual: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let actual = sha256_hex(&bytes);
     if actual != manifest.onnx_sha256 {
         return Err(PackageError::Checksum { expected: manifest.onnx_sha256.clone(), actual });
     }
     let schema = read_schema(dir, &manifest)?;
+    let drift = crate::manifest::read_drift_reference(dir, &manifest)?;
     let mut proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| PackageError::Compile(format!("{e:#}")))?;
@@ -282,6 +288,13 @@ pub fn load_package(dir: &Path) -> Result<LoadedModel, PackageError> {
     let golden: Golden = read_json(dir, &manifest.golden.file)?;
     let tolerance = manifest.golden.tolerance as f32;
     let mut model = LoadedModel::new(manifest, schema, dir.to_path_buf(), single, batch);
+    if let Some(reference) = drift {
+        let file = model.manifest.drift_reference.as_ref().map(|f| f.file.clone()).unwrap_or_default();
+        reference
+            .check_fits(&model.schema.hash, &model.schema.names(), &model.output_columns())
+            .map_err(|e| PackageError::Format { file, reason: e.to_string() })?;
+        model.drift = Some(Arc::new(reference));
+    }
     check_golden(&model, &golden, tolerance)?;
     attach_chunk_plan(&mut model, &batch_proto, feature_major, &golden);
     // Warm both plans (and fill the state pools) before the model is reported ready.

@@ -11,6 +11,7 @@
 //! not depend on which requests it was batched with.
 
 use crate::config::BatchingConfig;
+use crate::drift::DriftMonitor;
 use crate::metrics::Metrics;
 use liveprofile_runtime::{LoadedModel, ScoreError, Scores, ShadowScorer};
 use std::collections::VecDeque;
@@ -90,6 +91,7 @@ struct Shared {
     config: BatchingConfig,
     metrics: Arc<Metrics>,
     shadow: Arc<ShadowScorer>,
+    drift: Option<Arc<DriftMonitor>>,
 }
 
 /// The batcher and its inference threads (stopped and joined on drop).
@@ -105,14 +107,21 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// Starts `config.threads` inference threads.
-    pub fn start(config: BatchingConfig, metrics: Arc<Metrics>, shadow: Arc<ShadowScorer>) -> Self {
+    /// Starts `config.threads` inference threads; answered batches go to the drift
+    /// monitor, when there is one.
+    pub fn start(
+        config: BatchingConfig,
+        metrics: Arc<Metrics>,
+        shadow: Arc<ShadowScorer>,
+        drift: Option<Arc<DriftMonitor>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { jobs: VecDeque::new(), rows: 0, stopping: false }),
             wake: Condvar::new(),
             config,
             metrics,
             shadow,
+            drift,
         });
         let threads = (0..shared.config.threads)
             .map(|i| {
@@ -241,14 +250,15 @@ fn run_batch(s: &Shared, model: &Arc<LoadedModel>, batch: Vec<Queued>) {
         return;
     }
     let rows: usize = live.iter().map(|j| j.job.rows).sum();
+    let mut joined = Vec::new();
     let result = if live.len() == 1 {
         model.score_batched(&live[0].job.values, rows)
     } else {
-        let mut values = Vec::with_capacity(rows * model.width());
+        joined.reserve_exact(rows * model.width());
         for j in &live {
-            values.extend_from_slice(&j.job.values);
+            joined.extend_from_slice(&j.job.values);
         }
-        model.score_batched(&values, rows)
+        model.score_batched(&joined, rows)
     };
     let compute = started.elapsed();
     let version = model.version().to_string();
@@ -270,7 +280,8 @@ fn run_batch(s: &Shared, model: &Arc<LoadedModel>, batch: Vec<Queued>) {
     observe_scores(s, model, &version, &scores);
     let queue_hist = s.metrics.queue_us.with_label_values(&labels);
     let mut offset = 0;
-    for j in live {
+    let single = live.len() == 1;
+    for mut j in live {
         let r = j.job.rows;
         let part = Scores {
             rows: r,
@@ -293,6 +304,13 @@ fn run_batch(s: &Shared, model: &Arc<LoadedModel>, batch: Vec<Queued>) {
             }
         }
         let _ = j.reply.send(Ok(Outcome { scores: part, queue, compute, batch_rows: rows, enqueued: j.enqueued }));
+        if single {
+            joined = std::mem::take(&mut j.job.values);
+        }
+    }
+    // After every answer has left: the values scored (moved, not copied) and the scores.
+    if let Some(drift) = &s.drift {
+        drift.offer(model, joined, scores);
     }
 }
 

@@ -185,6 +185,8 @@ pub struct ServerConfig {
     pub prediction_log: Option<liveprofile_predlog::LogConfig>,
     /// OpenTelemetry traces, when an OTLP endpoint is set (off by default).
     pub traces: Option<TraceConfig>,
+    /// The drift monitor, unless turned off.
+    pub drift: Option<crate::drift::DriftConfig>,
 }
 
 /// What callers can hold of the server, and for how long.
@@ -306,6 +308,7 @@ impl Default for ServerConfig {
             },
             prediction_log: None,
             traces: None,
+            drift: Some(crate::drift::DriftConfig::default()),
         }
     }
 }
@@ -345,6 +348,9 @@ impl ServerConfig {
         }
         if let Some(token) = &self.admin_token {
             check_admin_token(token)?;
+        }
+        if let Some(drift) = &self.drift {
+            drift.validate()?;
         }
         for (name, v) in [
             ("max-batch-size", self.batching.max_batch_size),

@@ -7,13 +7,15 @@
 //! - [`scoring`], [`admin`], [`kserve`]: the gRPC services.
 //! - [`batcher`]: dynamic batching on inference threads, bounded admission, deadlines.
 //! - [`limits`]: connection, stream and request-size limits, and the protobuf codec.
-//! - [`metrics`]: Prometheus metrics; [`traces`]: OpenTelemetry traces over OTLP.
+//! - [`metrics`]: Prometheus metrics; [`traces`]: OpenTelemetry traces over OTLP; [`drift`]:
+//!   live traffic against each version's training reference, off the request path.
 //! - [`ingest`], [`mqtt`]: profile ingest over gRPC and MQTT; [`experiments`]: the
 //!   experiment service.
 
 pub mod admin;
 pub mod batcher;
 pub mod config;
+pub mod drift;
 pub mod experiments;
 pub mod ingest;
 pub mod kserve;

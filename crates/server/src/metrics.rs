@@ -84,6 +84,11 @@ pub struct Metrics {
     /// Trace spans since the start, per `stat`: `exported` (taken by the collector),
     /// `dropped` (queue full, export failed or timed out, rejected by the collector).
     pub trace_spans: IntCounterVec,
+    drift_psi: GaugeVec,
+    drift_ks: GaugeVec,
+    drift_rows: IntGaugeVec,
+    drift_flagged: IntGaugeVec,
+    drift_dropped: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -330,7 +335,68 @@ impl Metrics {
                  failed or timed out, rejected by the collector)",
                 &["stat"],
             ),
+            drift_psi: gauge(
+                &r,
+                "liveprofile_drift_psi",
+                "Population stability index of the live window against the version's training reference, per \
+                 feature or output column (kind); under 0.1 stable, 0.1 to 0.25 moderate, above major",
+                &["model", "version", "kind", "column"],
+            ),
+            drift_ks: gauge(
+                &r,
+                "liveprofile_drift_ks",
+                "Binned Kolmogorov-Smirnov statistic of the live window against the training reference (largest \
+                 gap between the cumulative shares at the reference's bin edges)",
+                &["model", "version", "kind", "column"],
+            ),
+            drift_rows: int_gauge(
+                &r,
+                "liveprofile_drift_rows",
+                "Rows in the drift window of a version (PSI and KS are reported from --drift-min-rows on)",
+                &mv,
+            ),
+            drift_flagged: int_gauge(
+                &r,
+                "liveprofile_drift_flagged",
+                "Columns of a version whose PSI is 0.1 or more (moderate or major), per kind",
+                &["model", "version", "kind"],
+            ),
+            drift_dropped: single(
+                &r,
+                IntGauge::new(
+                    "liveprofile_drift_rows_dropped",
+                    "Rows not monitored for drift since the start: the monitor's queue was full",
+                ),
+            ),
             registry: r,
+        }
+    }
+
+    fn render_drift(&self, drift: &crate::drift::DriftMonitor) {
+        // Versions that left the window leave the gauges.
+        for g in [&self.drift_psi, &self.drift_ks] {
+            g.reset();
+        }
+        self.drift_rows.reset();
+        self.drift_flagged.reset();
+        self.drift_dropped.set(i64::try_from(drift.dropped()).unwrap_or(i64::MAX));
+        for v in drift.figures() {
+            let version = v.version.to_string();
+            self.drift_rows
+                .with_label_values(&[v.model.as_str(), &version])
+                .set(i64::try_from(v.rows).unwrap_or(i64::MAX));
+            if v.columns.is_empty() {
+                continue;
+            }
+            for kind in [liveprofile_drift::Kind::Feature, liveprofile_drift::Kind::Output] {
+                let n = v.columns.iter().filter(|c| c.kind == kind && c.flagged).count();
+                self.drift_flagged.with_label_values(&[v.model.as_str(), &version, kind.as_str()]).set(n as i64);
+            }
+            for c in &v.columns {
+                let labels = [v.model.as_str(), version.as_str(), c.kind.as_str(), c.name.as_str()];
+                self.drift_psi.with_label_values(&labels).set(c.psi);
+                self.drift_ks.with_label_values(&labels).set(c.ks);
+            }
         }
     }
 
@@ -341,7 +407,11 @@ impl Metrics {
         repo: Option<&ModelRepository>,
         shadow: &ShadowScorer,
         predictions: Option<&liveprofile_predlog::PredictionLog>,
+        drift: Option<&crate::drift::DriftMonitor>,
     ) -> String {
+        if let Some(drift) = drift {
+            self.render_drift(drift);
+        }
         let now_ms = liveprofile_store::now_ms();
         for (platform, newest) in self.newest_event_ms.lock().expect("freshness lock").iter() {
             self.platform_event_age.with_label_values(&[platform]).set((now_ms - newest).max(0) as f64 / 1000.0);

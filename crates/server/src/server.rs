@@ -342,7 +342,12 @@ fn serve_metrics(
         axum::routing::get(move || {
             let s = metrics_state.clone();
             async move {
-                let body = s.metrics.render(s.repository().map(|r| r.as_ref()), &s.shadow, s.predictions.as_ref());
+                let body = s.metrics.render(
+                    s.repository().map(|r| r.as_ref()),
+                    &s.shadow,
+                    s.predictions.as_ref(),
+                    s.drift.as_deref(),
+                );
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
             }
         }),

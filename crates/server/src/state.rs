@@ -27,6 +27,8 @@ pub struct AppState {
     pub profiles: Arc<ProfileStore>,
     /// The prediction log, when enabled.
     pub predictions: Option<liveprofile_predlog::PredictionLog>,
+    /// The drift monitor, unless turned off.
+    pub drift: Option<Arc<crate::drift::DriftMonitor>>,
     /// Requests numbered for the ids the server gives (`<start ms in hex>-<n>`).
     request_ids: std::sync::atomic::AtomicU64,
     started_ms: i64,
@@ -49,8 +51,16 @@ impl AppState {
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shadow = Arc::new(ShadowScorer::start(config.shadow_queue));
-        let batcher = Batcher::start(config.batching.clone(), metrics.clone(), shadow.clone());
+        let drift = config.drift.clone().and_then(|c| match crate::drift::DriftMonitor::start(c) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the drift monitor's thread; drift is not monitored");
+                None
+            }
+        });
+        let batcher = Batcher::start(config.batching.clone(), metrics.clone(), shadow.clone(), drift.clone());
         AppState {
+            drift,
             config,
             repo: OnceLock::new(),
             batcher,

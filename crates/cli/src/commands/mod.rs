@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod analyze;
+pub mod drift;
 pub mod experiment;
 pub mod features;
 pub mod import;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod chaos;
+mod drift;
 mod experiments;
 mod kpis;
 

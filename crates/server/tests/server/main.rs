@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod drift;
 mod experiments;
 mod kserve;
 mod load;

@@ -1,0 +1,153 @@
+//! `liveprofile drift` on a prediction log written by the server: the report equals the
+//! server's drift gauges on the same traffic; bad input (no rows of the model, a package
+//! without a reference, another feature schema) is an error with exit code 1.
+
+use liveprofile_client::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
+use liveprofile_drift::DriftReport;
+use liveprofile_testkit::{publish_copy, sample};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MODEL: &str = "uci_session_conversion";
+
+/// This worktree's bundled models (the test kit's path is fixed when it is compiled).
+fn bundled_models() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn golden_rows() -> Vec<Vec<f32>> {
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
+            .unwrap();
+    g["inputs"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect()
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+fn drift(args: &[&str], log: &Path, models: &Path, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_liveprofile"))
+        .arg("drift")
+        .arg("--log")
+        .arg(log)
+        .arg("--models")
+        .arg(models)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_on_the_servers_log_equals_its_gauges_and_bad_input_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models");
+    publish_copy(&bundled_models().join(MODEL).join("1"), &repo, MODEL, 1, |_| {});
+    let log = dir.path().join("log");
+    let mut config = liveprofile_server::ServerConfig::for_tests(&repo);
+    config.profiles.data_dir = dir.path().join("data");
+    config.prediction_log = Some(liveprofile_predlog::LogConfig::new(&log));
+    config.drift.as_mut().unwrap().sample = 1.0;
+    config.drift.as_mut().unwrap().min_rows = 100;
+    let server = liveprofile_server::start(config).await.unwrap();
+    server.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GrpcInferenceServiceClient::new(channel);
+    let rows = golden_rows();
+    let sent = 300;
+    for i in 0..sent {
+        let row = &rows[i % rows.len()];
+        client
+            .model_infer(pb::ModelInferRequest {
+                model_name: MODEL.into(),
+                inputs: vec![pb::model_infer_request::InferInputTensor {
+                    name: "features".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1, row.len() as i64],
+                    contents: Some(pb::InferTensorContents { fp32_contents: row.clone(), ..Default::default() }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let model_label = format!("model=\"{MODEL}\"");
+    let until = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let text = scrape(server.metrics_addr).await;
+        if sample(&text, "liveprofile_drift_rows", &[&model_label]) == Some(sent as f64)
+            && text.contains("liveprofile_drift_psi{")
+        {
+            break text;
+        }
+        assert!(Instant::now() < until, "no drift figures on /metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    server.shutdown().await.unwrap();
+
+    // The report of the log: every row, the server's figures.
+    let out = dir.path().join("report");
+    let done = drift(&["--model", MODEL], &log, &repo, &out);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let report: DriftReport = serde_json::from_str(&std::fs::read_to_string(out.join("drift.json")).unwrap()).unwrap();
+    assert_eq!((report.model.as_str(), report.version, report.live_rows), (MODEL, 1, sent as u64));
+    assert_eq!(report.features.len(), 17);
+    assert_eq!(report.outputs.len(), 1);
+    for c in report.features.iter().chain(&report.outputs) {
+        let parts = [model_label.clone(), format!("column=\"{}\"", c.name), format!("kind=\"{}\"", c.kind.as_str())];
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let psi = sample(&metrics, "liveprofile_drift_psi", &parts).unwrap();
+        let ks = sample(&metrics, "liveprofile_drift_ks", &parts).unwrap();
+        assert!((psi - c.psi).abs() < 1e-9 && (ks - c.ks).abs() < 1e-9, "{}: {psi} {ks} against {c:?}", c.name);
+        assert_eq!(c.live_counts.iter().sum::<u64>() + c.live_missing, sent as u64);
+    }
+    let html = std::fs::read_to_string(out.join("drift.html")).unwrap();
+    let top = &report.ranked()[0];
+    assert!(html.contains("<svg") && html.contains(&format!("<b>{}</b>", top.name)), "top mover drawn");
+
+    // No rows of the model asked for.
+    let bad = drift(&["--model", "conversion"], &log, &repo, &dir.path().join("x"));
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("has no rows of model \"conversion\""), "{stderr}");
+    let bad = drift(&["--model", MODEL, "--version", "2"], &log, &repo, &dir.path().join("x"));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("versions in it: [1]"));
+    // A package without a reference.
+    let plain = dir.path().join("plain");
+    publish_copy(&bundled_models().join(MODEL).join("1"), &plain, MODEL, 1, |d| {
+        std::fs::remove_file(d.join("drift_reference.json")).unwrap();
+        liveprofile_testkit::edit_json(&d.join("manifest.json"), |m| {
+            m.as_object_mut().unwrap().remove("drift_reference");
+        });
+    });
+    let bad = drift(&["--model", MODEL], &log, &plain, &dir.path().join("x"));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("has no drift reference"));
+    // A package under the same name and version that reads another feature schema.
+    let other = dir.path().join("other");
+    publish_copy(&bundled_models().join("user_segments/1"), &other, MODEL, 1, |_| {});
+    let bad = drift(&["--model", MODEL], &log, &other, &dir.path().join("x"));
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("has feature schema hash") && stderr.contains("the package's is"), "{stderr}");
+    assert!(!dir.path().join("x").join("drift.json").exists(), "nothing written on an error");
+}

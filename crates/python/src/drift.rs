@@ -1,0 +1,103 @@
+//! `drift_reference`: a drift reference (`drift_reference.json`) from training rows, with
+//! `liveprofile-drift`'s binning: the features of an Arrow table, and the outputs a model
+//! gives on them (or an outputs table).
+
+use crate::errors::data_error;
+use crate::model::{Model, read_stream};
+use arrow::array::ffi_stream::ArrowArrayStreamReader;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type};
+use arrow_pyarrow::PyArrowType;
+use liveprofile_drift::{ColumnReference, Reference};
+use pyo3::prelude::*;
+
+/// Every value of the column `name` of `batches` as f32 (nulls as NaN: missing).
+fn column(batches: &[RecordBatch], name: &str) -> PyResult<Vec<f32>> {
+    let mut values = Vec::new();
+    for b in batches {
+        let col = b.column_by_name(name).ok_or_else(|| data_error(format!("the table has no column {name:?}")))?;
+        let col = arrow::compute::cast(col, &DataType::Float32)
+            .map_err(|e| data_error(format!("column {name:?} is not numeric: {e}")))?;
+        let col = col.as_primitive::<Float32Type>();
+        values.extend((0..col.len()).map(|i| if col.is_null(i) { f32::NAN } else { col.value(i) }));
+    }
+    Ok(values)
+}
+
+/// The reference as JSON. With `model`: its features (by name, in schema order) from
+/// `features`, its outputs scored on those rows (unless `outputs` is given), its schema
+/// hash. Without: every column of `features` in order, every column of `outputs`, and
+/// `schema_hash`.
+#[pyfunction]
+#[pyo3(signature = (features, model=None, outputs=None, schema_hash=None, description=String::new(), bins=liveprofile_drift::DEFAULT_BINS))]
+pub fn drift_reference(
+    py: Python<'_>,
+    features: PyArrowType<ArrowArrayStreamReader>,
+    model: Option<&Model>,
+    outputs: Option<PyArrowType<ArrowArrayStreamReader>>,
+    schema_hash: Option<String>,
+    description: String,
+    bins: usize,
+) -> PyResult<String> {
+    if bins == 0 || bins > liveprofile_drift::MAX_BINS {
+        return Err(data_error(format!("bins must be between 1 and {}", liveprofile_drift::MAX_BINS)));
+    }
+    let (feature_schema, feature_batches) = read_stream(features.0)?;
+    let outputs = outputs.map(|o| read_stream(o.0)).transpose()?;
+    let loaded = model.map(Model::loaded);
+    let feature_names: Vec<String> = match &loaded {
+        Some(m) => m.schema().names().into_iter().map(str::to_owned).collect(),
+        None => feature_schema.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    let hash = match (&loaded, schema_hash) {
+        (Some(m), _) => m.schema().hash.clone(),
+        (None, Some(h)) => h,
+        (None, None) => return Err(data_error("without a model, give schema_hash (the features' schema hash)")),
+    };
+    py.detach(|| {
+        let mut feature_columns = Vec::with_capacity(feature_names.len());
+        for name in &feature_names {
+            feature_columns.push(column(&feature_batches, name)?);
+        }
+        let output_columns: Vec<(String, Vec<f32>)> = match (&outputs, &loaded) {
+            (Some((schema, batches)), _) => schema
+                .fields()
+                .iter()
+                .map(|f| Ok((f.name().clone(), column(batches, f.name())?)))
+                .collect::<PyResult<_>>()?,
+            (None, Some(m)) => {
+                let rows = feature_columns.first().map_or(0, Vec::len);
+                let width = feature_columns.len();
+                let names = m.output_columns();
+                let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(rows); names.len()];
+                let mut dense = Vec::new();
+                for start in (0..rows).step_by(4_096) {
+                    let n = (rows - start).min(4_096);
+                    dense.clear();
+                    for r in start..start + n {
+                        dense.extend(feature_columns.iter().map(|c| c[r]));
+                    }
+                    debug_assert_eq!(dense.len(), n * width);
+                    let scores = m.score(&dense, n).map_err(|e| data_error(format!("rows from {start}: {e}")))?;
+                    let mut c = 0;
+                    for o in &scores.outputs {
+                        for j in 0..o.width {
+                            out[c + j].extend((0..n).map(|r| o.values[r * o.width + j]));
+                        }
+                        c += o.width;
+                    }
+                }
+                names.into_iter().zip(out).collect()
+            }
+            (None, None) => Vec::new(),
+        };
+        let features =
+            feature_names.iter().zip(&feature_columns).map(|(n, v)| ColumnReference::from_values(n, v, bins)).collect();
+        let outputs = output_columns.iter().map(|(n, v)| ColumnReference::from_values(n, v, bins)).collect();
+        let reference = Reference::new(description, hash, bins, features, outputs).map_err(data_error)?;
+        if let Some(m) = &loaded {
+            reference.check_fits(&m.schema().hash, &m.schema().names(), &m.output_columns()).map_err(data_error)?;
+        }
+        Ok(reference.to_json())
+    })
+}

@@ -1,0 +1,123 @@
+//! The drift monitor on a running server: after traffic, /metrics holds every feature's
+//! and output's PSI and KS for the version, equal to the drift library's figures on the
+//! same rows; with the monitor turned off, no drift gauges.
+
+use crate::common::*;
+use liveprofile_client::inference as pb;
+use liveprofile_drift::{DriftReport, LiveHistograms};
+
+const MODEL: &str = "uci_session_conversion";
+
+async fn infer(
+    client: &mut liveprofile_client::inference::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >,
+    row: &[f32],
+) -> Vec<f32> {
+    let answer = client
+        .model_infer(pb::ModelInferRequest {
+            model_name: MODEL.into(),
+            inputs: vec![pb::model_infer_request::InferInputTensor {
+                name: "features".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, row.len() as i64],
+                contents: Some(pb::InferTensorContents { fp32_contents: row.to_vec(), ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    answer.outputs[0].contents.as_ref().unwrap().fp32_contents.clone()
+}
+
+/// This worktree's bundled models (the test kit's path is fixed when it is compiled).
+fn models() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
+    let repo = tempfile::tempdir().unwrap();
+    liveprofile_testkit::publish_copy(&models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
+    let mut c = config(repo.path());
+    c.drift.as_mut().unwrap().sample = 1.0;
+    c.drift.as_mut().unwrap().min_rows = 150;
+    let server = start(c).await;
+    let loaded = liveprofile_runtime::load_package(&repo.path().join(MODEL).join("1")).unwrap();
+    let reference = loaded.drift_reference().unwrap().clone();
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join(MODEL).join("1/golden.json")).unwrap()).unwrap();
+    let g_rows: Vec<Vec<f32>> = g["inputs"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    let mut client = kserve(&server).await;
+    let mut expected = LiveHistograms::empty(&reference);
+    let rows = 200;
+    for i in 0..rows {
+        let row = &g_rows[i % g_rows.len()];
+        let out = infer(&mut client, row).await;
+        expected.add_row(&reference, row, &out);
+    }
+    let report = DriftReport::new(MODEL, 1, "test", &reference, &expected);
+    let labels = [format!("model=\"{MODEL}\""), "version=\"1\"".to_owned()];
+    // The monitor takes rows every 250 ms.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = metrics(&server).await;
+        if sample(&text, "liveprofile_drift_rows", &[&labels[0], &labels[1]]) == Some(rows as f64)
+            && text.contains("liveprofile_drift_psi{")
+        {
+            break text;
+        }
+        assert!(std::time::Instant::now() < until, "no drift figures of {rows} rows on /metrics:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for c in report.features.iter().chain(&report.outputs) {
+        let column = format!("column=\"{}\"", c.name);
+        let kind = format!("kind=\"{}\"", c.kind.as_str());
+        let parts = [labels[0].as_str(), labels[1].as_str(), column.as_str(), kind.as_str()];
+        let psi = sample(&text, "liveprofile_drift_psi", &parts).unwrap_or_else(|| panic!("no PSI of {}", c.name));
+        let ks = sample(&text, "liveprofile_drift_ks", &parts).unwrap();
+        assert!((psi - c.psi).abs() < 1e-9, "{}: PSI {psi} on /metrics, {} from the library", c.name, c.psi);
+        assert!((ks - c.ks).abs() < 1e-9, "{}: KS {ks}, {}", c.name, c.ks);
+    }
+    let flagged = sample(&text, "liveprofile_drift_flagged", &[&labels[0], "kind=\"feature\""]).unwrap();
+    assert_eq!(flagged, report.flagged_features.len() as f64);
+    assert_eq!(sample(&text, "liveprofile_drift_rows_dropped", &[]), Some(0.0));
+    server.shutdown().await.unwrap();
+
+    // A quarter of the batches (one-row requests sent one at a time: one batch each).
+    let mut c = config(repo.path());
+    c.drift.as_mut().unwrap().sample = 0.25;
+    c.drift.as_mut().unwrap().min_rows = 1;
+    let server = start(c).await;
+    let mut client = kserve(&server).await;
+    for i in 0..rows {
+        infer(&mut client, &g_rows[i % g_rows.len()]).await;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = metrics(&server).await;
+        if sample(&text, "liveprofile_drift_rows", &[&labels[0], &labels[1]]) == Some(rows as f64 / 4.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not a quarter of {rows} rows monitored:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.shutdown().await.unwrap();
+
+    // Turned off: no drift gauges.
+    let mut c = config(repo.path());
+    c.drift = None;
+    let server = start(c).await;
+    let mut client = kserve(&server).await;
+    infer(&mut client, &g_rows[0]).await;
+    let text = metrics(&server).await;
+    assert!(!text.contains("liveprofile_drift_psi{") && !text.contains("liveprofile_drift_rows{"), "{text}");
+    server.shutdown().await.unwrap();
+}
