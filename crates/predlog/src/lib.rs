@@ -102,6 +102,10 @@ pub struct PredictionRecord {
     pub request_id: Arc<str>,
     /// When the answer was made, UTC milliseconds.
     pub time_ms: i64,
+    /// The time the features describe, when the service built them from the profile store
+    /// (the request's `as_of_ms`, or the moment it read the profile); `None` for features
+    /// the caller sent.
+    pub as_of_ms: Option<i64>,
     /// The API (`v1.ScoreTags`, `v1.ScoreConversion`, `v1.ScoreStream`, `kserve.ModelInfer`).
     pub api: &'static str,
     /// The unified user id (empty when the API has none).
