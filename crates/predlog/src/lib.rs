@@ -20,11 +20,15 @@
 //!   schema hash beside it; each file's metadata holds the feature names of every schema
 //!   hash and the output names of every model version in it
 //!   (`liveprofile.features.<hash>`, `liveprofile.outputs.<model>@<version>`, JSON arrays).
+//! - [`training`]: training sets from the log, each row joined with the labels its user
+//!   earned after the time its features describe.
 
 pub mod reader;
+pub mod training;
 mod writer;
 
 pub use reader::{LogRows, read_log};
+pub use training::{TrainingError, TrainingOptions, TrainingReport, write_training_set};
 pub use writer::{FILE_PREFIX, log_schema};
 
 use liveprofile_runtime::LoadedModel;
