@@ -11,3 +11,4 @@ mod prediction_log;
 mod profiles;
 mod reliability;
 mod scoring;
+mod training_set;
