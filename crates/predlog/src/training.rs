@@ -201,7 +201,10 @@ struct VersionRows {
     rows: u64,
 }
 
-fn listing(versions: &BTreeMap<(String, u32), VersionRows>) -> String {
+/// Rows per `(model, version)`.
+type Versions = BTreeMap<(String, u32), VersionRows>;
+
+fn listing(versions: &Versions) -> String {
     versions
         .iter()
         .map(|((m, v), r)| format!("{m}@{v} (schema {}, {} rows)", short(&r.schema_hash), r.rows))
@@ -226,11 +229,7 @@ fn column<'a>(batch: &'a RecordBatch, path: &Path, name: &str) -> Result<&'a Arr
     })
 }
 
-fn text<'a>(
-    batch: &'a RecordBatch,
-    path: &Path,
-    name: &str,
-) -> Result<&'a arrow::array::StringArray, TrainingError> {
+fn text<'a>(batch: &'a RecordBatch, path: &Path, name: &str) -> Result<&'a arrow::array::StringArray, TrainingError> {
     column(batch, path, name)?.as_string_opt::<i32>().ok_or_else(|| {
         LogError::Read { path: path.to_path_buf(), reason: format!("{name} is not a text column") }.into()
     })
@@ -244,8 +243,8 @@ struct Names {
 }
 
 /// First pass: rows per model version and the names of every file.
-fn survey(files: &[PathBuf]) -> Result<(BTreeMap<(String, u32), VersionRows>, Names), TrainingError> {
-    let mut versions: BTreeMap<(String, u32), VersionRows> = BTreeMap::new();
+fn survey(files: &[PathBuf]) -> Result<(Versions, Names), TrainingError> {
+    let mut versions = Versions::new();
     let mut names = Names::default();
     for path in files {
         let builder = open(path)?;
@@ -290,11 +289,8 @@ fn survey(files: &[PathBuf]) -> Result<(BTreeMap<(String, u32), VersionRows>, Na
 }
 
 /// The versions whose rows are taken, and their schema hash.
-fn choose(
-    versions: &BTreeMap<(String, u32), VersionRows>,
-    opts: &TrainingOptions,
-) -> Result<(Vec<(String, u32)>, String), TrainingError> {
-    let chosen: BTreeMap<(String, u32), VersionRows> = versions
+fn choose(versions: &Versions, opts: &TrainingOptions) -> Result<(Vec<(String, u32)>, String), TrainingError> {
+    let chosen: Versions = versions
         .iter()
         .filter(|((m, v), _)| opts.model.as_ref().is_none_or(|w| w == m) && opts.version.is_none_or(|w| w == *v))
         .map(|(k, r)| (k.clone(), r.clone()))
@@ -358,8 +354,18 @@ struct Pending {
 }
 
 /// The text id columns, in [`ID_COLUMNS`] order.
-const TEXT_IDS: [&str; 10] =
-    ["request_id", "api", "user_id", "platform", "room_id", "model", "arm", "experiment", "experiment_arm", "schema_hash"];
+const TEXT_IDS: [&str; 10] = [
+    "request_id",
+    "api",
+    "user_id",
+    "platform",
+    "room_id",
+    "model",
+    "arm",
+    "experiment",
+    "experiment_arm",
+    "schema_hash",
+];
 
 impl Pending {
     fn new(features: usize, outputs: usize, labels: usize) -> Self {
@@ -569,7 +575,11 @@ pub fn write_training_set(
                 if f.len() != feature_names.len() || f.null_count() > 0 {
                     return Err(bad(
                         row,
-                        format!("{} feature values for the {} features of schema {schema_hash}", f.len(), feature_names.len()),
+                        format!(
+                            "{} feature values for the {} features of schema {schema_hash}",
+                            f.len(),
+                            feature_names.len()
+                        ),
                     ));
                 }
                 let o = outputs.value(i);

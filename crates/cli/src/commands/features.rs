@@ -244,16 +244,14 @@ fn label(args: LabelArgs) -> anyhow::Result<()> {
         events_name: args.events.display().to_string(),
     };
     let report = write_training_set(&args.log, &set, &opts, &args.out)?;
-    let schema =
-        if report.schema_hash == conversion_schema().hash { conversion_schema() } else { user_schema() };
+    let schema = if report.schema_hash == conversion_schema().hash { conversion_schema() } else { user_schema() };
     let schema_file = schema_path(&args.out);
     std::fs::write(&schema_file, schema.to_json()).with_context(|| format!("writing {}", schema_file.display()))?;
     eprintln!("{}", liveprofile_predlog::training::left_out(&report, label_window_ms));
     if report.rows_of_unknown_users > 0 {
         eprintln!("{} rows of users without any event in {}", report.rows_of_unknown_users, args.events.display());
     }
-    let positives: Vec<String> =
-        report.labels.iter().zip(&report.positives).map(|(l, n)| format!("{l} {n}")).collect();
+    let positives: Vec<String> = report.labels.iter().zip(&report.positives).map(|(l, n)| format!("{l} {n}")).collect();
     outln!(
         "wrote {} rows of {} (schema {}) labelled over {} to {} ({:.2} s); positives: {}",
         report.rows_written,

@@ -194,7 +194,9 @@ fn labels_count_only_events_after_the_as_of_time_and_equal_the_offline_labels() 
     // Every label equals the feature pipeline's labels at the row's as-of time.
     let set = EventSet::load(&d.join("events.parquet")).unwrap();
     let names: Vec<String> = liveprofile_features::user_schema().labels.iter().map(|l| l.name.clone()).collect();
-    let label = |name: &str, i: usize| batch.column_by_name(&format!("label_{name}")).unwrap().as_primitive::<Int8Type>().value(i) == 1;
+    let label = |name: &str, i: usize| {
+        batch.column_by_name(&format!("label_{name}")).unwrap().as_primitive::<Int8Type>().value(i) == 1
+    };
     let as_of = batch.column_by_name("as_of_ms").unwrap().as_primitive::<Int64Type>();
     let from = batch.column_by_name("label_from_ms").unwrap().as_primitive::<Int64Type>();
     for i in 0..batch.num_rows() {
@@ -265,13 +267,13 @@ fn mixtures_unknown_models_uncovered_windows_and_bad_inputs_are_refused_leaving_
         a.extend_from_slice(extra);
         liveprofile(&a, d)
     };
-    refused(
-        &label(&["--log", "log"]),
-        "the log holds rows of 2 feature schemas: conversion@1 (schema ",
-    );
+    refused(&label(&["--log", "log"]), "the log holds rows of 2 feature schemas: conversion@1 (schema ");
     refused(&label(&["--log", "log"]), "2 rows), user_tags@1 (schema ");
     refused(&label(&["--log", "log"]), "choose one model with --model");
-    refused(&label(&["--log", "log", "--model", "nope"]), "model \"nope\" has no rows in the log; it holds conversion@1");
+    refused(
+        &label(&["--log", "log", "--model", "nope"]),
+        "model \"nope\" has no rows in the log; it holds conversion@1",
+    );
     refused(&label(&["--log", "log", "--model", "user_tags", "--version", "2"]), "user_tags@2 has no rows");
     refused(
         &label(&["--log", "log", "--model", "user_tags", "--label-window", "3d"]),

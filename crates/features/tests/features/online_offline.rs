@@ -4,8 +4,8 @@
 use liveprofile_events::{DAY_MS, Event, EventKind, HOUR_MS, MINUTE_MS, Platform};
 use liveprofile_features::aggregates::FeatureEvent;
 use liveprofile_features::build::{ExampleOptions, host_histories, user_examples};
-use liveprofile_features::offline::{accept_in_arrival_order, user_features_as_of, user_features_by_scan};
 use liveprofile_features::labels::visit_order_label;
+use liveprofile_features::offline::{accept_in_arrival_order, user_features_as_of, user_features_by_scan};
 use liveprofile_features::{EventSet, OnlineProfiles, UserState, open_visit_features};
 use proptest::prelude::*;
 

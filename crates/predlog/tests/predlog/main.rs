@@ -17,7 +17,7 @@ fn record(model: &Arc<LoadedModel>, request: usize, row: usize) -> PredictionRec
     PredictionRecord {
         request_id: Arc::from(format!("req-{request}")),
         time_ms: 1_800_000_000_000 + request as i64,
-        as_of_ms: (row % 2 == 0).then_some(1_800_000_000_000 - row as i64),
+        as_of_ms: row.is_multiple_of(2).then_some(1_800_000_000_000 - row as i64),
         api: "v1.ScoreConversion",
         user_id: format!("user-{row}"),
         platform: "douyin".into(),

@@ -94,7 +94,11 @@ async fn logged_features_equal_the_offline_pipeline_and_the_training_set_carries
     // Events arrive in time order; after each stage every user seen so far is scored as
     // of the stage's end. The first two stages' label windows (7 days) end inside the
     // data, the third's do not.
-    let as_of_times = [start_ms + 2 * DAY_MS + 7 * HOUR_MS + 13 * MINUTE_MS, start_ms + 4 * DAY_MS + 19 * HOUR_MS, start_ms + 9 * DAY_MS + 3 * HOUR_MS];
+    let as_of_times = [
+        start_ms + 2 * DAY_MS + 7 * HOUR_MS + 13 * MINUTE_MS,
+        start_ms + 4 * DAY_MS + 19 * HOUR_MS,
+        start_ms + 9 * DAY_MS + 3 * HOUR_MS,
+    ];
     let mut sent = 0;
     let mut users: Vec<String> = Vec::new();
     let mut tag_rows = 0;
