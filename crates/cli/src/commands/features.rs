@@ -234,6 +234,10 @@ fn label(args: LabelArgs) -> anyhow::Result<()> {
     if !args.log.is_dir() {
         bail!("prediction log {}: not a folder", args.log.display());
     }
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if same(&args.out, &args.events) {
+        bail!("--out {} is the events file: it would be replaced", args.out.display());
+    }
     super::ensure_parent(&args.out)?;
     let started = Instant::now();
     let (set, _) = load(&args.events, args.strict)?;

@@ -290,6 +290,22 @@ fn mixtures_unknown_models_uncovered_windows_and_bad_inputs_are_refused_leaving_
     let bad_events =
         liveprofile(&["features", "label", "--log", "log", "--events", "bad.parquet", "--out", "out.parquet"], d);
     refused(&bad_events, "bad.parquet");
+    let onto_events = liveprofile(
+        &[
+            "features",
+            "label",
+            "--log",
+            "log",
+            "--events",
+            "events.parquet",
+            "--model",
+            "user_tags",
+            "--out",
+            "./events.parquet",
+        ],
+        d,
+    );
+    refused(&onto_events, "is the events file");
     assert!(!d.join("out.parquet").exists() && !d.join("out.schema.json").exists());
     let leftovers: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(leftovers.iter().all(|n| !n.to_string_lossy().contains("out")), "{leftovers:?}");
