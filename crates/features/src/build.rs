@@ -286,6 +286,46 @@ fn visit_examples(
     }
 }
 
+/// Conversion features of the user's visit to `room` that is open, and not yet converted,
+/// at `decision_ms` (the last `enter` of the room at or before it, with no `leave` or
+/// `order` of the room after that enter up to it); `None` when there is no such visit.
+/// The offline statement of what the online driver answers for a visit at any moment (the
+/// examples' decision points are three such moments): the user's features as of entering,
+/// the visit so far, the host's record as of the decision.
+pub fn open_visit_features(u: &UserEvents, hosts: &[HostHistory], room: u32, decision_ms: i64) -> Option<Vec<f32>> {
+    let end = u.events.partition_point(|e| e.ts_ms <= decision_ms);
+    // (enter index, converted)
+    let mut open: Option<(usize, bool)> = None;
+    for i in (0..end).filter(|&i| u.rooms[i] == room) {
+        match u.events[i].kind {
+            EventKind::Enter => open = Some((i, false)),
+            EventKind::Order => {
+                if let Some(v) = &mut open {
+                    v.1 = true;
+                }
+            }
+            EventKind::Leave => open = None,
+            _ => {}
+        }
+    }
+    let (enter_idx, converted) = open?;
+    if converted {
+        return None;
+    }
+    let enter = u.events[enter_idx];
+    let mut user = Vec::with_capacity(user_features().len());
+    user_features_as_of(&u.events[..=enter_idx], enter.ts_ms, &mut user);
+    let mut visit = VisitSoFar::new(enter.ts_ms, enter.platform, enter.category);
+    for i in (enter_idx + 1..end).filter(|&i| u.rooms[i] == room) {
+        visit.observe(&u.events[i]);
+    }
+    let host = u.hosts[enter_idx];
+    let stats = if host == NONE { Default::default() } else { hosts[host as usize].stats(decision_ms) };
+    let mut features = Vec::with_capacity(VISIT_FEATURES.len() + user.len());
+    derive_conversion_features(&visit, decision_ms, stats, &user, &mut features);
+    Some(features)
+}
+
 /// Writes the conversion examples table; returns (examples, positives).
 pub fn build_examples(set: &EventSet, opts: ExampleOptions, out: &Path) -> Result<(u64, u64), BuildError> {
     let (strings, ints) = EXAMPLE_TABLE_IDS;

@@ -1,4 +1,5 @@
-//! Labels of a user from their future window: the user tags and `buys_any`.
+//! Labels from the future window: a user's tags and `buys_any`, and whether a room visit
+//! ends in an order.
 
 use crate::aggregates::FeatureEvent;
 use crate::tags::{HIGH_VALUE_YUAN, LOYAL_FAN_VISITS, NIGHT_HOURS, NIGHT_OWL_VISITS, Tag};
@@ -64,4 +65,26 @@ pub fn user_labels(events: &[FeatureEvent], hosts: &[u32], cutoff_ms: i64, windo
     }
     out[Tag::ALL.len()] = any_order;
     out
+}
+
+/// Whether the user's visit to `room` ends in an order after `after_ms` (the conversion
+/// examples' `order` label): the first of the user's events in that room in
+/// `(after_ms, after_ms + window_ms]` that ends the visit is an `order` (a `leave` or a new
+/// `enter` ends it without one). `events` are the user's events sorted by time and
+/// `rooms[i]` the room of `events[i]`; a visit still open at the end of the window has not
+/// converted within it.
+pub fn visit_order_label(events: &[FeatureEvent], rooms: &[u32], room: u32, after_ms: i64, window_ms: i64) -> bool {
+    let start = events.partition_point(|e| e.ts_ms <= after_ms);
+    let end = events.partition_point(|e| e.ts_ms <= after_ms.saturating_add(window_ms));
+    for (e, r) in events[start..end].iter().zip(&rooms[start..end]) {
+        if *r != room {
+            continue;
+        }
+        match e.kind {
+            EventKind::Order => return true,
+            EventKind::Leave | EventKind::Enter => return false,
+            _ => {}
+        }
+    }
+    false
 }

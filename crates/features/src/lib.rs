@@ -20,7 +20,7 @@ pub mod tags;
 
 pub use build::{
     BuildError, ExampleOptions, UserTableOptions, build_examples, build_user_table, check_label_coverage,
-    examples_table, user_table, user_table_part,
+    examples_table, open_visit_features, user_table, user_table_part,
 };
 pub use dataset::EventSet;
 pub use online::{OnlineError, UserState};

@@ -20,11 +20,15 @@
 //!   schema hash beside it; each file's metadata holds the feature names of every schema
 //!   hash and the output names of every model version in it
 //!   (`liveprofile.features.<hash>`, `liveprofile.outputs.<model>@<version>`, JSON arrays).
+//! - [`training`]: training sets from the log, each row joined with the labels its user
+//!   earned after the time its features describe.
 
 pub mod reader;
+pub mod training;
 mod writer;
 
 pub use reader::{LogRows, read_log};
+pub use training::{TrainingError, TrainingOptions, TrainingReport, write_training_set};
 pub use writer::{FILE_PREFIX, log_schema};
 
 use liveprofile_runtime::LoadedModel;
@@ -102,6 +106,10 @@ pub struct PredictionRecord {
     pub request_id: Arc<str>,
     /// When the answer was made, UTC milliseconds.
     pub time_ms: i64,
+    /// The time the features describe, when the service built them from the profile store
+    /// (the request's `as_of_ms`, or the moment it read the profile); `None` for features
+    /// the caller sent.
+    pub as_of_ms: Option<i64>,
     /// The API (`v1.ScoreTags`, `v1.ScoreConversion`, `v1.ScoreStream`, `kserve.ModelInfer`).
     pub api: &'static str,
     /// The unified user id (empty when the API has none).

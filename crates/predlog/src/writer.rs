@@ -22,8 +22,8 @@ pub const FILE_PREFIX: &str = "predictions-";
 /// Rows gathered before they are handed to the Parquet writer.
 const BATCH_ROWS: usize = 4096;
 
-/// Bytes of a row's numbers besides its lists (time, version, queue and compute times).
-const FIXED_BYTES_PER_ROW: usize = 28;
+/// Bytes of a row's numbers besides its lists (time, as-of, version, queue and compute times).
+const FIXED_BYTES_PER_ROW: usize = 36;
 
 /// The Arrow schema of the log's files, columns in file order.
 pub fn log_schema() -> SchemaRef {
@@ -32,6 +32,7 @@ pub fn log_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         text("request_id"),
         Field::new("time_ms", DataType::Int64, false),
+        Field::new("as_of_ms", DataType::Int64, true),
         text("api"),
         text("user_id"),
         text("platform"),
@@ -64,6 +65,7 @@ fn list_builder(rows: usize, values: usize) -> ListBuilder<Float32Builder> {
 struct Pending {
     texts: [StringBuilder; 10],
     time_ms: Int64Builder,
+    as_of_ms: Int64Builder,
     version: UInt32Builder,
     features: ListBuilder<Float32Builder>,
     outputs: ListBuilder<Float32Builder>,
@@ -110,6 +112,7 @@ impl Pending {
             b.append_value(v);
         }
         self.time_ms.append_value(r.time_ms);
+        self.as_of_ms.append_option(r.as_of_ms);
         self.version.append_value(model.version());
         self.features.values().append_slice(&r.features);
         self.features.append(true);
@@ -131,6 +134,7 @@ impl Pending {
         let columns: Vec<ArrayRef> = vec![
             request_id,
             Arc::new(self.time_ms.finish()),
+            Arc::new(self.as_of_ms.finish()),
             api,
             user_id,
             platform,

@@ -371,6 +371,7 @@ impl KServeService {
                 user_id: user.as_deref().unwrap_or(""),
                 platform: &platform,
                 room_id: &room_id,
+                as_of_ms: None,
             };
             let records = predictions::records(call, &answered, vec![origin; rows], &values, &outcome.scores);
             predictions::offer(&self.state, records);

@@ -50,6 +50,9 @@ pub struct RowOrigin<'a> {
     pub platform: &'a str,
     /// Room, when given.
     pub room_id: &'a str,
+    /// The time the features describe, when the service built them from the profile
+    /// store; `None` for features the caller sent.
+    pub as_of_ms: Option<i64>,
 }
 
 /// How a group of rows was answered.
@@ -85,6 +88,7 @@ pub fn records<'o>(
         .map(|(k, origin)| PredictionRecord {
             request_id: call.request_id.clone(),
             time_ms,
+            as_of_ms: origin.as_of_ms,
             api: call.api,
             user_id: origin.user_id.to_owned(),
             platform: origin.platform.to_owned(),

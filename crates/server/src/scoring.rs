@@ -43,6 +43,14 @@ pub(crate) enum RowValues<'a> {
 }
 
 impl RowValues<'_> {
+    /// The time features built from the profile describe (`None` for given features).
+    fn as_of_ms(&self) -> Option<i64> {
+        match self {
+            RowValues::Given(_) => None,
+            RowValues::Profile { features, .. } => Some(features.as_of_ms),
+        }
+    }
+
     fn profile_time(&self) -> Option<v1::ProfileTime> {
         match self {
             RowValues::Given(_) => None,
@@ -229,6 +237,7 @@ async fn score_rows(
                 user_id: rows[i].user,
                 platform: rows[i].context.platform.map_or("", |p| p.as_str()),
                 room_id: &rows[i].context.room_id,
+                as_of_ms: rows[i].values.as_of_ms(),
             });
             records.extend(predictions::records(call, &answered, origins, &logged[k_group], &outcome.scores));
         }

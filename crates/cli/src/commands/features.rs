@@ -1,4 +1,4 @@
-//! `liveprofile features schema|build|examples`.
+//! `liveprofile features schema|build|examples|label`.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -6,6 +6,7 @@ use liveprofile_events::{DAY_MS, HOUR_MS};
 use liveprofile_features::{
     EventSet, ExampleOptions, UserTableOptions, build_examples, build_user_table, conversion_schema, user_schema,
 };
+use liveprofile_predlog::{TrainingOptions, write_training_set};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,6 +19,9 @@ pub enum FeaturesCommand {
     Build(BuildArgs),
     /// Build conversion examples: room visits at decision points, labelled by whether they end in an order.
     Examples(ExamplesArgs),
+    /// Build a training set from the prediction log: the logged rows of one feature schema
+    /// with the labels their users earned after the time their features describe.
+    Label(LabelArgs),
 }
 
 /// Which schema.
@@ -75,6 +79,32 @@ pub struct ExamplesArgs {
     /// Only visits entered before this time (RFC 3339 or UTC ms).
     #[arg(long)]
     to: Option<String>,
+    /// Fail if any event row breaks the contract or arrives out of order.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Arguments of `features label`.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// Prediction log folder (the server's `--prediction-log`).
+    #[arg(long)]
+    log: PathBuf,
+    /// Event Parquet file holding the events after the logged answers.
+    #[arg(long)]
+    events: PathBuf,
+    /// Label window after each row's as-of time (e.g. 7d, 48h).
+    #[arg(long, default_value = "7d")]
+    label_window: String,
+    /// Only rows of this model (needed when the log holds several feature schemas).
+    #[arg(long)]
+    model: Option<String>,
+    /// Only rows of this version of the model.
+    #[arg(long, requires = "model")]
+    version: Option<u32>,
+    /// Output Parquet table; its feature schema is also written beside it as `<name>.schema.json`.
+    #[arg(long)]
+    out: PathBuf,
     /// Fail if any event row breaks the contract or arrives out of order.
     #[arg(long)]
     strict: bool,
@@ -193,6 +223,48 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 set.rows as f64 / secs
             );
         }
+        FeaturesCommand::Label(args) => label(args)?,
     }
+    Ok(())
+}
+
+fn label(args: LabelArgs) -> anyhow::Result<()> {
+    let label_window_ms = parse_window(&args.label_window)?
+        .with_context(|| "--label-window none: a training set needs a label window".to_owned())?;
+    if !args.log.is_dir() {
+        bail!("prediction log {}: not a folder", args.log.display());
+    }
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if same(&args.out, &args.events) {
+        bail!("--out {} is the events file: it would be replaced", args.out.display());
+    }
+    super::ensure_parent(&args.out)?;
+    let started = Instant::now();
+    let (set, _) = load(&args.events, args.strict)?;
+    let opts = TrainingOptions {
+        label_window_ms,
+        model: args.model,
+        version: args.version,
+        events_name: args.events.display().to_string(),
+    };
+    let report = write_training_set(&args.log, &set, &opts, &args.out)?;
+    let schema = if report.schema_hash == conversion_schema().hash { conversion_schema() } else { user_schema() };
+    let schema_file = schema_path(&args.out);
+    std::fs::write(&schema_file, schema.to_json()).with_context(|| format!("writing {}", schema_file.display()))?;
+    eprintln!("{}", liveprofile_predlog::training::left_out(&report, label_window_ms));
+    if report.rows_of_unknown_users > 0 {
+        eprintln!("{} rows of users without any event in {}", report.rows_of_unknown_users, args.events.display());
+    }
+    let positives: Vec<String> = report.labels.iter().zip(&report.positives).map(|(l, n)| format!("{l} {n}")).collect();
+    outln!(
+        "wrote {} rows of {} (schema {}) labelled over {} to {} ({:.2} s); positives: {}",
+        report.rows_written,
+        report.models.join(", "),
+        report.schema_hash,
+        args.label_window,
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        positives.join(", ")
+    );
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The `liveprofile` binary as a process: recovery of the profile store after `kill -9`;
-//! the model commands' exit codes and profile.
+//! the model commands' exit codes and profile; training sets from the prediction log.
 
 use liveprofile_bench::synthetic::SyntheticEvents;
 use liveprofile_client::v1::{self, ingest_client::IngestClient, profile_admin_client::ProfileAdminClient};
@@ -12,6 +12,7 @@ mod chaos;
 mod drift;
 mod experiments;
 mod kpis;
+mod label;
 
 pub(crate) const TOKEN: &str = "kill-test-token";
 

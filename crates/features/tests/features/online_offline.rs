@@ -4,8 +4,9 @@
 use liveprofile_events::{DAY_MS, Event, EventKind, HOUR_MS, MINUTE_MS, Platform};
 use liveprofile_features::aggregates::FeatureEvent;
 use liveprofile_features::build::{ExampleOptions, host_histories, user_examples};
+use liveprofile_features::labels::visit_order_label;
 use liveprofile_features::offline::{accept_in_arrival_order, user_features_as_of, user_features_by_scan};
-use liveprofile_features::{EventSet, OnlineProfiles, UserState};
+use liveprofile_features::{EventSet, OnlineProfiles, UserState, open_visit_features};
 use proptest::prelude::*;
 
 const CATEGORIES: [&str; 4] = ["beauty", "apparel", "food", "4451"];
@@ -142,6 +143,10 @@ fn visit_strategy() -> impl Strategy<Value = VisitPlan> {
         })
 }
 
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 fn event(id: usize, user: u8, room: u8, ts_ms: i64, kind: EventKind, cents: u32, coupon: bool) -> Event {
     let platform = Platform::ALL[room as usize % 3];
     Event {
@@ -185,6 +190,11 @@ proptest! {
         let mut expected: Vec<(String, String, i64, Vec<f32>)> = Vec::new();
         for u in &set.users {
             for ex in user_examples(u, &hosts, &ExampleOptions::default()) {
+                // A visit open at any moment, stated offline, gives the example at its
+                // decision point; the label from the events after it is the example's.
+                let at = open_visit_features(u, &hosts, ex.room, ex.decision_ms);
+                prop_assert_eq!(at.as_deref().map(bits), Some(bits(&ex.features)));
+                prop_assert_eq!(visit_order_label(&u.events, &u.rooms, ex.room, ex.decision_ms, 7 * DAY_MS), ex.label);
                 expected.push((u.user_id.clone(), set.rooms[ex.room as usize].clone(), ex.decision_ms, ex.features));
             }
         }

@@ -17,6 +17,7 @@ fn record(model: &Arc<LoadedModel>, request: usize, row: usize) -> PredictionRec
     PredictionRecord {
         request_id: Arc::from(format!("req-{request}")),
         time_ms: 1_800_000_000_000 + request as i64,
+        as_of_ms: row.is_multiple_of(2).then_some(1_800_000_000_000 - row as i64),
         api: "v1.ScoreConversion",
         user_id: format!("user-{row}"),
         platform: "douyin".into(),
@@ -58,6 +59,8 @@ fn offered_records_are_published_with_their_values_and_the_names_of_features_and
         assert_eq!(text("schema_hash", i), model.schema().hash);
         assert_eq!(batch.column_by_name("model_version").unwrap().as_primitive::<UInt32Type>().value(i), 1);
         assert_eq!(batch.column_by_name("time_ms").unwrap().as_primitive::<Int64Type>().value(i), e.time_ms);
+        let as_of = batch.column_by_name("as_of_ms").unwrap().as_primitive::<Int64Type>();
+        assert_eq!(as_of.is_valid(i).then(|| as_of.value(i)), e.as_of_ms);
         assert_eq!(batch.column_by_name("queue_us").unwrap().as_primitive::<Int64Type>().value(i), 10 + (i / 2) as i64);
         let f = features.value(i);
         assert_eq!(f.as_primitive::<Float32Type>().values().to_vec(), e.features, "row {i}");

@@ -13,3 +13,4 @@ mod profiles;
 mod reliability;
 mod scoring;
 mod traces;
+mod training_set;

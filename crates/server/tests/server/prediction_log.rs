@@ -152,6 +152,8 @@ async fn every_answer_of_every_api_is_logged_with_the_features_sent_and_the_outp
         let (ids, apis, users, models) = (text("request_id"), text("api"), text("user_id"), text("model"));
         let features = batch.column_by_name("features").unwrap().as_list::<i32>().clone();
         let outputs = batch.column_by_name("outputs").unwrap().as_list::<i32>().clone();
+        // Features the callers sent describe no time the server knows.
+        assert_eq!(batch.column_by_name("as_of_ms").unwrap().null_count(), batch.num_rows());
         for i in 0..batch.num_rows() {
             let id = ids.value(i);
             let (f, o, api) = expected.remove(id).unwrap_or_else(|| panic!("{id} logged once and expected"));
