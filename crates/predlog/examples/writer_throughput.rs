@@ -42,6 +42,7 @@ fn main() {
     let record = |k: usize| PredictionRecord {
         request_id: Arc::from(format!("bench-{k}")),
         time_ms: 1_796_000_000_000 + k as i64,
+        as_of_ms: Some(1_796_000_000_000 + k as i64),
         api: "v1.ScoreConversion",
         user_id: format!("user-{}", k % 10_000),
         platform: "douyin".into(),

@@ -81,6 +81,7 @@ impl Default for Pending {
         Pending {
             texts: Default::default(),
             time_ms: Int64Builder::with_capacity(BATCH_ROWS),
+            as_of_ms: Int64Builder::with_capacity(BATCH_ROWS),
             version: UInt32Builder::with_capacity(BATCH_ROWS),
             features: list_builder(BATCH_ROWS, 0),
             outputs: list_builder(BATCH_ROWS, 0),

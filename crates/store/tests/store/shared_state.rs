@@ -18,7 +18,10 @@ fn a_lookup_ahead_of_the_clock_moves_no_ones_clock() {
     assert_ne!(ahead.values, before.values, "the hours since the last event differ");
     // A later caller at the real time gets what it got before.
     let again = store.user_features("u1", Some(now)).unwrap();
-    assert_eq!((&again.values, again.as_of_ms, again.last_event_ms), (&before.values, before.as_of_ms, before.last_event_ms));
+    assert_eq!(
+        (&again.values, again.as_of_ms, again.last_event_ms),
+        (&before.values, before.as_of_ms, before.last_event_ms)
+    );
     // Only the first read reflects the events for the first time (the oldest, per platform).
     assert_eq!(before.first_reflected.oldest().collect::<Vec<_>>(), [(Platform::Douyin, now - 600_000)]);
     assert_eq!(ahead.first_reflected.oldest().count() + again.first_reflected.oldest().count(), 0);
