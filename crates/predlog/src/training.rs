@@ -543,9 +543,21 @@ pub fn write_training_set(
                 Some(_) => Some(ints("as_of_ms")?),
                 None => None,
             };
-            let version = column(&batch, path, "model_version")?.as_primitive::<UInt32Type>();
-            let features = column(&batch, path, "features")?.as_list::<i32>();
-            let outputs = column(&batch, path, "outputs")?.as_list::<i32>();
+            let not_a = |name: &str, what: &str| {
+                TrainingError::from(LogError::Read { path: path.clone(), reason: format!("{name} is not {what}") })
+            };
+            let version = column(&batch, path, "model_version")?
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| not_a("model_version", "a uint32 column"))?;
+            let lists = |name: &str| {
+                let list =
+                    column(&batch, path, name)?.as_list_opt::<i32>().ok_or_else(|| not_a(name, "a list column"))?;
+                match list.values().as_primitive_opt::<Float32Type>() {
+                    Some(_) => Ok(list),
+                    None => Err(not_a(name, "a list of float32")),
+                }
+            };
+            let (features, outputs) = (lists("features")?, lists("outputs")?);
             for i in 0..batch.num_rows() {
                 let row = first_row + i;
                 if hashes.value(i) != schema_hash {
@@ -571,7 +583,7 @@ pub fn write_training_set(
                     continue;
                 }
                 let f = features.value(i);
-                let f = f.as_primitive::<Float32Type>();
+                let f = f.as_primitive::<Float32Type>(); // checked above: a list of float32
                 if f.len() != feature_names.len() || f.null_count() > 0 {
                     return Err(bad(
                         row,
@@ -583,7 +595,7 @@ pub fn write_training_set(
                     ));
                 }
                 let o = outputs.value(i);
-                let o = o.as_primitive::<Float32Type>();
+                let o = o.as_primitive::<Float32Type>(); // checked above: a list of float32
                 if o.len() != out_cols.len() {
                     return Err(bad(
                         row,

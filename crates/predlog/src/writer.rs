@@ -218,13 +218,13 @@ impl Writer {
     /// Appends records in order; a file that reaches its size is published on the way and
     /// the next record starts a new one.
     fn append(&mut self, records: &[PredictionRecord]) -> Result<(), String> {
-        for (k, r) in records.iter().enumerate() {
+        for r in records {
             if self.pending.rows == 0 {
-                // Room for the next batch's values at once: builders that grow by doubling
-                // copy what they hold at every step.
-                let rows = (records.len() - k).min(BATCH_ROWS);
-                self.pending.features = list_builder(rows, rows * r.features.len());
-                self.pending.outputs = list_builder(rows, rows * r.outputs.len());
+                // Room for a whole batch at once (rows of this width): builders that grow by
+                // doubling copy what they hold at every step, and a batch fills over many
+                // drains (about 150 rows each at 15,000 answers a second).
+                self.pending.features = list_builder(BATCH_ROWS, BATCH_ROWS * r.features.len());
+                self.pending.outputs = list_builder(BATCH_ROWS, BATCH_ROWS * r.outputs.len());
             }
             if self.current.is_none() {
                 self.current = Some(self.open(r.time_ms)?);

@@ -373,7 +373,7 @@ impl KServeService {
                 room_id: &room_id,
                 as_of_ms: None,
             };
-            let records = predictions::records(call, &answered, vec![origin; rows], &values, &outcome.scores);
+            let records = predictions::records(call, &answered, vec![origin; rows], values, &outcome.scores);
             predictions::offer(&self.state, records);
         }
         let mut response = pb::ModelInferResponse {

@@ -24,6 +24,9 @@ pub const UNKNOWN_MODEL: &str = "_unknown";
 /// Every metric of the server.
 pub struct Metrics {
     registry: Registry,
+    /// Held by a scrape from the first reset of a gauge to the gather: two scrapes at once
+    /// would otherwise see each other's half-filled gauges.
+    rendering: Mutex<()>,
     /// Requests answered, per model, version and arm.
     pub request_success: IntCounterVec,
     /// Requests failed, per model, version, arm and gRPC code.
@@ -279,8 +282,8 @@ impl Metrics {
                 &r,
                 "liveprofile_event_to_answer_seconds",
                 "Time from an event's timestamp to the first scoring answer that reflects it, seconds, per \
-                 platform: for each answer from a user's profile, the oldest of the user's events taken in since \
-                 their previous answer",
+                 platform: for each ScoreTags answer from a user's profile, the oldest of the user's events no earlier \
+                 answer reflected",
                 &["platform"],
                 FRESHNESS_SECONDS,
             ),
@@ -369,6 +372,7 @@ impl Metrics {
                 ),
             ),
             registry: r,
+            rendering: Mutex::new(()),
         }
     }
 
@@ -409,6 +413,7 @@ impl Metrics {
         predictions: Option<&liveprofile_predlog::PredictionLog>,
         drift: Option<&crate::drift::DriftMonitor>,
     ) -> String {
+        let _one_scrape_at_a_time = self.rendering.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(drift) = drift {
             self.render_drift(drift);
         }

@@ -70,22 +70,29 @@ pub struct Answered<'a> {
     pub compute: Duration,
 }
 
-/// The records of a group of rows: `values` row-major in the model's schema order, scores
-/// of the same rows.
+/// The records of a group of rows: `values` row-major in the model's schema order (one row's
+/// values become its record's without a copy), scores of the same rows.
 pub fn records<'o>(
     call: &Call,
     answered: &Answered<'_>,
     origins: impl IntoIterator<Item = RowOrigin<'o>>,
-    values: &[f32],
+    values: Vec<f32>,
     scores: &Scores,
 ) -> Vec<PredictionRecord> {
     let width = answered.model.width();
     let time_ms = liveprofile_store::now_ms();
     let (experiment, experiment_arm) = answered.experiment.unwrap_or_default();
-    origins
-        .into_iter()
-        .enumerate()
-        .map(|(k, origin)| PredictionRecord {
+    let one_row = values.len() == width;
+    let mut whole = Some(values);
+    let mut out = Vec::new();
+    for (k, origin) in origins.into_iter().enumerate() {
+        // A single row keeps the values' own allocation; rows of a larger group are copied.
+        let features = match (&mut whole, one_row) {
+            (w @ Some(_), true) => w.take().expect("matched Some"),
+            (Some(v), false) => v[k * width..(k + 1) * width].to_vec(),
+            (None, _) => Vec::new(),
+        };
+        out.push(PredictionRecord {
             request_id: call.request_id.clone(),
             time_ms,
             as_of_ms: origin.as_of_ms,
@@ -97,12 +104,13 @@ pub fn records<'o>(
             arm: answered.arm,
             experiment: experiment.to_owned(),
             experiment_arm: experiment_arm.to_owned(),
-            features: values[k * width..(k + 1) * width].to_vec(),
+            features,
             outputs: scores.outputs.iter().flat_map(|o| &o.values[k * o.width..(k + 1) * o.width]).copied().collect(),
             queue_us: answered.queue.as_micros() as u64,
             compute_us: answered.compute.as_micros() as u64,
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// Offers a request's records to the log.

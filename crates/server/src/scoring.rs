@@ -239,7 +239,8 @@ async fn score_rows(
                 room_id: &rows[i].context.room_id,
                 as_of_ms: rows[i].values.as_of_ms(),
             });
-            records.extend(predictions::records(call, &answered, origins, &logged[k_group], &outcome.scores));
+            let values = std::mem::take(&mut logged[k_group]);
+            records.extend(predictions::records(call, &answered, origins, values, &outcome.scores));
         }
         timing.queue_us = timing.queue_us.max(outcome.queue.as_micros() as u64);
         timing.compute_us = timing.compute_us.max(outcome.compute.as_micros() as u64);
@@ -272,9 +273,12 @@ async fn score_rows(
 fn observe_first_answers(state: &AppState, rows: &[Row<'_>]) {
     let mut now = None;
     for row in rows {
-        if let RowValues::Profile { features, .. } = &row.values {
+        if let RowValues::Profile { features, .. } = &row.values
+            && !features.first_reflected.is_empty()
+        {
             let now = *now.get_or_insert_with(liveprofile_store::now_ms);
             state.metrics.observe_first_answer(&features.first_reflected, now);
+            state.profiles.answered(row.user, &features.first_reflected);
         }
     }
 }

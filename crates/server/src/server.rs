@@ -184,7 +184,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(t) => Some(crate::traces::Tracer::start(t.clone(), state.metrics.clone())?),
         None => None,
     };
-    let router = grpc_router(&state, health_service, tls, tracer.clone())?;
+    let router = match grpc_router(&state, health_service, tls, tracer.clone()) {
+        Ok(router) => router,
+        Err(e) => {
+            // The exporter task is running: stop it rather than leave it behind.
+            if let Some(t) = &tracer {
+                t.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let incoming =
         GrpcIncoming::new(grpc_listener, limits.max_connections, limits.handshake_timeout, state.metrics.clone());

@@ -126,6 +126,21 @@ impl Unreflected {
     pub fn oldest(&self) -> impl Iterator<Item = (Platform, i64)> + '_ {
         Platform::ALL.into_iter().zip(self.0).filter(|(_, ts)| *ts != i64::MAX)
     }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|ts| *ts == i64::MAX)
+    }
+
+    /// Forgets the platforms an answer reflected (`answered`, as read for it); a platform
+    /// whose oldest waiting event changed since the read keeps waiting.
+    fn clear(&mut self, answered: &Unreflected) {
+        for (slot, seen) in self.0.iter_mut().zip(answered.0) {
+            if *slot == seen {
+                *slot = i64::MAX;
+            }
+        }
+    }
 }
 
 /// Users of one shard, and the sequence number of the last event applied to them: the
@@ -233,7 +248,9 @@ pub struct ProfileFeatures {
     pub as_of_ms: i64,
     /// Newest event of the user taken in.
     pub last_event_ms: Option<i64>,
-    /// The events this read is the first to reflect: per platform, the oldest one's time.
+    /// The events this read reflects that no answer has yet: per platform, the oldest one's
+    /// time (none for conversion reads). Pass it to [`ProfileStore::answered`] once the
+    /// answer is sent.
     pub first_reflected: Unreflected,
 }
 
@@ -419,16 +436,31 @@ impl ProfileStore {
         } else {
             p.features(as_of_ms, &mut values).expect("as_of is not before the horizon");
         }
-        let first_reflected = std::mem::take(&mut entry.unanswered);
+        // The time asked is never before the user's newest event: the features reflect
+        // every event taken in.
+        let first_reflected = entry.unanswered;
         Ok(ProfileFeatures { values, as_of_ms, last_event_ms: p.newest_ms(), first_reflected })
+    }
+
+    /// Notes that an answer made from a [`ProfileStore::user_features`] read was sent: the
+    /// events it reflected for the first time (`reflected`, as read) stop waiting. A read
+    /// whose answer failed is not followed by this call, so its events wait for the next.
+    pub fn answered(&self, user_id: &str, reflected: &Unreflected) {
+        if reflected.is_empty() {
+            return;
+        }
+        let mut shard = lock(&self.shards[shard_of(user_id, self.shards.len())]);
+        if let Some(entry) = shard.users.get_mut(user_id) {
+            entry.unanswered.clear(reflected);
+        }
     }
 
     /// Conversion features (the conversion schema) of the user's open visit to `room_id`,
     /// decided now (or at the user's newest event when that is later).
     pub fn conversion_features(&self, user_id: &str, room_id: &str) -> Result<ProfileFeatures, LookupError> {
         let i = shard_of(user_id, self.shards.len());
-        let mut shard = lock(&self.shards[i]);
-        let entry = shard.users.get_mut(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
+        let shard = lock(&self.shards[i]);
+        let entry = shard.users.get(user_id).ok_or_else(|| LookupError::UnknownUser(user_id.to_owned()))?;
         let p = &entry.profile;
         let no_visit = || LookupError::NoOpenVisit { user_id: user_id.to_owned(), room_id: room_id.to_owned() };
         let host = p.open_visit_host(room_id).ok_or_else(no_visit)?;
@@ -438,9 +470,10 @@ impl ProfileStore {
             None => Default::default(),
         };
         let values = p.conversion_features(room_id, decision_ms, stats).ok_or_else(no_visit)?;
-        let last_event_ms = p.newest_ms();
-        let first_reflected = std::mem::take(&mut entry.unanswered);
-        Ok(ProfileFeatures { values, as_of_ms: decision_ms, last_event_ms, first_reflected })
+        // The visit's features hold the user's as they were when the visit began: events
+        // since (in other rooms) are not all reflected, so none is counted as answered.
+        let first_reflected = Unreflected::default();
+        Ok(ProfileFeatures { values, as_of_ms: decision_ms, last_event_ms: p.newest_ms(), first_reflected })
     }
 
     /// Writes a snapshot of the whole state now and deletes the log segments and the

@@ -217,13 +217,24 @@ impl Tracer {
     }
 
     /// Closes the queue (later calls' spans are dropped and counted), sends what it holds,
-    /// and stops the exporter. Each export call is bounded by the export timeout.
+    /// and stops the exporter. Each export call is bounded by the export timeout, and the
+    /// whole flush by twice that: spans still queued then (a collector that does not answer)
+    /// are dropped and counted, so shutdown is not held up by a full queue.
     pub async fn shutdown(&self) {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
         self.wake.notify_one();
         let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(mut task) = task {
+            let deadline = self.config.export_timeout.saturating_mul(2);
+            if tokio::time::timeout(deadline, &mut task).await.is_err() {
+                task.abort();
+                let left = {
+                    let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    q.calls.clear();
+                    std::mem::take(&mut q.spans)
+                };
+                self.count_dropped(left as u64);
+            }
         }
     }
 }
