@@ -27,6 +27,11 @@ run() { # $1: label, $2...: extra serve flags; prints requests/s
   done
   "$bin" loadgen --target 127.0.0.1:50161 --protocol "$protocol" --seconds "$seconds" --warmup 2 \
     --concurrency 16 --label "$label" 2>/dev/null | tee -a "$work/reports" | sed -n 's/.*"requests_per_s":\([0-9.]*\).*/\1/p'
+  # The log's own count of rows dropped (queue full), once the queue has drained.
+  sleep 0.5
+  local dropped
+  dropped="$(curl -sf http://127.0.0.1:50162/metrics | sed -n 's/^liveprofile_prediction_log{stat="rows_dropped"} //p')"
+  echo "${dropped:-none}" >>"$work/dropped"
   kill -INT "$pid"
   wait "$pid" || true
 }
@@ -52,6 +57,10 @@ except ImportError:
 print(f"without the log: {a:,.0f} req/s (runs {', '.join(f'{x:,.0f}' for x in off)})")
 print(f"with the log:    {b:,.0f} req/s (runs {', '.join(f'{x:,.0f}' for x in on)})")
 print(f"with / without:  {b / a:.3f} ({100 * (1 - b / a):+.1f}% throughput lost)")
+with open(f"{sys.argv[3]}/dropped") as f:
+    counts = f.read().split()
+logged = [c for c in counts if c != "none"]
+print(f"rows dropped:    {sum(int(c) for c in logged):,} (the log's rows_dropped over its {len(logged)} runs)")
 if rows:
     print(f"rows logged:     {rows:,}")
 PY
