@@ -1,6 +1,7 @@
 //! In-process scoring speed of each bundled model, side by side with onnxruntime (from
 //! Python, single thread) in the same run: single-row latency (p50, p99) and batch-of-1024
-//! throughput; and hot-swap time (folder renamed into place -> new version served).
+//! throughput; one row as the server scores it (a batch of one); and hot-swap time (folder
+//! renamed into place -> new version served).
 //! Three rounds, alternating the two sides; each reports its best round.
 //! Catches regressions in plan compilation (node count), state reuse and input handling.
 //!
@@ -118,6 +119,7 @@ fn main() {
         // Rounds alternate tract and onnxruntime so that a burst of load on this shared
         // machine hits both sides alike; each side reports its best round.
         let (mut p50, mut p99, mut rows_s) = (f64::INFINITY, f64::INFINITY, 0f64);
+        let mut served_p50 = f64::INFINITY;
         let (mut op50, mut op99, mut orows): (Option<f64>, Option<f64>, Option<f64>) = (None, None, None);
         // The better of two optional figures (`pick` is f64::min or f64::max).
         let best = |a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64| match (a, b) {
@@ -136,6 +138,18 @@ fn main() {
             times.sort();
             p50 = p50.min(times[CALLS / 2].as_secs_f64() * 1e6);
             p99 = p99.min(times[CALLS * 99 / 100].as_secs_f64() * 1e6);
+            // One row as the server scores it (a batch of one: the one-row plan when it
+            // gives the symbolic plan's bits, else the symbolic plan).
+            times.clear();
+            for i in 0..CALLS {
+                let r = &data[(i % 1024) * w..(i % 1024 + 1) * w];
+                let t = Instant::now();
+                let s = model.score_batched(r, 1).unwrap();
+                times.push(t.elapsed());
+                std::hint::black_box(s);
+            }
+            times.sort();
+            served_p50 = served_p50.min(times[CALLS / 2].as_secs_f64() * 1e6);
             // Batches as the server and the batch scorer run them (256-row chunks on the
             // fixed-size plan when it matches the symbolic plan's bits).
             model.score_batched(&data, 1024).unwrap();
@@ -164,6 +178,11 @@ fn main() {
             rows_s,
             fmt(orows, 0),
             fmt(orows.map(|o| rows_s / o), 2),
+        );
+        println!(
+            "{:<24} one row as served (a batch of one, {} plan): p50 {served_p50:.2}us",
+            "",
+            if model.has_one_row_plan() { "one-row" } else { "symbolic" }
         );
         println!("{:<24} hot swap (rename -> served), median of 5: {:?}", "", swap_time(&pkg));
     }

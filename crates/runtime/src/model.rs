@@ -1,6 +1,7 @@
 //! A loaded, checked model: compiled tract plans (one for a single row, one with a
-//! symbolic batch), a pool of reusable run states, and input validation against the
-//! feature schema.
+//! symbolic batch, and fixed-shape ones for batches of one row and for long batches when
+//! they give the symbolic plan's bits), a pool of reusable run states, and input validation
+//! against the feature schema.
 
 use crate::error::{InputError, ScoreError};
 use crate::manifest::Manifest;
@@ -150,6 +151,12 @@ fn category_ok(v: f32, size: usize) -> bool {
     v.fract() == 0.0 && v >= 0.0 && v < size as f32
 }
 
+/// A fixed-shape plan that one-row batches run on: `rows` rows per run, the row repeated.
+pub(crate) struct OneRowPlan {
+    pub(crate) pool: PlanPool,
+    pub(crate) rows: usize,
+}
+
 /// Rows of the fixed-size plan that long batches are cut into.
 pub const CHUNK_ROWS: usize = 256;
 
@@ -215,6 +222,9 @@ pub struct LoadedModel {
     /// A plan for exactly [`CHUNK_ROWS`] rows, kept only when it gives the batch plan's
     /// bits (checked at load).
     pub(crate) chunk: Option<PlanPool>,
+    /// A plan for batches of one row (the server's commonest batch), kept only when it
+    /// gives the batch plan's bits (checked at load).
+    pub(crate) one_row: Option<OneRowPlan>,
     /// Outputs are probabilities (binary or multi-label tasks): kept within [0, 1].
     pub(crate) probabilities: bool,
     pub(crate) feature_index: HashMap<String, usize>,
@@ -262,6 +272,7 @@ impl LoadedModel {
             single,
             batch,
             chunk: None,
+            one_row: None,
             probabilities,
             feature_index,
             category_sizes,
@@ -334,6 +345,12 @@ impl LoadedModel {
     /// bits at load).
     pub fn has_chunk_plan(&self) -> bool {
         self.chunk.is_some()
+    }
+
+    /// Whether batches of one row run on a fixed-shape plan (it reproduced the symbolic
+    /// plan's bits at load).
+    pub fn has_one_row_plan(&self) -> bool {
+        self.one_row.is_some()
     }
 
     /// Milliseconds it took to load, check and warm this version.
@@ -452,8 +469,8 @@ impl LoadedModel {
     /// that a row's scores do not depend on the rows scored beside it: the server's dynamic
     /// batches and the batch scorer give the same bits for the same row.
     ///
-    /// Batches of at least [`CHUNK_ROWS`] rows run in chunks on the fixed-size plan, which
-    /// was checked at load to give the same bits.
+    /// Batches of at least [`CHUNK_ROWS`] rows run in chunks on the fixed-size plan, and
+    /// batches of one row on the one-row plan, each checked at load to give the same bits.
     pub fn score_batched(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
         self.check(values, rows)?.score()
     }
@@ -478,6 +495,11 @@ impl LoadedModel {
     }
 
     fn score_checked(&self, values: Dense<'_>, rows: usize) -> Result<Scores, ScoreError> {
+        if rows == 1
+            && let Some(one_row) = &self.one_row
+        {
+            return self.run_one_row(one_row, values.slice());
+        }
         let Some(chunk) = self.chunk.as_ref().filter(|_| rows >= CHUNK_ROWS) else {
             return self.run_plan(&self.batch, values, rows, 0, rows);
         };
@@ -506,6 +528,21 @@ impl LoadedModel {
         let mut out = out.expect("at least one chunk");
         out.rows = rows;
         Ok(out)
+    }
+
+    /// Scores one validated row on the one-row plan: the row repeated to the plan's rows,
+    /// the first row's scores kept.
+    pub(crate) fn run_one_row(&self, plan: &OneRowPlan, row: &[f32]) -> Result<Scores, ScoreError> {
+        if plan.rows == 1 {
+            return self.run_plan(&plan.pool, Dense::RowMajor(row), 1, 0, 1);
+        }
+        let repeated: Vec<f32> = row.iter().copied().cycle().take(plan.rows * row.len()).collect();
+        let mut s = self.run_plan(&plan.pool, Dense::RowMajor(&repeated), plan.rows, 0, plan.rows)?;
+        for o in &mut s.outputs {
+            o.values.truncate(o.width);
+        }
+        s.rows = 1;
+        Ok(s)
     }
 
     /// Scores rows already validated.
