@@ -9,6 +9,9 @@
 //!   `concurrency` in flight, and each latency is measured from the time the request was
 //!   due, not from when it could be sent (as wrk2 and ghz `--rps` do). Requests that could
 //!   not leave on time are counted as behind schedule.
+//!
+//! Where the time went comes from the server's own timing in each answer: time in its
+//! batcher queue, scoring the batch, and the rest of the latency outside the batcher.
 
 use anyhow::Context;
 use liveprofile_client::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
@@ -155,6 +158,49 @@ pub struct LoadReport {
     pub p999_us: f64,
     /// Largest.
     pub max_us: f64,
+    /// Where the time of the answered requests went, from the server's own timing in each
+    /// answer (liveprofile's v1 `timing` and KServe `queue_us` / `compute_us` parameters);
+    /// `None` when no answer carried it (another KServe server).
+    pub server_time: Option<ServerTime>,
+}
+
+/// Percentiles of the parts of a request's latency, microseconds. Each part's percentile is
+/// taken over the requests on its own, so the parts of one percentile need not add up.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerTime {
+    /// Answers that carried the server's timing.
+    pub answers: u64,
+    /// In the server's batcher queue, until the request's batch started (the batch wait
+    /// included).
+    pub queue_p50_us: f64,
+    /// 99th percentile of the queue time.
+    pub queue_p99_us: f64,
+    /// Scoring the batch the request was in.
+    pub compute_p50_us: f64,
+    /// 99th percentile of the compute time.
+    pub compute_p99_us: f64,
+    /// The rest of the latency: the network both ways, decoding, validating and encoding
+    /// in the server, the runtimes' scheduling on both sides, and in an open loop any time
+    /// the request waited to leave after it was due.
+    pub outside_p50_us: f64,
+    /// 99th percentile of the rest.
+    pub outside_p99_us: f64,
+}
+
+/// The server's own timing of one answer, microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    queue_us: u64,
+    compute_us: u64,
+}
+
+/// The `p`th percentile (0-100) of sorted values (nearest rank), NaN when there are none.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[i.min(sorted.len() - 1)])
 }
 
 enum Call {
@@ -260,21 +306,17 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
     let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
     let ids = UserIds { count: args.users.filter(|&n| n > 0), next: Arc::new(AtomicU64::new(0)) };
     let window = Window { measure_from, stop_at };
-    let (mut all, errors, first_error, behind_schedule) = match args.rate {
+    let (tally, behind_schedule) = match args.rate {
         None => closed_loop(&call, &channels, args.concurrency.max(1), &ids, window).await?,
         Some(rate) => {
             anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
             open_loop(&call, &channels, rate, args.concurrency.max(1), &ids, start, window).await?
         }
     };
+    let server_time = tally.server_time();
+    let Tally { latencies: mut all, errors, first_error, .. } = tally;
     all.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * (all.len() - 1) as f64).round() as usize;
-        f64::from(all[i.min(all.len() - 1)])
-    };
+    let pct = |p: f64| percentile(&all, p);
     let requests = all.len() as u64;
     Ok(LoadReport {
         label: args.label.clone(),
@@ -293,6 +335,7 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
         p99_us: pct(99.0),
         p999_us: pct(99.9),
         max_us: all.last().map_or(f64::NAN, |v| f64::from(*v)),
+        server_time,
     })
 }
 
@@ -331,49 +374,106 @@ impl Clients {
         }
     }
 
-    /// Sends one request (with fresh user ids when the run cycles through users).
-    async fn send(&mut self, call: &Call, ids: &UserIds) -> Result<(), tonic::Status> {
+    /// Sends one request (with fresh user ids when the run cycles through users); the
+    /// server's timing of the answer, when it gives one.
+    async fn send(&mut self, call: &Call, ids: &UserIds) -> Result<Option<Timed>, tonic::Status> {
+        let v1_timing = |t: Option<v1::Timing>| t.map(|t| Timed { queue_us: t.queue_us, compute_us: t.compute_us });
         match call {
             Call::Tags(r) => {
                 let mut r = r.clone();
                 if ids.count.is_some() {
                     r.users.iter_mut().for_each(|u| u.user_id = ids.next().unwrap_or_default());
                 }
-                self.scoring.score_tags(r).await.map(|_| ())
+                self.scoring.score_tags(r).await.map(|a| v1_timing(a.into_inner().timing))
             }
             Call::Conversion(r) => {
                 let mut r = r.clone();
                 if ids.count.is_some() {
                     r.candidates.iter_mut().for_each(|c| c.user_id = ids.next().unwrap_or_default());
                 }
-                self.scoring.score_conversion(r).await.map(|_| ())
+                self.scoring.score_conversion(r).await.map(|a| v1_timing(a.into_inner().timing))
             }
-            Call::Kserve(r) => self.kserve.model_infer(r.clone()).await.map(|_| ()),
+            Call::Kserve(r) => self.kserve.model_infer(r.clone()).await.map(|a| {
+                let parameters = &a.get_ref().parameters;
+                let int = |key: &str| match parameters.get(key).and_then(|p| p.parameter_choice.as_ref()) {
+                    Some(pb::infer_parameter::ParameterChoice::Int64Param(v)) => u64::try_from(*v).ok(),
+                    _ => None,
+                };
+                Some(Timed { queue_us: int("queue_us")?, compute_us: int("compute_us")? })
+            }),
         }
     }
 }
 
-/// Latencies (microseconds) of the answered requests, errors, the first error, and the
-/// requests sent behind schedule.
-type Measured = (Vec<u32>, u64, Option<String>, u64);
+/// What a run's requests gave, and the requests sent behind schedule.
+type Measured = (Tally, u64);
 
-/// What one run's requests gave, as they end.
+/// What one run's requests gave, as they end: latencies of the answers (microseconds), and
+/// for the answers with the server's timing, its parts.
 #[derive(Default)]
 struct Tally {
     latencies: Vec<u32>,
     errors: u64,
     first_error: Option<String>,
+    queue: Vec<u32>,
+    compute: Vec<u32>,
+    outside: Vec<u32>,
+}
+
+fn micros(us: u128) -> u32 {
+    us.min(u128::from(u32::MAX)) as u32
 }
 
 impl Tally {
-    fn record(&mut self, result: Result<(), tonic::Status>, latency: Duration) {
+    fn record(&mut self, result: Result<Option<Timed>, tonic::Status>, latency: Duration) {
         match result {
-            Ok(()) => self.latencies.push(latency.as_micros().min(u128::from(u32::MAX)) as u32),
+            Ok(timed) => {
+                let total = micros(latency.as_micros());
+                self.latencies.push(total);
+                if let Some(t) = timed {
+                    let (queue, compute) = (micros(t.queue_us.into()), micros(t.compute_us.into()));
+                    self.queue.push(queue);
+                    self.compute.push(compute);
+                    self.outside.push(total.saturating_sub(queue.saturating_add(compute)));
+                }
+            }
             Err(status) => {
                 self.errors += 1;
                 self.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
             }
         }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.queue.extend(other.queue);
+        self.compute.extend(other.compute);
+        self.outside.extend(other.outside);
+    }
+
+    fn server_time(&self) -> Option<ServerTime> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let sorted = |v: &[u32]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v
+        };
+        let (queue, compute, outside) = (sorted(&self.queue), sorted(&self.compute), sorted(&self.outside));
+        Some(ServerTime {
+            answers: queue.len() as u64,
+            queue_p50_us: percentile(&queue, 50.0),
+            queue_p99_us: percentile(&queue, 99.0),
+            compute_p50_us: percentile(&compute, 50.0),
+            compute_p99_us: percentile(&compute, 99.0),
+            outside_p50_us: percentile(&outside, 50.0),
+            outside_p99_us: percentile(&outside, 99.0),
+        })
     }
 }
 
@@ -410,20 +510,19 @@ async fn closed_loop(
     stop.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
     for t in tasks {
-        let t = t.await?;
-        all.latencies.extend(t.latencies);
-        all.errors += t.errors;
-        if all.first_error.is_none() {
-            all.first_error = t.first_error;
-        }
+        all.add(t.await?);
     }
-    Ok((all.latencies, all.errors, all.first_error, 0))
+    Ok((all, 0))
 }
 
 /// Requests due every `1 / rate` seconds from `start`, at most `cap` in flight; each
 /// latency runs from the time the request was due. A request that finds the cap full
 /// waits for a place and leaves late (counted), and the ones due after it follow as soon
 /// as places free: the schedule is never stretched, so slow answers are not hidden.
+///
+/// The schedule is kept by a thread of its own that sleeps until each request is due: the
+/// runtime's timer wakes on whole milliseconds, which would send requests in bursts once a
+/// millisecond and count up to a millisecond of the generator's own in every latency.
 async fn open_loop(
     call: &Arc<Call>,
     channels: &[Channel],
@@ -437,36 +536,51 @@ async fn open_loop(
     let places = Arc::new(tokio::sync::Semaphore::new(cap));
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut behind = 0u64;
-    let mut tasks = tokio::task::JoinSet::new();
-    for k in 0u64.. {
-        let due = start + interval.mul_f64(k as f64);
-        if due >= window.stop_at {
-            break;
-        }
-        tokio::time::sleep_until(due.into()).await;
-        let place = places.clone().acquire_owned().await?;
-        let late = Instant::now().saturating_duration_since(due) > Duration::from_millis(1);
-        if late && due >= window.measure_from {
-            behind += 1;
-        }
-        let mut clients = clients[k as usize % clients.len()].clone();
-        let (call, ids, tally) = (call.clone(), ids.clone(), tally.clone());
-        tasks.spawn(async move {
-            let result = clients.send(&call, &ids).await;
-            let done = Instant::now();
-            drop(place);
-            if due >= window.measure_from && done < window.stop_at {
-                tally.lock().expect("tally lock").record(result, done - due);
+    let handle = tokio::runtime::Handle::current();
+    let (call, ids, pacer_tally) = (call.clone(), ids.clone(), tally.clone());
+    let pacer = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, tokio::task::JoinSet<()>)> {
+        let mut behind = 0u64;
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0u64.. {
+            let due = start + interval.mul_f64(k as f64);
+            if due >= window.stop_at {
+                break;
             }
-        });
-        // Reap finished requests as we go, so that a long run holds only those in flight.
-        while tasks.try_join_next().is_some() {}
-    }
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let place = match places.clone().try_acquire_owned() {
+                Ok(place) => place,
+                Err(_) => handle.block_on(places.clone().acquire_owned())?,
+            };
+            let late = Instant::now().saturating_duration_since(due) > Duration::from_millis(1);
+            if late && due >= window.measure_from {
+                behind += 1;
+            }
+            let mut clients = clients[k as usize % clients.len()].clone();
+            let (call, ids, tally) = (call.clone(), ids.clone(), pacer_tally.clone());
+            tasks.spawn_on(
+                async move {
+                    let result = clients.send(&call, &ids).await;
+                    let done = Instant::now();
+                    drop(place);
+                    if due >= window.measure_from && done < window.stop_at {
+                        tally.lock().expect("tally lock").record(result, done - due);
+                    }
+                },
+                &handle,
+            );
+            // Reap finished requests as we go, so that a long run holds only those in flight.
+            while tasks.try_join_next().is_some() {}
+        }
+        Ok((behind, tasks))
+    });
+    let (behind, mut tasks) = pacer.await??;
     // Answers after the end of the window do not count; the ones in flight are cut.
     tokio::time::sleep_until(window.stop_at.into()).await;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     let tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
-    Ok((tally.latencies, tally.errors, tally.first_error, behind))
+    Ok((tally, behind))
 }

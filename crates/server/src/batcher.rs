@@ -3,7 +3,8 @@
 //! Requests (already validated) queue as jobs. Inference threads take the oldest job and
 //! every other queued job for the same model version, up to the maximum batch size; if the
 //! batch is not full they wait for more until the oldest job has waited the maximum queue
-//! delay. The batch is scored in one call and each job gets its own rows back.
+//! delay (none by default: a batch is then what queued while the threads were busy). The
+//! batch is scored in one call and each job gets its own rows back.
 //!
 //! Admission is bounded: a job that would take the queue over its row limit is refused at
 //! once. A job whose deadline passes while it waits is answered DEADLINE_EXCEEDED without

@@ -133,7 +133,8 @@ impl From<IngestBenchArgs> for IngestBenchConfig {
     }
 }
 
-/// Runs the load; prints one human line and one JSON line on stdout.
+/// Runs the load; prints one or two human lines (the second: where the time went, when the
+/// answers carry the server's timing) and one JSON line on stdout.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let runtime = super::tokio_runtime()?;
     let report = runtime.block_on(loadgen::run(args.into()))?;
@@ -157,6 +158,20 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         report.errors,
         report.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
+    if let Some(t) = &report.server_time {
+        outln!(
+            "{} where the time went (server's timing of {} answers): queue p50 {:.0} / p99 {:.0} us, compute p50 \
+             {:.0} / p99 {:.0} us, outside the batcher p50 {:.0} / p99 {:.0} us",
+            report.label,
+            t.answers,
+            t.queue_p50_us,
+            t.queue_p99_us,
+            t.compute_p50_us,
+            t.compute_p99_us,
+            t.outside_p50_us,
+            t.outside_p99_us
+        );
+    }
     outln!("{}", serde_json::to_string(&report)?);
     anyhow::ensure!(report.requests > 0, "no request was answered");
     Ok(())

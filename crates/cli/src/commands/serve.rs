@@ -109,7 +109,8 @@ pub struct ServeArgs {
     /// Largest number of rows scored together by the dynamic batcher.
     #[arg(long, env = "LIVEPROFILE_MAX_BATCH_SIZE")]
     pub max_batch_size: Option<usize>,
-    /// Longest time a request waits for others to join its batch, in microseconds.
+    /// Longest time a request waits for others to join its batch, in microseconds. 0 (the
+    /// default): none; a batch is what queued while the inference threads were busy.
     #[arg(long, env = "LIVEPROFILE_MAX_QUEUE_DELAY_US")]
     pub max_queue_delay_us: Option<u64>,
     /// Rows waiting in the queue beyond which new requests get RESOURCE_EXHAUSTED at once.

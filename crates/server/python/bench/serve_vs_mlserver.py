@@ -81,8 +81,9 @@ def load(target: str, protocol: str, model: str, batch: int, seconds: float, lab
          "--concurrency", str(concurrency), "--seconds", str(seconds), "--warmup", "2", "--label", label],
         check=True, capture_output=True, text=True,
     ).stdout.splitlines()
-    print(out[0], flush=True)
-    return json.loads(out[1])
+    # Human lines, then the JSON report last.
+    print("\n".join(out[:-1]), flush=True)
+    return json.loads(out[-1])
 
 
 def main() -> None:

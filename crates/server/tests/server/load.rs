@@ -331,8 +331,27 @@ async fn the_open_loop_load_generator_keeps_to_its_rate() {
     assert!((190..=201).contains(&open.requests), "{open:?}");
     assert!(open.p50_us > 0.0 && open.p99_us >= open.p50_us, "{open:?}");
     assert_eq!(open.rate, Some(100.0));
-    let closed = run(base).await.unwrap();
+    let closed = run(base.clone()).await.unwrap();
     assert_eq!(closed.errors, 0, "{closed:?}");
     assert!(closed.requests > open.requests, "{closed:?} vs {open:?}");
+    // Where the time went, from the server's timing in every answer (v1 and KServe alike).
+    let kserve = run(LoadConfig {
+        protocol: liveprofile_bench::loadgen::Protocol::Kserve,
+        model: Some("user_tags".into()),
+        seconds: 1.0,
+        ..base
+    })
+    .await
+    .unwrap();
+    assert_eq!(kserve.errors, 0, "{kserve:?}");
+    for report in [&open, &closed, &kserve] {
+        let t = report.server_time.as_ref().unwrap_or_else(|| panic!("no server timing: {report:?}"));
+        assert_eq!(t.answers, report.requests, "{report:?}");
+        // Scoring a row of user_tags takes microseconds; each part is within the latency.
+        assert!(t.compute_p50_us >= 1.0 && t.compute_p50_us <= report.p50_us, "{report:?}");
+        assert!(t.queue_p50_us <= report.p50_us && t.outside_p50_us <= report.p50_us, "{report:?}");
+        assert!(t.queue_p99_us <= report.max_us && t.compute_p99_us <= report.max_us, "{report:?}");
+        assert!(t.outside_p50_us > 0.0, "{report:?}");
+    }
     server.shutdown().await.unwrap();
 }
