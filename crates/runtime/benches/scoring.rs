@@ -76,6 +76,20 @@ fn swap_time(template: &Path) -> Duration {
     times[times.len() / 2]
 }
 
+/// p50 and p99 in microseconds of `CALLS` one-row calls over the rows of `data` in turn.
+fn single_row_latency<T>(data: &[f32], w: usize, mut score: impl FnMut(&[f32]) -> T) -> (f64, f64) {
+    let mut times = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let r = &data[(i % 1024) * w..(i % 1024 + 1) * w];
+        let t = Instant::now();
+        let s = score(r);
+        times.push(t.elapsed());
+        std::hint::black_box(s);
+    }
+    times.sort();
+    (times[CALLS / 2].as_secs_f64() * 1e6, times[CALLS * 99 / 100].as_secs_f64() * 1e6)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("scoring: bench");
@@ -127,29 +141,13 @@ fn main() {
             (a, b) => a.or(b),
         };
         for _ in 0..ROUNDS {
-            let mut times = Vec::with_capacity(CALLS);
-            for i in 0..CALLS {
-                let r = &data[(i % 1024) * w..(i % 1024 + 1) * w];
-                let t = Instant::now();
-                let s = model.score(r, 1).unwrap();
-                times.push(t.elapsed());
-                std::hint::black_box(s);
-            }
-            times.sort();
-            p50 = p50.min(times[CALLS / 2].as_secs_f64() * 1e6);
-            p99 = p99.min(times[CALLS * 99 / 100].as_secs_f64() * 1e6);
-            // One row as the server scores it (a batch of one: the one-row plan when it
-            // gives the symbolic plan's bits, else the symbolic plan).
-            times.clear();
-            for i in 0..CALLS {
-                let r = &data[(i % 1024) * w..(i % 1024 + 1) * w];
-                let t = Instant::now();
-                let s = model.score_batched(r, 1).unwrap();
-                times.push(t.elapsed());
-                std::hint::black_box(s);
-            }
-            times.sort();
-            served_p50 = served_p50.min(times[CALLS / 2].as_secs_f64() * 1e6);
+            // The single-row plan (`LoadedModel::score`), then one row as the server scores
+            // it (a batch of one: the one-row plan when it gives the symbolic plan's bits,
+            // else the symbolic plan).
+            let (single_p50, single_p99) = single_row_latency(&data, w, |r| model.score(r, 1).unwrap());
+            p50 = p50.min(single_p50);
+            p99 = p99.min(single_p99);
+            served_p50 = served_p50.min(single_row_latency(&data, w, |r| model.score_batched(r, 1).unwrap()).0);
             // Batches as the server and the batch scorer run them (256-row chunks on the
             // fixed-size plan when it matches the symbolic plan's bits).
             model.score_batched(&data, 1024).unwrap();
