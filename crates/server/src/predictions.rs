@@ -82,16 +82,11 @@ pub fn records<'o>(
     let width = answered.model.width();
     let time_ms = liveprofile_store::now_ms();
     let (experiment, experiment_arm) = answered.experiment.unwrap_or_default();
-    let one_row = values.len() == width;
-    let mut whole = Some(values);
+    // A single row keeps the values' own allocation; rows of a larger group are copied.
+    let (mut single, many) = if values.len() == width { (Some(values), Vec::new()) } else { (None, values) };
     let mut out = Vec::new();
     for (k, origin) in origins.into_iter().enumerate() {
-        // A single row keeps the values' own allocation; rows of a larger group are copied.
-        let features = match (&mut whole, one_row) {
-            (w @ Some(_), true) => w.take().expect("matched Some"),
-            (Some(v), false) => v[k * width..(k + 1) * width].to_vec(),
-            (None, _) => Vec::new(),
-        };
+        let features = single.take().unwrap_or_else(|| many[k * width..(k + 1) * width].to_vec());
         out.push(PredictionRecord {
             request_id: call.request_id.clone(),
             time_ms,

@@ -3,9 +3,9 @@
 //! is applied and acknowledged.
 
 mod ingest;
+mod open;
 
 pub use ingest::IngestTimes;
-mod open;
 
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_DEDUP_MAX_IDS, EventIds};
 use crate::error::{LookupError, StoreError};

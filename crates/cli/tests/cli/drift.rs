@@ -4,17 +4,12 @@
 
 use liveprofile_client::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
 use liveprofile_drift::DriftReport;
-use liveprofile_testkit::{publish_copy, sample};
+use liveprofile_testkit::{bundled_models, publish_copy, sample};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "uci_session_conversion";
-
-/// This worktree's bundled models (the test kit's path is fixed when it is compiled).
-fn bundled_models() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
-}
 
 fn golden_rows() -> Vec<Vec<f32>> {
     let g: serde_json::Value =

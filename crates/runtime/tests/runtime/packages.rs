@@ -283,27 +283,16 @@ fn feature_major_rows_score_the_same_bits_and_fail_at_the_same_place() {
     }
 }
 
-/// This worktree's copy of the template (the test kit's path is fixed when it is compiled).
-fn publish_here(
-    root: &std::path::Path,
-    name: &str,
-    version: u32,
-    edit: impl FnOnce(&std::path::Path),
-) -> std::path::PathBuf {
-    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/uci_session_conversion/1");
-    liveprofile_testkit::publish_copy(&template, root, name, version, edit)
-}
-
 #[test]
 fn drift_reference_is_checked_by_checksum_and_against_the_model() {
     let dir = tempfile::tempdir().unwrap();
     // The template carries a reference, checked and kept.
-    let ok = load_package(&publish_here(dir.path(), "m", 1, |_| {})).unwrap();
+    let ok = load_package(&publish(dir.path(), "m", 1, |_| {})).unwrap();
     let reference = ok.drift_reference().expect("the bundled package has a drift reference");
     assert_eq!(reference.features.len(), ok.width());
     assert_eq!(reference.outputs.len(), ok.output_columns().len());
     // A reference changed after publication: refused by its checksum.
-    let tampered = publish_here(dir.path(), "m", 2, |d| {
+    let tampered = publish(dir.path(), "m", 2, |d| {
         edit_json(&d.join("drift_reference.json"), |r| {
             let n = r["features"][0]["counts"][0].as_u64().unwrap();
             r["features"][0]["counts"][0] = (n + 1).into();
@@ -313,7 +302,7 @@ fn drift_reference_is_checked_by_checksum_and_against_the_model() {
     assert!(matches!(err, PackageError::FileChecksum { .. }), "{err}");
     assert!(err.to_string().starts_with("drift_reference.json sha256 is "), "{err}");
     // With the checksum made to fit, the counts no longer add up: refused by content.
-    let inconsistent = publish_here(dir.path(), "m", 3, |d| {
+    let inconsistent = publish(dir.path(), "m", 3, |d| {
         let path = d.join("drift_reference.json");
         edit_json(&path, |r| {
             let n = r["features"][0]["counts"][0].as_u64().unwrap();
@@ -328,7 +317,7 @@ fn drift_reference_is_checked_by_checksum_and_against_the_model() {
         "{err}"
     );
     // A package without one (as published before references existed) loads without drift.
-    let without = publish_here(dir.path(), "m", 4, |d| {
+    let without = publish(dir.path(), "m", 4, |d| {
         std::fs::remove_file(d.join("drift_reference.json")).unwrap();
         edit_manifest(d, |m| {
             m.as_object_mut().unwrap().remove("drift_reference");
@@ -336,7 +325,7 @@ fn drift_reference_is_checked_by_checksum_and_against_the_model() {
     });
     assert!(load_package(&without).unwrap().drift_reference().is_none());
     // A manifest that names a missing reference is refused.
-    let missing = publish_here(dir.path(), "m", 5, |d| std::fs::remove_file(d.join("drift_reference.json")).unwrap());
+    let missing = publish(dir.path(), "m", 5, |d| std::fs::remove_file(d.join("drift_reference.json")).unwrap());
     let err = load_package(&missing).unwrap_err().to_string();
     assert!(err.contains("drift_reference.json") && err.contains("No such file"), "{err}");
 }

@@ -3,7 +3,6 @@
 //! same rows; with the monitor turned off, no drift gauges.
 
 use crate::common::*;
-use liveprofile_client::inference as pb;
 use liveprofile_drift::{DriftReport, LiveHistograms};
 
 const MODEL: &str = "uci_session_conversion";
@@ -14,33 +13,15 @@ async fn infer(
     >,
     row: &[f32],
 ) -> Vec<f32> {
-    let answer = client
-        .model_infer(pb::ModelInferRequest {
-            model_name: MODEL.into(),
-            inputs: vec![pb::model_infer_request::InferInputTensor {
-                name: "features".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, row.len() as i64],
-                contents: Some(pb::InferTensorContents { fp32_contents: row.to_vec(), ..Default::default() }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let answer =
+        client.model_infer(crate::kserve::infer_request(MODEL, &[row.to_vec()], false)).await.unwrap().into_inner();
     answer.outputs[0].contents.as_ref().unwrap().fp32_contents.clone()
-}
-
-/// This worktree's bundled models (the test kit's path is fixed when it is compiled).
-fn models() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let repo = tempfile::tempdir().unwrap();
-    liveprofile_testkit::publish_copy(&models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
+    liveprofile_testkit::publish_copy(&bundled_models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
     let mut c = config(repo.path());
     c.drift.as_mut().unwrap().sample = 1.0;
     c.drift.as_mut().unwrap().min_rows = 150;
@@ -48,7 +29,8 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let loaded = liveprofile_runtime::load_package(&repo.path().join(MODEL).join("1")).unwrap();
     let reference = loaded.drift_reference().unwrap().clone();
     let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(models().join(MODEL).join("1/golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
+            .unwrap();
     let g_rows: Vec<Vec<f32>> = g["inputs"]["features"]
         .as_array()
         .unwrap()

@@ -5,7 +5,8 @@ use crate::common::*;
 use liveprofile_client::inference as pb;
 use tonic::Code;
 
-fn infer_request(model: &str, rows: &[Vec<f32>], raw: bool) -> pb::ModelInferRequest {
+/// A request for `rows` of `model`, typed or as raw bytes.
+pub(crate) fn infer_request(model: &str, rows: &[Vec<f32>], raw: bool) -> pb::ModelInferRequest {
     let width = rows[0].len();
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
     let mut input = pb::model_infer_request::InferInputTensor {
