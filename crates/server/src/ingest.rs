@@ -4,7 +4,7 @@
 use crate::proto::v1::{self, ingest_server::Ingest, profile_admin_server::ProfileAdmin};
 use crate::state::AppState;
 use liveprofile_events::Platform;
-use liveprofile_store::{IdentityLink, IncomingEvent, IngestReport, IngestTimes, ProfileStore, StoreError};
+use liveprofile_store::{IdentityLink, IncomingEvent, IngestReport, ProfileStore, StoreError};
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
@@ -94,14 +94,9 @@ pub async fn ingest_batch(
     let started = Instant::now();
     let batch = events.clone();
     let trace = crate::traces::current();
-    let traced = trace.is_some();
-    let (result, times) = tokio::task::spawn_blocking(move || {
-        let mut times = IngestTimes::default();
-        let result = store.ingest_timed(&batch, traced.then_some(&mut times));
-        (result, times)
-    })
-    .await
-    .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?;
+    let (result, times) = tokio::task::spawn_blocking(move || store.ingest_shared(batch))
+        .await
+        .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?;
     if let Some(t) = &trace {
         let attributes: crate::traces::Attributes = vec![("liveprofile.events", events.len().into())];
         for (name, phase) in
@@ -235,6 +230,8 @@ impl ProfileAdmin for ProfileAdminService {
             dedup_horizon_ms: s.dedup_horizon_ms,
             write_failures: s.write_failures,
             log_damage: s.log_damage,
+            logged_batches: s.logged_batches,
+            log_commits: s.log_commits,
         }))
     }
 

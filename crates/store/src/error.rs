@@ -102,6 +102,26 @@ impl StoreError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         StoreError::Io { path: path.display().to_string(), source }
     }
+
+    /// The same error again, for each batch of a group commit that failed together (an
+    /// I/O cause is carried over by its kind and message).
+    pub(crate) fn copy(&self) -> Self {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            StoreError::Io { path, source } => StoreError::Io { path: path.clone(), source: io(source) },
+            StoreError::Corrupt { path, reason } => StoreError::Corrupt { path: path.clone(), reason: reason.clone() },
+            StoreError::RecordTooLarge { path, seq, bytes, limit } => {
+                StoreError::RecordTooLarge { path: path.clone(), seq: *seq, bytes: *bytes, limit: *limit }
+            }
+            StoreError::DiskFull { path, action, source } => {
+                StoreError::DiskFull { path: path.clone(), action: action.clone(), source: io(source) }
+            }
+            StoreError::WriteFailed { path, action, source } => {
+                StoreError::WriteFailed { path: path.clone(), action: action.clone(), source: io(source) }
+            }
+            other => StoreError::Failed(other.to_string()),
+        }
+    }
 }
 
 /// A profile could not be read.

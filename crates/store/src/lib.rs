@@ -37,4 +37,6 @@ pub use incoming::{
     MAX_ID_BYTES, MAX_NAME_BYTES, Outcome,
 };
 pub use log::{DEFAULT_SEGMENT_BYTES, Durability, LogDamage, MAX_RECORD_BYTES};
-pub use store::{IngestTimes, ProfileFeatures, ProfileStore, StoreOptions, StoreStats, Unreflected, now_ms};
+pub use store::{
+    IngestTimes, MAX_GROUP_EVENTS, ProfileFeatures, ProfileStore, StoreOptions, StoreStats, Unreflected, now_ms,
+};

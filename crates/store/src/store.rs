@@ -5,7 +5,7 @@
 mod ingest;
 mod open;
 
-pub use ingest::IngestTimes;
+pub use ingest::{IngestTimes, MAX_GROUP_EVENTS};
 
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_MS, DEFAULT_DEDUP_MAX_IDS, EventIds};
 use crate::error::{LookupError, StoreError};
@@ -197,6 +197,8 @@ struct Counters {
     rejected: AtomicU64,
     snapshots: AtomicU64,
     write_failures: AtomicU64,
+    logged_batches: AtomicU64,
+    log_commits: AtomicU64,
 }
 
 /// A moment's view of the store.
@@ -237,6 +239,11 @@ pub struct StoreStats {
     pub write_failures: u64,
     /// Places where the log lost records, accepted when the store opened.
     pub log_damage: u64,
+    /// Event batches with something to log, logged since the store opened.
+    pub logged_batches: u64,
+    /// Log writes (each with its fsync under `fsync` durability) that carried them: fewer
+    /// than the batches when concurrent batches shared a group commit.
+    pub log_commits: u64,
 }
 
 /// Features read from a profile, with the time they are as of.
@@ -270,6 +277,8 @@ pub struct ProfileStore {
     /// (readers share it; it changes only on a first exposure).
     exposed: RwLock<HashMap<String, HashSet<String>>>,
     log: Mutex<LogState>,
+    /// Batches waiting for a group commit.
+    queue: Mutex<ingest::IngestQueue>,
     /// One snapshot at a time.
     snapshotting: Mutex<()>,
     options: StoreOptions,
@@ -584,6 +593,8 @@ impl ProfileStore {
             dedup_horizon_ms,
             write_failures: self.counters.write_failures.load(Ordering::Relaxed),
             log_damage: self.log_damage.len() as u64,
+            logged_batches: self.counters.logged_batches.load(Ordering::Relaxed),
+            log_commits: self.counters.log_commits.load(Ordering::Relaxed),
         }
     }
 
@@ -843,5 +854,80 @@ mod tests {
         assert_eq!(store.stats().last_seq, 2, "both records are read");
         assert!(store.user_features("u1", None).is_ok());
         assert!(store.user_features("u2", None).is_err(), "the out-of-contract event is not applied");
+    }
+
+    fn enter(id: &str, user: &str, ts_ms: i64) -> IncomingEvent {
+        IncomingEvent {
+            event_id: id.to_owned(),
+            ts_ms,
+            platform: "douyin".to_owned(),
+            user_id: user.to_owned(),
+            room_id: "r1".to_owned(),
+            host_id: "h1".to_owned(),
+            category: "beauty".to_owned(),
+            kind: "enter".to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Batches that arrive while the log is busy wait, and are logged together in one
+    /// frame (one write, one fsync), each decided against the ones before it in the
+    /// group: an id sent in two of them is taken once. Every caller gets its own report;
+    /// the frame replays whole after a restart.
+    #[test]
+    fn batches_waiting_for_the_log_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.durability = Durability::Fsync;
+        let store = ProfileStore::open(options.clone()).unwrap();
+        let now = now_ms();
+        // Caller k sends events k-0..k-4 of user uk, and caller 3 also resends caller 0's first.
+        let batch = |k: usize| -> Arc<[IncomingEvent]> {
+            let mut b: Vec<IncomingEvent> =
+                (0..5).map(|j| enter(&format!("e{k}-{j}"), &format!("u{k}"), now + j as i64)).collect();
+            if k == 3 {
+                b.push(enter("e0-0", "u0", now));
+            }
+            b.into()
+        };
+        let reports = {
+            let log = lock(&store.log);
+            let callers: Vec<_> = (0..4)
+                .map(|k| {
+                    let caller = store.clone();
+                    let b = batch(k);
+                    // One at a time into the queue, so that the group's order is known.
+                    let handle = std::thread::spawn(move || caller.ingest_shared(b));
+                    while lock(&store.queue).waiting() < k + 1 {
+                        std::thread::yield_now();
+                    }
+                    handle
+                })
+                .collect();
+            drop(log);
+            callers.into_iter().map(|h| h.join().unwrap().0.unwrap()).collect::<Vec<_>>()
+        };
+        for (k, r) in reports.iter().enumerate() {
+            assert_eq!((r.received, r.accepted), (5 + (k == 3) as u64, 5), "caller {k}: {r:?}");
+            assert_eq!(r.duplicates, (k == 3) as u64, "caller {k}");
+            assert_eq!(r.last_seq, 5 * (k as u64 + 1), "caller {k}: sequence numbers in queue order");
+        }
+        let stats = store.stats();
+        assert_eq!((stats.logged_batches, stats.log_commits, stats.last_seq), (4, 1, 20));
+        assert_eq!(lock(&store.queue).waiting(), 0);
+        assert!(!lock(&store.queue).leading(), "the lead is given up with nothing waiting");
+        let features = |s: &ProfileStore| {
+            (0..4).map(|k| s.user_features(&format!("u{k}"), Some(now + 10)).unwrap().values).collect::<Vec<_>>()
+        };
+        let before = features(&store);
+        drop(store);
+        let store = ProfileStore::open(options).unwrap();
+        assert_eq!(store.stats().recovered_records, 20);
+        assert_eq!(features(&store), before);
+        // The next caller finds nobody leading and logs alone.
+        let (r, times) = store.ingest_shared(batch(4));
+        assert_eq!(r.unwrap().accepted, 5);
+        assert!(times.fsync.is_some() && times.apply.is_some());
+        assert_eq!(store.stats().log_commits, 1);
     }
 }

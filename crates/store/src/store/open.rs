@@ -176,6 +176,7 @@ pub(super) fn open(options: StoreOptions) -> Result<Arc<ProfileStore>, StoreErro
         running,
         exposed,
         snapshotting: Mutex::new(()),
+        queue: Mutex::default(),
         log: Mutex::new(LogState {
             writer,
             write_error: None,
