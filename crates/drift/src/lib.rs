@@ -11,12 +11,13 @@
 //!   JSON and as a self-contained HTML page with SVG histograms.
 //!
 //! # Bins
-//! A column's edges `e_0 < e_1 < ... < e_{k-1}` are the training values at the quantiles
-//! `j / bins` for `j = 0..=bins` (the value at sorted position `floor(j (n - 1) / bins)`,
-//! always a value that occurs), duplicates removed: a feature with few distinct values
-//! gets one bin per value. They make `k + 1` bins: `(-inf, e_0]`, `(e_{i-1}, e_i]` for
-//! `i = 1..k`, and `(e_{k-1}, +inf)`, so a value equal to an edge falls in the bin that
-//! edge closes, the lowest training value has a bin of its own, and values above every
+//! A column with at most `bins` distinct finite training values has every one of them as
+//! an edge, so each value has a bin of its own however few rows hold it. Otherwise its
+//! edges `e_0 < e_1 < ... < e_{k-1}` are the training values at the quantiles `j / bins`
+//! for `j = 0..=bins` (the value at sorted position `floor(j (n - 1) / bins)`, always a
+//! value that occurs), duplicates removed. Edges make `k + 1` bins: `(-inf, e_0]`,
+//! `(e_{i-1}, e_i]` for `i = 1..k`, and `(e_{k-1}, +inf)`, so a value equal to an edge
+//! falls in the bin that edge closes, the lowest training value has a bin of its own, and values above every
 //! training value land in the last bin (empty in the reference). NaN and infinite values
 //! (and nulls of a table) are counted apart as missing, a bin of their own for PSI.
 

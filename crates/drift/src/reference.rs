@@ -23,6 +23,21 @@ pub enum ReferenceError {
     /// The reference was made for other features or outputs than the model has.
     #[error("drift reference does not fit the model: {0}")]
     Mismatch(String),
+    /// A live row does not have the reference's number of features or output values.
+    #[error(
+        "a row of {features} features and {outputs} output values, the drift reference has {expected_features} \
+         features and {expected_outputs} output columns"
+    )]
+    RowWidth {
+        /// Features in the row.
+        features: usize,
+        /// Output values in the row.
+        outputs: usize,
+        /// Features of the reference.
+        expected_features: usize,
+        /// Output columns of the reference.
+        expected_outputs: usize,
+    },
 }
 
 /// One column's reference: edges and the training rows' counts per bin.
@@ -40,21 +55,39 @@ pub struct ColumnReference {
 
 impl ColumnReference {
     /// The column of `values` (training rows, NaN or infinite for missing) with at most
-    /// `bins` quantile bins (at least 1).
+    /// `bins` quantile bins (at least 1, at most [`crate::MAX_BINS`]); a column of at most
+    /// `bins` distinct finite values gets one bin per value, however rare (see the crate
+    /// docs).
     pub fn from_values(name: &str, values: &[f32], bins: usize) -> Self {
         let bins = bins.clamp(1, crate::MAX_BINS);
         // -0.0 and 0.0 are one value.
         let mut finite: Vec<f32> = values.iter().filter(|v| v.is_finite()).map(|&v| v + 0.0).collect();
         finite.sort_unstable_by(f32::total_cmp);
-        let mut edges: Vec<f32> = Vec::with_capacity(bins + 1);
-        if let Some(last) = finite.len().checked_sub(1) {
+        let mut distinct: Vec<f32> = Vec::with_capacity(bins + 1);
+        for &v in &finite {
+            if distinct.last() != Some(&v) {
+                if distinct.len() > bins {
+                    break;
+                }
+                distinct.push(v);
+            }
+        }
+        let edges = if distinct.len() <= bins {
+            // Few distinct values: every one closes a bin of its own, so a rare value is
+            // not merged with a neighbour (quantile edges would skip a value holding less
+            // than about 1/bins of the rows).
+            distinct
+        } else {
+            let mut edges: Vec<f32> = Vec::with_capacity(bins + 1);
+            let last = finite.len() - 1;
             for j in 0..=bins {
                 let v = finite[j * last / bins];
                 if edges.last() != Some(&v) {
                     edges.push(v);
                 }
             }
-        }
+            edges
+        };
         let mut column = ColumnReference { name: name.to_owned(), edges, counts: Vec::new(), missing: 0 };
         column.counts = vec![0; column.edges.len() + 1];
         for &v in values {

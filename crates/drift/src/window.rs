@@ -2,7 +2,7 @@
 //! length; a row counts in the sub-window of its time, and the window's histograms are the
 //! sum of the newest sub-windows, so old traffic leaves a sub-window at a time.
 
-use crate::reference::{Reference, bin_of};
+use crate::reference::{Reference, ReferenceError, bin_of};
 use std::collections::VecDeque;
 
 /// Counts per bin of every column of a reference (features, then outputs), and missing
@@ -25,18 +25,27 @@ impl LiveHistograms {
         LiveHistograms { rows: 0, counts, missing }
     }
 
-    /// Counts one row: its features in schema order and its output columns in order
-    /// (the lengths of the reference; extra values are ignored, absent ones not counted).
-    pub fn add_row(&mut self, reference: &Reference, features: &[f32], outputs: &[f32]) {
+    /// Counts one row: its features in schema order and its output columns in order.
+    /// A row whose features or outputs are not exactly as many as the reference's columns
+    /// is refused ([`ReferenceError::RowWidth`]) and nothing of it is counted, so no value
+    /// is ever counted in another column's histogram.
+    pub fn add_row(&mut self, reference: &Reference, features: &[f32], outputs: &[f32]) -> Result<(), ReferenceError> {
+        if features.len() != reference.features.len() || outputs.len() != reference.outputs.len() {
+            return Err(ReferenceError::RowWidth {
+                features: features.len(),
+                outputs: outputs.len(),
+                expected_features: reference.features.len(),
+                expected_outputs: reference.outputs.len(),
+            });
+        }
         self.rows += 1;
-        let columns = reference.columns();
-        let values = features.iter().take(reference.features.len()).chain(outputs.iter().take(reference.outputs.len()));
-        for (k, (column, &v)) in columns.zip(values).enumerate() {
+        for (k, (column, &v)) in reference.columns().zip(features.iter().chain(outputs)).enumerate() {
             match bin_of(&column.edges, v) {
                 Some(b) => self.counts[k][b] += 1,
                 None => self.missing[k] += 1,
             }
         }
+        Ok(())
     }
 
     /// Adds another histogram over the same reference.

@@ -395,6 +395,17 @@ impl ServerConfig {
             "max-connections and metrics-max-connections must be at most {}",
             tokio::sync::Semaphore::MAX_PERMITS
         );
+        if let Some(drift) = &self.drift {
+            // A batch holds at most max-batch-size rows, or one request of up to
+            // max-request-rows: a larger batch could never enter the monitor's queue.
+            let largest = self.max_request_rows.max(self.batching.max_batch_size);
+            anyhow::ensure!(
+                drift.queue_rows >= largest,
+                "drift-queue-rows ({}) is under the largest batch the server scores ({largest}: the larger of \
+                 max-request-rows and max-batch-size): such batches could never be monitored",
+                drift.queue_rows
+            );
+        }
         anyhow::ensure!(
             self.max_request_rows <= self.batching.max_queue_rows,
             "max-request-rows ({}) is over max-queue-rows ({}): such a request could never be admitted",

@@ -2,21 +2,24 @@
 //! request path.
 //!
 //! After a batch is answered, the inference thread hands its rows (of a
-//! [`DriftConfig::sample`] share of the batches; the values it scored,
-//! moved, not copied, and the scores) to a bounded buffer under a lock held for a push;
-//! when the buffer holds [`DriftConfig::queue_rows`] rows the batch is dropped and
-//! counted. One thread takes the buffer every [`DRIFT_INTERVAL`], bins every feature and
-//! output of every row into the current sub-window of that version's rolling window, and
-//! recomputes each version's PSI and KS per column once it holds
-//! [`DriftConfig::min_rows`] rows. `/metrics` reads the last figures. Versions without a
-//! reference in their package are not monitored.
+//! [`DriftConfig::sample`] share of each model version's batches, counted per version so
+//! that versions served in turn are all sampled; the values it scored, moved, not copied,
+//! and the scores) to a bounded buffer under a lock held for a push; when the buffer holds
+//! [`DriftConfig::queue_rows`] rows the batch is dropped and counted. One thread takes the
+//! buffer every [`DRIFT_INTERVAL`], bins every feature and output of every row into the
+//! current sub-window of that version's rolling window (sub-windows are timed by a
+//! monotonic clock started with the monitor, so a step of the wall clock does not move
+//! rows between them), and recomputes each version's PSI and KS per column once it holds
+//! [`DriftConfig::min_rows`] rows. A version reloaded with another reference starts a new
+//! window on the new reference's bins. `/metrics` reads the last figures. Versions without
+//! a reference in their package are not monitored.
 
 use liveprofile_drift::{ColumnDrift, DriftReport, Reference, Window};
 use liveprofile_runtime::{LoadedModel, Scores};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the monitor takes what was offered and recomputes its figures.
 pub const DRIFT_INTERVAL: Duration = Duration::from_millis(250);
@@ -36,10 +39,14 @@ pub struct DriftConfig {
     pub window: Duration,
     /// Least rows in a version's window before its figures are reported.
     pub min_rows: u64,
-    /// Rows waiting for the monitor's thread; beyond, a batch's rows are dropped and counted.
+    /// Rows waiting for the monitor's thread (their values and scores: about
+    /// `rows x (features + outputs) x 4` bytes); beyond, a batch's rows are dropped and
+    /// counted. At least the largest batch the server scores (see
+    /// [`crate::ServerConfig::validate`]).
     pub queue_rows: usize,
-    /// Share of answered batches monitored, 0 to 1 (every batch's rows, or none of them;
-    /// taken evenly: batch n is monitored when `floor((n + 1) s) > floor(n s)`).
+    /// Share of each model version's answered batches monitored, 0 to 1 (every batch's
+    /// rows, or none of them; taken evenly per version: its batch n is monitored when
+    /// `floor((n + 1) s) > floor(n s)`).
     pub sample: f64,
 }
 
@@ -100,7 +107,9 @@ struct Shared {
     buffer: Mutex<(Vec<Offered>, usize)>,
     closed: AtomicBool,
     dropped: AtomicU64,
-    batches: AtomicU64,
+    /// Answered batches per model name and version, for the sample (an entry per version
+    /// ever offered: a few bytes each).
+    batches: Mutex<HashMap<String, HashMap<u32, u64>>>,
     figures: Mutex<Vec<VersionDrift>>,
 }
 
@@ -115,10 +124,6 @@ impl std::fmt::Debug for DriftMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DriftMonitor").field("config", &self.config).finish()
     }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(liveprofile_store::now_ms()).unwrap_or(0)
 }
 
 impl DriftMonitor {
@@ -137,11 +142,8 @@ impl DriftMonitor {
         if model.drift_reference().is_none() || scores.rows == 0 {
             return;
         }
-        if self.config.sample < 1.0 {
-            let n = self.shared.batches.fetch_add(1, Ordering::Relaxed) as f64;
-            if ((n + 1.0) * self.config.sample).floor() <= (n * self.config.sample).floor() {
-                return;
-            }
+        if self.config.sample < 1.0 && !self.sampled(model) {
+            return;
         }
         let rows = scores.rows;
         let mut held = self.shared.buffer.lock().expect("drift buffer lock");
@@ -152,6 +154,19 @@ impl DriftMonitor {
         }
         held.1 += rows;
         held.0.push(Offered { model: model.clone(), values, scores });
+    }
+
+    /// Counts a batch of the model's version and says whether it is one of the sample.
+    fn sampled(&self, model: &LoadedModel) -> bool {
+        let mut batches = self.shared.batches.lock().expect("drift sample lock");
+        let versions = match batches.get_mut(model.name()) {
+            Some(v) => v,
+            None => batches.entry(model.name().to_owned()).or_default(),
+        };
+        let count = versions.entry(model.version()).or_default();
+        let n = *count as f64;
+        *count += 1;
+        ((n + 1.0) * self.config.sample).floor() > (n * self.config.sample).floor()
     }
 
     /// Rows dropped so far because the buffer was full.
@@ -183,6 +198,9 @@ fn run(config: &DriftConfig, s: &Shared) {
     let sub_ms = (config.window.as_millis() as u64 / DRIFT_SUB_WINDOWS as u64).max(1);
     let mut tracked: HashMap<(String, u32), Tracked> = HashMap::new();
     let mut row_outputs: Vec<f32> = Vec::new();
+    // Sub-windows count monotonic time since the start: a wall clock set back would put
+    // rows in a sub-window "in the future" that stays the newest until it is reached.
+    let started = Instant::now();
     while !s.closed.load(Ordering::Acquire) {
         std::thread::sleep(DRIFT_INTERVAL);
         let taken = {
@@ -190,7 +208,7 @@ fn run(config: &DriftConfig, s: &Shared) {
             held.1 = 0;
             std::mem::take(&mut held.0)
         };
-        let now = now_ms();
+        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         for o in taken {
             let Some(reference) = o.model.drift_reference() else { continue };
             let key = (o.model.name().to_owned(), o.model.version());
@@ -198,6 +216,14 @@ fn run(config: &DriftConfig, s: &Shared) {
                 reference: reference.clone(),
                 window: Window::new(DRIFT_SUB_WINDOWS, sub_ms),
             });
+            if !Arc::ptr_eq(&t.reference, reference) {
+                // The version was loaded again. Another reference: its bins differ, the
+                // window starts anew; the same one: the window goes on.
+                if *t.reference != **reference {
+                    t.window = Window::new(DRIFT_SUB_WINDOWS, sub_ms);
+                }
+                t.reference = reference.clone();
+            }
             let width = o.model.width();
             let live = t.window.current(&t.reference, now);
             for r in 0..o.scores.rows {
@@ -205,7 +231,12 @@ fn run(config: &DriftConfig, s: &Shared) {
                 for out in &o.scores.outputs {
                     row_outputs.extend_from_slice(&out.values[r * out.width..(r + 1) * out.width]);
                 }
-                live.add_row(&t.reference, &o.values[r * width..(r + 1) * width], &row_outputs);
+                // The package's loading checked the reference against the schema and the
+                // outputs: a row of another width is a defect, skipped, never misattributed.
+                if live.add_row(&t.reference, &o.values[r * width..(r + 1) * width], &row_outputs).is_err() {
+                    s.dropped.fetch_add((o.scores.rows - r) as u64, Ordering::Relaxed);
+                    break;
+                }
             }
         }
         let mut figures = Vec::with_capacity(tracked.len());

@@ -150,7 +150,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             let o = outs.value(r);
             outputs.clear();
             outputs.extend(o.as_primitive::<Float32Type>().values().iter().copied());
-            live.add_row(reference, f.values(), &outputs);
+            live.add_row(reference, f.values(), &outputs)?;
         }
     }
     let report = DriftReport::new(&model, version, &log.display().to_string(), reference, &live);

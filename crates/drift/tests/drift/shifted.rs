@@ -55,7 +55,7 @@ fn reference(rows: &[(String, Vec<f32>)]) -> Reference {
 fn report<'a>(reference: &Reference, rows: impl IntoIterator<Item = &'a (String, Vec<f32>)>) -> DriftReport {
     let mut live = LiveHistograms::empty(reference);
     for (_, features) in rows {
-        live.add_row(reference, features, &[]);
+        live.add_row(reference, features, &[]).unwrap();
     }
     DriftReport::new("users", 1, "simulated", reference, &live)
 }

@@ -82,6 +82,44 @@ fn discrete_columns_get_a_bin_per_value_and_missing_values_are_counted_apart() {
     assert_eq!((c.edges.len(), c.counts.clone(), c.missing), (0, vec![0], 3));
 }
 
+#[test]
+fn a_rare_value_of_a_few_valued_column_keeps_its_own_bin_and_its_shift_is_flagged() {
+    // 0 x900, 1 x30, 2 x70: 1 holds 3% of the rows, under 1/20, so quantile edges alone
+    // would be [0, 2] and 1 would share the bin of 2.
+    let values: Vec<f32> =
+        [(0.0, 900), (1.0, 30), (2.0, 70)].iter().flat_map(|&(v, n)| std::iter::repeat_n(v, n)).collect();
+    let c = ColumnReference::from_values("kind", &values, 20);
+    assert_eq!(c.edges, vec![0.0, 1.0, 2.0]);
+    assert_eq!(c.counts, vec![900, 30, 70, 0]);
+    let r = Reference::new("rare value", "hash", 20, vec![c], vec![]).unwrap();
+    // Live: 0 x900, 1 x100 (no 2 any more): the shift from 2 to 1 shows.
+    let mut live = LiveHistograms::empty(&r);
+    for i in 0..1_000 {
+        live.add_row(&r, &[if i < 900 { 0.0 } else { 1.0 }], &[]).unwrap();
+    }
+    let report = DriftReport::new("m", 1, "test", &r, &live);
+    assert_eq!(report.flagged_features, vec!["kind"], "{:?}", report.features[0]);
+    assert!(report.features[0].psi > 0.1 && report.features[0].ks > 0.0, "{:?}", report.features[0]);
+    // One more distinct value than bins: quantile edges again.
+    let values: Vec<f32> = (0..100).map(|i| (i % 4) as f32).collect();
+    assert_eq!(ColumnReference::from_values("q", &values, 3).edges.len(), 4);
+    assert_eq!(ColumnReference::from_values("q", &values, 2).edges, vec![0.0, 1.0, 3.0]);
+}
+
+#[test]
+fn a_row_of_another_width_is_refused_and_not_counted() {
+    let r = small_reference();
+    let mut live = LiveHistograms::empty(&r);
+    // One feature short: the output would land in feature b's histogram.
+    let e = live.add_row(&r, &[1.0], &[0.9]).unwrap_err().to_string();
+    assert!(e.contains("1 features and 1 output values") && e.contains("2 features and 1 output columns"), "{e}");
+    assert!(live.add_row(&r, &[1.0, 0.5, 7.0], &[0.9]).is_err());
+    assert!(live.add_row(&r, &[1.0, 0.5], &[]).is_err());
+    assert_eq!(live, LiveHistograms::empty(&r));
+    live.add_row(&r, &[1.0, 0.5], &[0.9]).unwrap();
+    assert_eq!(live.rows, 1);
+}
+
 fn small_reference() -> Reference {
     let a: Vec<f32> = (0..100).map(|i| (i % 10) as f32).collect();
     let b: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
@@ -129,7 +167,7 @@ fn the_window_forgets_old_sub_windows() {
     // 3 sub-windows of 1 s.
     let mut w = Window::new(3, 1_000);
     for t in [0u64, 500, 1_500, 2_500] {
-        w.current(&r, t).add_row(&r, &[1.0, 0.5], &[0.9]);
+        w.current(&r, t).add_row(&r, &[1.0, 0.5], &[0.9]).unwrap();
     }
     assert_eq!(w.rows(2_999), 4);
     // At 3 s the first sub-window (0..1 s, two rows) has left.
@@ -146,7 +184,7 @@ fn the_report_flags_what_moved() {
     let mut live = LiveHistograms::empty(&r);
     // Column a as in the reference, b all at its top, the output always 0.9.
     for i in 0..100 {
-        live.add_row(&r, &[(i % 10) as f32, 5.0], &[0.9]);
+        live.add_row(&r, &[(i % 10) as f32, 5.0], &[0.9]).unwrap();
     }
     let report = DriftReport::new("m", 3, "test", &r, &live);
     assert_eq!(report.features[0].psi, 0.0);

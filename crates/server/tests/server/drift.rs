@@ -1,6 +1,7 @@
 //! The drift monitor on a running server: after traffic, /metrics holds every feature's
 //! and output's PSI and KS for the version, equal to the drift library's figures on the
-//! same rows; with the monitor turned off, no drift gauges.
+//! same rows; with the monitor turned off, no drift gauges; two models served in turn are
+//! both sampled; a drift queue smaller than a batch is refused.
 
 use crate::common::*;
 use liveprofile_drift::{DriftReport, LiveHistograms};
@@ -43,7 +44,7 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     for i in 0..rows {
         let row = &g_rows[i % g_rows.len()];
         let out = infer(&mut client, row).await;
-        expected.add_row(&reference, row, &out);
+        expected.add_row(&reference, row, &out).unwrap();
     }
     let report = DriftReport::new(MODEL, 1, "test", &reference, &expected);
     let labels = [format!("model=\"{MODEL}\""), "version=\"1\"".to_owned()];
@@ -102,4 +103,53 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let text = metrics(&server).await;
     assert!(!text.contains("liveprofile_drift_psi{") && !text.contains("liveprofile_drift_rows{"), "{text}");
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_served_in_turn_are_both_sampled() {
+    // With one batch counter for all models, batches of A and B in turn and half of the
+    // batches sampled took every B batch and no A batch.
+    let models = [MODEL, "conversion"];
+    let repo = repository(&models);
+    let mut c = config(repo.path());
+    c.drift.as_mut().unwrap().sample = 0.5;
+    c.drift.as_mut().unwrap().min_rows = 1;
+    let server = start(c).await;
+    let mut client = kserve(&server).await;
+    let rows: Vec<Vec<f32>> = models.iter().map(|m| golden(m).rows[0].clone()).collect();
+    let sent = 40;
+    for _ in 0..sent {
+        for (m, row) in models.iter().zip(&rows) {
+            client.model_infer(crate::kserve::infer_request(m, &[row.clone()], false)).await.unwrap();
+        }
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = metrics(&server).await;
+        let monitored: Vec<Option<f64>> = models
+            .iter()
+            .map(|m| sample(&text, "liveprofile_drift_rows", &[&format!("model=\"{m}\""), "version=\"1\""]))
+            .collect();
+        if monitored.iter().all(|&r| r == Some(sent as f64 / 2.0)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not half of each model's rows monitored: {monitored:?}\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_drift_queue_smaller_than_the_largest_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.max_request_rows = 4_096;
+    c.drift.as_mut().unwrap().queue_rows = 4_095;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("drift-queue-rows (4095)") && e.contains("largest batch the server scores (4096"), "{e}");
+    c.drift.as_mut().unwrap().queue_rows = 4_096;
+    c.validate().unwrap();
+    c.drift = None;
+    c.max_request_rows = 10;
+    c.validate().unwrap();
 }
