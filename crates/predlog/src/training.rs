@@ -11,8 +11,9 @@
 //!   `buys_any` of `user_labels`; rows of the conversion schema get `order`, whether the
 //!   visit to the row's room ends in an order (the conversion examples' label). Other
 //!   schemas have no label definition and are refused.
-//! - A row whose window ends after the newest event of the events is left out and counted,
-//!   as are rows without the user (or, for conversion rows, the room) that their labels
+//! - A row whose window ends after the newest event of the events, or opens before the
+//!   oldest (events that do not cover the window would give it wrong labels), is left out
+//!   and counted, as are rows without the user (or, for conversion rows, the room) that their labels
 //!   need; when no row is left the set is refused.
 //! - Reading is two passes over the log files: the model, version and schema columns to
 //!   choose the rows, then the rows themselves a batch at a time, written as they are
@@ -114,6 +115,9 @@ pub struct TrainingReport {
     pub rows_written: u64,
     /// Rows left out because their label window ends after the newest event.
     pub left_out_uncovered: u64,
+    /// Rows left out because their label window opens before the oldest event (the
+    /// events do not cover its start).
+    pub left_out_before_events: u64,
     /// Earliest label-window start among them.
     pub uncovered_from_ms: Option<i64>,
     /// Rows left out because they have no user id.
@@ -125,6 +129,8 @@ pub struct TrainingReport {
     pub rows_of_unknown_users: u64,
     /// Newest accepted event of the events.
     pub newest_event_ms: i64,
+    /// Oldest accepted event of the events.
+    pub oldest_event_ms: i64,
 }
 
 /// Why a training set cannot be built.
@@ -212,8 +218,9 @@ fn listing(versions: &Versions) -> String {
         .join(", ")
 }
 
+/// A hash's first 12 characters (a foreign log's text may be any UTF-8).
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.char_indices().nth(12).map_or(hash, |(i, _)| &hash[..i])
 }
 
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, TrainingError> {
@@ -418,7 +425,13 @@ impl Labeller<'_> {
         let u = self.users.get(user);
         match self.kind {
             LabelKind::User => match u {
-                Some(u) => out.extend(user_labels(&u.events, &u.hosts, from_ms, self.window_ms)),
+                Some(u) => {
+                    // Only the window's events (a user scored often with a long history
+                    // would otherwise be read whole for every row).
+                    let start = u.events.partition_point(|e| e.ts_ms <= from_ms);
+                    let end = u.events.partition_point(|e| e.ts_ms <= from_ms.saturating_add(self.window_ms));
+                    out.extend(user_labels(&u.events[start..end], &u.hosts[start..end], from_ms, self.window_ms))
+                }
                 None => out.extend(user_labels(&[], &[], from_ms, self.window_ms)),
             },
             LabelKind::Visit => {
@@ -450,6 +463,7 @@ pub fn write_training_set(
         return Err(TrainingError::EmptyLog(log_dir.to_path_buf()));
     }
     let newest_ms = events.max_ts_ms.ok_or(TrainingError::NoEvents)?;
+    let oldest_ms = events.users.iter().filter_map(|u| u.events.first()).map(|e| e.ts_ms).min().unwrap_or(newest_ms);
     let (versions, names) = survey(&files)?;
     if versions.is_empty() {
         return Err(TrainingError::NoRows(log_dir.to_path_buf()));
@@ -506,6 +520,7 @@ pub fn write_training_set(
         positives: vec![0; label_names.len()],
         models: chosen.iter().map(|(m, v)| format!("{m}@{v}")).collect(),
         newest_event_ms: newest_ms,
+        oldest_event_ms: oldest_ms,
         ..Default::default()
     };
 
@@ -577,6 +592,10 @@ pub fn write_training_set(
                 }
                 let as_of = as_of_ms.filter(|a| a.is_valid(i)).map(|a| a.value(i));
                 let from_ms = as_of.unwrap_or(time_ms.value(i));
+                if from_ms < oldest_ms {
+                    report.left_out_before_events += 1;
+                    continue;
+                }
                 if from_ms.saturating_add(opts.label_window_ms) > newest_ms {
                     report.left_out_uncovered += 1;
                     report.uncovered_from_ms = Some(report.uncovered_from_ms.map_or(from_ms, |m| m.min(from_ms)));
@@ -650,11 +669,13 @@ pub fn write_training_set(
         "label_window_ms": opts.label_window_ms,
         "events": opts.events_name,
         "events_newest_ms": newest_ms,
+        "events_oldest_ms": oldest_ms,
         "log": log_dir.display().to_string(),
         "models": report.models,
         "rows": report.rows_written,
         "left_out": {
             "label_window_after_newest_event": report.left_out_uncovered,
+            "label_window_before_oldest_event": report.left_out_before_events,
             "no_user": report.left_out_no_user,
             "no_room": report.left_out_no_room,
         },
@@ -674,6 +695,12 @@ pub fn left_out(report: &TrainingReport, window_ms: i64) -> String {
             report.left_out_uncovered,
             report.newest_event_ms,
             report.uncovered_from_ms.unwrap_or_default()
+        ));
+    }
+    if report.left_out_before_events > 0 {
+        parts.push(format!(
+            "{} rows whose label window opens before the oldest event ({}): the events do not cover it",
+            report.left_out_before_events, report.oldest_event_ms
         ));
     }
     if report.left_out_no_user > 0 {

@@ -120,22 +120,44 @@ pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     Ok(t.timestamp_millis())
 }
 
-/// Parses `7d`, `48h`, `none`.
+/// Parses `7d`, `48h`, `none`: a positive whole number of days or hours, at most
+/// [`MAX_WINDOW_DAYS`] days.
 pub fn parse_window(s: &str) -> anyhow::Result<Option<i64>> {
     if s == "none" {
         return Ok(None);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().with_context(|| format!("window {s:?}: expected like 7d, 48h or none"))?;
-    let ms = match unit {
-        "d" => n * DAY_MS,
-        "h" => n * HOUR_MS,
-        _ => bail!("window {s:?}: unit must be d or h"),
+    let (num, unit_ms) = match (s.strip_suffix('d'), s.strip_suffix('h')) {
+        (Some(n), _) => (n, DAY_MS),
+        (_, Some(n)) => (n, HOUR_MS),
+        _ => bail!("window {s:?}: expected like 7d, 48h or none (unit d or h)"),
     };
-    if ms <= 0 {
+    let n: i64 = num.parse().with_context(|| format!("window {s:?}: expected like 7d, 48h or none"))?;
+    if n <= 0 {
         bail!("window {s:?} must be positive");
     }
-    Ok(Some(ms))
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms <= MAX_WINDOW_DAYS * DAY_MS => Ok(Some(ms)),
+        _ => bail!("window {s:?} is longer than {MAX_WINDOW_DAYS} days"),
+    }
+}
+
+/// Longest window [`parse_window`] takes: ten years.
+pub const MAX_WINDOW_DAYS: i64 = 3_650;
+
+/// Publishes a table's schema file beside it (`<stem>.schema.json`, by rename). When that
+/// fails the table just written is removed too, so that no table is left beside an older
+/// schema file.
+fn publish_schema(out: &Path, schema: &liveprofile_features::FeatureSchema) -> anyhow::Result<()> {
+    let file = schema_path(out);
+    if let Err(e) = liveprofile_publish::Publication::write_all(&file, schema.to_json().as_bytes()) {
+        let _ = std::fs::remove_file(out);
+        return Err(anyhow::Error::new(e).context(format!(
+            "writing {} (and {} removed)",
+            file.display(),
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
 fn schema_path(out: &Path) -> PathBuf {
@@ -183,7 +205,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
             };
             match args.out {
                 Some(p) => super::ensure_parent(&p)
-                    .and_then(|()| Ok(std::fs::write(&p, schema.to_json())?))
+                    .and_then(|()| Ok(liveprofile_publish::Publication::write_all(&p, schema.to_json().as_bytes())?))
                     .with_context(|| format!("writing {}", p.display()))?,
                 None => outln!("{}", schema.to_json()),
             }
@@ -195,7 +217,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             let (set, _) = load(&args.events, args.strict)?;
             let n = build_user_table(&set, UserTableOptions { cutoff_ms, label_window_ms }, &args.out)?;
-            std::fs::write(schema_path(&args.out), user_schema().to_json())?;
+            publish_schema(&args.out, &user_schema())?;
             let secs = started.elapsed().as_secs_f64();
             outln!(
                 "wrote {n} users as of {cutoff_ms} to {} ({:.2} s end to end, {:.0} events/s)",
@@ -213,7 +235,7 @@ pub fn run(cmd: FeaturesCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             let (set, _) = load(&args.events, args.strict)?;
             let (n, positives) = build_examples(&set, opts, &args.out)?;
-            std::fs::write(schema_path(&args.out), conversion_schema().to_json())?;
+            publish_schema(&args.out, &conversion_schema())?;
             let secs = started.elapsed().as_secs_f64();
             outln!(
                 "wrote {n} conversion examples ({positives} positive, {:.2}%) to {} ({:.2} s end to end, {:.0} events/s)",
@@ -238,6 +260,13 @@ fn label(args: LabelArgs) -> anyhow::Result<()> {
     if same(&args.out, &args.events) {
         bail!("--out {} is the events file: it would be replaced", args.out.display());
     }
+    let out_dir = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if same(out_dir, &args.log) {
+        bail!(
+            "--out {} is inside the prediction log folder: the log would take it for one of its files",
+            args.out.display()
+        );
+    }
     super::ensure_parent(&args.out)?;
     let started = Instant::now();
     let (set, _) = load(&args.events, args.strict)?;
@@ -249,8 +278,7 @@ fn label(args: LabelArgs) -> anyhow::Result<()> {
     };
     let report = write_training_set(&args.log, &set, &opts, &args.out)?;
     let schema = if report.schema_hash == conversion_schema().hash { conversion_schema() } else { user_schema() };
-    let schema_file = schema_path(&args.out);
-    std::fs::write(&schema_file, schema.to_json()).with_context(|| format!("writing {}", schema_file.display()))?;
+    publish_schema(&args.out, &schema)?;
     eprintln!("{}", liveprofile_predlog::training::left_out(&report, label_window_ms));
     if report.rows_of_unknown_users > 0 {
         eprintln!("{} rows of users without any event in {}", report.rows_of_unknown_users, args.events.display());

@@ -114,7 +114,8 @@ fn text(batch: &RecordBatch, name: &str, i: usize) -> String {
     batch.column_by_name(name).unwrap().as_string::<i32>().value(i).to_owned()
 }
 
-/// The events of the tests: `near` orders just before, at and just after `T`; `idle` acts
+/// The events of the tests: `near` orders just before, at and just after `T`, and at and
+/// just after `T + 1 d`; `idle` acts
 /// only before `T`; `late` is the user of the row given features answered at `T + 1 h`;
 /// conversion visits of `viewer` (orders after the decision) and `leaver` (leaves first);
 /// a filler event two days after `T` ends the data.
@@ -125,6 +126,9 @@ fn events() -> Vec<Event> {
         event("n1", "near", T - 1, Order, "r1", "beauty", 50.0),
         event("n2", "near", T, Order, "r1", "apparel", 500.0),
         event("n3", "near", T + 1, Order, "r1", "food", 20.0),
+        // The end of a one-day window opened at T counts; a millisecond later does not.
+        event("n4", "near", T + DAY_MS, Order, "r1", "home", 20.0),
+        event("n5", "near", T + DAY_MS + 1, Order, "r1", "electronics", 20.0),
         event("i0", "idle", T - DAY_MS, Enter, "r2", "home", 0.0),
         event("l0", "late", T + 30 * 60_000, Order, "r3", "electronics", 100.0),
         event("l1", "late", T + 2 * HOUR_MS, Order, "r3", "home", 400.0),
@@ -155,6 +159,8 @@ fn labels_count_only_events_after_the_as_of_time_and_equal_the_offline_labels() 
         record(&conversion, 6, "leaver", "r5", T, Some(T)),
         // No room: a conversion label needs one.
         record(&conversion, 7, "viewer", "", T, Some(T)),
+        // Its window opens before the oldest event (T - 1 d): the events do not cover it.
+        record(&tags, 8, "near", "", T - 2 * DAY_MS + 5_000, Some(T - 2 * DAY_MS)),
     ];
     write_log(&d.join("log"), logged.clone());
     write_events(&d.join("events.parquet"), &events());
@@ -180,7 +186,8 @@ fn labels_count_only_events_after_the_as_of_time_and_equal_the_offline_labels() 
     };
     let run = |a: Vec<String>| liveprofile(&a.iter().map(String::as_str).collect::<Vec<_>>(), d);
     let stderr = ok(&run(args("user_tags", "train/tags.parquet")));
-    assert!(stderr.contains("5 rows chosen; left out: 1 rows whose label window"), "{stderr}");
+    assert!(stderr.contains("6 rows chosen; left out: 1 rows whose label window"), "{stderr}");
+    assert!(stderr.contains("1 rows whose label window opens before the oldest event"), "{stderr}");
     assert!(stderr.contains("1 rows of users without any event"), "{stderr}");
     let (batch, described) = read(&d.join("train/tags.parquet"));
     assert!(d.join("train/tags.schema.json").exists());
@@ -189,6 +196,8 @@ fn labels_count_only_events_after_the_as_of_time_and_equal_the_offline_labels() 
     assert_eq!(described["events"], "events.parquet");
     assert_eq!(described["events_newest_ms"], T + 2 * DAY_MS);
     assert_eq!(described["left_out"]["label_window_after_newest_event"], 1);
+    assert_eq!(described["left_out"]["label_window_before_oldest_event"], 1);
+    assert_eq!(described["events_oldest_ms"], T - DAY_MS);
     assert_eq!(batch.num_rows(), 4);
 
     // Every label equals the feature pipeline's labels at the row's as-of time.
@@ -227,6 +236,7 @@ fn labels_count_only_events_after_the_as_of_time_and_equal_the_offline_labels() 
     let near = (0..batch.num_rows()).find(|&i| text(&batch, "request_id", i) == "req-0").unwrap();
     assert!(!label("buys_beauty_7d", near) && !label("buys_apparel_7d", near) && !label("high_value", near));
     assert!(label("buys_food_7d", near) && label("buys_any", near));
+    assert!(label("buys_home_7d", near) && !label("buys_electronics_7d", near), "the window ends at T + 1 d inclusive");
     let idle = (0..batch.num_rows()).find(|&i| text(&batch, "request_id", i) == "req-1").unwrap();
     assert!(label("churn_risk", idle) && !label("buys_any", idle));
     // Given features: the order half an hour before the answer does not count.
@@ -282,7 +292,32 @@ fn mixtures_unknown_models_uncovered_windows_and_bad_inputs_are_refused_leaving_
     refused(&label(&["--log", "empty", "--model", "user_tags"]), "no log files");
     refused(&label(&["--log", "missing", "--model", "user_tags"]), "missing: not a folder");
     refused(&label(&["--log", "log", "--model", "user_tags", "--label-window", "none"]), "needs a label window");
-    refused(&label(&["--log", "log", "--model", "user_tags", "--label-window", "7x"]), "unit must be d or h");
+    refused(&label(&["--log", "log", "--model", "user_tags", "--label-window", "7x"]), "unit d or h");
+    // A unit that is not ASCII, and a window whose milliseconds do not fit: refused, not a
+    // panic or a wrapped-around window.
+    refused(&label(&["--log", "log", "--model", "user_tags", "--label-window", "7日"]), "unit d or h");
+    refused(
+        &label(&["--log", "log", "--model", "user_tags", "--label-window", "213503982336d"]),
+        "is longer than 3650 days",
+    );
+    // An output inside the log folder would be read as a log file by later runs.
+    let into_log = liveprofile(
+        &[
+            "features",
+            "label",
+            "--log",
+            "log",
+            "--events",
+            "events.parquet",
+            "--model",
+            "user_tags",
+            "--out",
+            "log/train.parquet",
+        ],
+        d,
+    );
+    refused(&into_log, "inside the prediction log folder");
+    assert!(!d.join("log/train.parquet").exists());
     let missing_events =
         liveprofile(&["features", "label", "--log", "log", "--events", "nope.parquet", "--out", "out.parquet"], d);
     refused(&missing_events, "nope.parquet");

@@ -10,7 +10,7 @@ use http_body::Frame;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 use tonic::Status;
 use tonic::body::Body;
@@ -96,23 +96,64 @@ where
             return Box::pin(call.scope(self.inner.call(request)));
         };
         call.trace = Some(trace.clone());
+        let deadline = request.headers().get("grpc-timeout").and_then(|v| grpc_timeout(v.as_bytes()));
         let answer = call.scope(self.inner.call(request));
         Box::pin(async move {
+            // Dropped unanswered (the caller cancelled, or tonic's deadline outside this
+            // layer fired): the span says so rather than going out without a status.
+            let mut unanswered = Unanswered { trace: Some(trace.clone()), started: Instant::now(), deadline };
             let response = answer.await;
+            unanswered.trace = None;
             if let Ok(r) = &response {
-                // A call that failed before its answer began has its status in the headers;
-                // an answer that began ends with OK in the trailers.
-                match r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
-                    Some(code) => {
-                        let message = r.headers().get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("");
-                        trace.status(code, message);
-                    }
+                // A call that failed before its answer began has its status in the headers
+                // (the message percent-encoded: tonic decodes it); an answer that began ends
+                // with OK in the trailers.
+                match tonic::Status::from_header_map(r.headers()) {
+                    Some(status) => trace.status(status.code() as i32, status.message()),
                     None => trace.status(0, ""),
                 }
             }
             response
         })
     }
+}
+
+/// Notes on a traced call's span, when the call is dropped before its answer, that it
+/// was cancelled (or, past the caller's `grpc-timeout`, that its deadline passed).
+struct Unanswered {
+    trace: Option<Arc<crate::traces::RequestTrace>>,
+    started: Instant,
+    deadline: Option<Duration>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(trace) = self.trace.take() else { return };
+        match self.deadline {
+            Some(d) if self.started.elapsed() >= d => {
+                trace.status(tonic::Code::DeadlineExceeded as i32, "the caller's deadline passed before the answer")
+            }
+            _ => trace.status(tonic::Code::Cancelled as i32, "the call ended before its answer (cancelled)"),
+        }
+    }
+}
+
+/// A `grpc-timeout` header's duration (`<up to 8 digits><H|M|S|m|u|n>`), if well formed.
+fn grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// A request body that fails with DEADLINE_EXCEEDED when the server has waited `idle`

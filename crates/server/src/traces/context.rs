@@ -38,6 +38,65 @@ pub fn parse_traceparent(value: &str) -> Option<Parent> {
     Some(Parent { trace_id, span_id, sampled: flags & 1 == 1 })
 }
 
+/// Most `tracestate` members (the W3C limit).
+pub const MAX_TRACE_STATE_MEMBERS: usize = 32;
+
+/// Reads the `tracestate` header values (several headers are one list, joined by
+/// commas): the list with empty members left out, or `None` when any member is not a
+/// valid `key=value` of the W3C grammar, there are more than [`MAX_TRACE_STATE_MEMBERS`],
+/// or it is longer than [`MAX_TRACE_STATE_BYTES`] (the whole value is then dropped, as
+/// the recommendation allows, never cut).
+pub fn parse_tracestate<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut members: Vec<&str> = Vec::new();
+    for value in values {
+        for member in value.split(',') {
+            let member = member.trim_matches([' ', '\t']);
+            if member.is_empty() {
+                continue;
+            }
+            let (key, val) = member.split_once('=')?;
+            if !valid_key(key) || !valid_value(val) {
+                return None;
+            }
+            members.push(member);
+        }
+    }
+    let joined = members.join(",");
+    (members.len() <= MAX_TRACE_STATE_MEMBERS && joined.len() <= MAX_TRACE_STATE_BYTES).then_some(joined)
+}
+
+/// A `tracestate` key: `lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")`, or a
+/// multi-tenant `tenant@system` (`(lcalpha / DIGIT) 0*240(...)` @ `lcalpha 0*13(...)`).
+fn valid_key(key: &str) -> bool {
+    let rest = |s: &[u8]| s.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c));
+    match key.split_once('@') {
+        None => {
+            let b = key.as_bytes();
+            !b.is_empty() && b.len() <= 256 && b[0].is_ascii_lowercase() && rest(&b[1..])
+        }
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            !t.is_empty()
+                && t.len() <= 241
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && rest(&t[1..])
+                && !s.is_empty()
+                && s.len() <= 14
+                && s[0].is_ascii_lowercase()
+                && rest(&s[1..])
+        }
+    }
+}
+
+/// A `tracestate` value: up to 256 printable ASCII characters other than `,` and `=`,
+/// not ending in a space.
+fn valid_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() <= 256
+        && b.iter().all(|c| (0x20..=0x7e).contains(c) && *c != b',' && *c != b'=')
+        && b.last().is_none_or(|c| *c != b' ')
+}
+
 /// `s` when it is all lowercase hex digits.
 fn lower_hex(s: &str) -> Option<&str> {
     s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)).then_some(s)
@@ -156,5 +215,23 @@ mod tests {
         assert!((23_500..26_500).contains(&kept), "{kept}");
         assert!(sampled_at(&ids.trace_id(), 1.0));
         assert!(!sampled_at(&ids.trace_id(), 0.0));
+    }
+
+    #[test]
+    fn tracestate_members_follow_the_w3c_grammar_or_the_whole_value_is_dropped() {
+        assert_eq!(
+            parse_tracestate(["congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"]).as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        );
+        // Several headers are one list; empty members are left out.
+        assert_eq!(parse_tracestate(["a=1,,", "t@vendor=x"]).as_deref(), Some("a=1,t@vendor=x"));
+        for bad in ["Upper=1", "1abc=2", "a=b=c", "a", "a=x,y", "t@Vendor=1", "a=\u{7f}"] {
+            assert_eq!(parse_tracestate([bad]), None, "{bad:?}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(parse_tracestate(many.iter().map(String::as_str)), None, "33 members");
+        assert!(parse_tracestate(many[..32].iter().map(String::as_str)).is_some());
+        let long = format!("a={}", "x".repeat(256));
+        assert_eq!(parse_tracestate([long.as_str(), long.as_str()]), None, "over 512 bytes");
     }
 }

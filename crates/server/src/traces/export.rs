@@ -53,6 +53,8 @@ impl Finished {
 struct Queue {
     calls: Vec<Finished>,
     spans: usize,
+    /// Spans of the batch being exported (taken off the queue, not yet counted).
+    in_flight: usize,
     closed: bool,
 }
 
@@ -118,16 +120,22 @@ impl Tracer {
     /// is not one that is traced or is not sampled.
     pub fn begin(self: &Arc<Self>, path: &str, headers: &HeaderMap) -> Option<Arc<RequestTrace>> {
         let name = TRACED_CALLS.iter().find(|p| **p == path)?.trim_start_matches('/');
-        let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(context::parse_traceparent);
+        // More than one traceparent is no valid parent: the trace starts afresh (W3C).
+        let mut parents = headers.get_all("traceparent").iter();
+        let parent = match (parents.next(), parents.next()) {
+            (Some(v), None) => v.to_str().ok().and_then(context::parse_traceparent),
+            _ => None,
+        };
         let (trace_id, parent, trace_state) = match parent {
             Some(Parent { sampled: false, .. }) => return None,
             Some(p) => {
-                let state = headers
-                    .get("tracestate")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|s| s.len() <= context::MAX_TRACE_STATE_BYTES)
+                let values = headers.get_all("tracestate").iter().map(|v| v.to_str());
+                let state = values
+                    .collect::<Result<Vec<&str>, _>>()
+                    .ok()
+                    .and_then(context::parse_tracestate)
                     .unwrap_or_default();
-                (p.trace_id, Some(p.span_id), state.to_owned())
+                (p.trace_id, Some(p.span_id), state)
             }
             None => {
                 let id = self.ids.trace_id();
@@ -213,6 +221,7 @@ impl Tracer {
             n += 1;
         }
         q.spans -= spans;
+        q.in_flight = spans;
         q.calls.drain(..n).collect()
     }
 
@@ -228,10 +237,11 @@ impl Tracer {
             let deadline = self.config.export_timeout.saturating_mul(2);
             if tokio::time::timeout(deadline, &mut task).await.is_err() {
                 task.abort();
+                // The queued spans and those of the export cut short.
                 let left = {
                     let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                     q.calls.clear();
-                    std::mem::take(&mut q.spans)
+                    std::mem::take(&mut q.spans) + std::mem::take(&mut q.in_flight)
                 };
                 self.count_dropped(left as u64);
             }
@@ -275,6 +285,7 @@ async fn export_loop(tracer: Arc<Tracer>, mut client: TraceServiceClient<Channel
                 Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
                 Err(_) => Err(format!("no answer within {timeout:?}")),
             };
+            tracer.queue.lock().unwrap_or_else(PoisonError::into_inner).in_flight = 0;
             match outcome {
                 Ok(rejected) => {
                     let rejected = rejected.min(spans as u64);

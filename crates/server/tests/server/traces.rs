@@ -205,7 +205,9 @@ async fn a_callers_trace_continues_through_scoring_kserve_and_ingest() {
     let conversion = golden("conversion");
     let (trace, span) = caller(1);
     let mut request = with_parent(conversion_request(&conversion, ""), &format!("00-{trace}-{span}-01"), "conv-1");
+    // Two tracestate headers are one list.
     request.metadata_mut().insert("tracestate", "engine=rec7".parse().unwrap());
+    request.metadata_mut().append("tracestate", "ab@vendor=1".parse().unwrap());
     let answer = scoring(&server).await.score_conversion(request).await.unwrap().into_inner();
     assert_eq!(answer.scores.len(), 1);
     let spans = spans_of(&received, &unhex(&trace), 5).await;
@@ -216,7 +218,7 @@ async fn a_callers_trace_continues_through_scoring_kserve_and_ingest() {
         &["decode", "validate", "queue", "compute", "encode"],
     );
     assert_eq!(hex(&root.trace_id), trace);
-    assert_eq!(root.trace_state, "engine=rec7");
+    assert_eq!(root.trace_state, "engine=rec7,ab@vendor=1");
     assert_eq!(text(&root.attributes, "liveprofile.model"), "conversion");
     assert_eq!(int(&root.attributes, "liveprofile.model.version"), 1);
     assert_eq!(int(&root.attributes, "liveprofile.rows"), 1);
@@ -328,16 +330,25 @@ async fn unsampled_callers_get_no_spans_and_malformed_ones_a_new_trace() {
     let answer = client.score_conversion(r).await.unwrap().into_inner();
     assert_eq!(answer.scores[0].probability, plain.scores[0].probability);
 
+    // Two traceparent headers: no valid parent, so a new trace (W3C).
+    let (twice, span) = caller(6);
+    let mut r = with_parent(conversion_request(&g, ""), &format!("00-{twice}-{span}-01"), "twice");
+    r.metadata_mut().append("traceparent", format!("00-{twice}-{span}-01").parse().unwrap());
+    assert_eq!(client.score_conversion(r).await.unwrap().into_inner().scores.len(), 1);
+
     // A failed call: its span carries the error.
     let (failed, span) = caller(5);
     let r = with_parent(conversion_request(&g, "no_such_model"), &format!("00-{failed}-{span}-01"), "failed");
-    assert_eq!(client.score_conversion(r).await.unwrap_err().code(), tonic::Code::NotFound);
+    let refused = client.score_conversion(r).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
     let spans = spans_of(&received, &unhex(&failed), 1).await;
     let root = spans.iter().find(|s| s.name == "liveprofile.v1.Scoring/ScoreConversion").unwrap();
     assert_eq!(int(&root.attributes, "rpc.grpc.status_code"), tonic::Code::NotFound as i64);
     let status = root.status.as_ref().unwrap();
     assert_eq!(status.code, StatusCode::Error as i32);
-    assert!(status.message.contains("no_such_model"), "{}", status.message);
+    // The message the caller read, not its percent-encoded form on the wire.
+    assert_eq!(status.message, refused.message());
+    assert!(status.message.contains("model \"no_such_model\""), "{}", status.message);
     // Decoded, then refused before anything was scored.
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"decode") && !names.contains(&"queue"), "{names:?}");
@@ -349,7 +360,7 @@ async fn unsampled_callers_get_no_spans_and_malformed_ones_a_new_trace() {
             .filter(|s| s.name == "liveprofile.v1.Scoring/ScoreConversion")
             .collect::<Vec<Span>>()
     };
-    eventually_async("three traced calls", Duration::from_secs(20), || async { conversion_roots().len() >= 3 }).await;
+    eventually_async("four traced calls", Duration::from_secs(20), || async { conversion_roots().len() >= 4 }).await;
     let roots: Vec<Span> = conversion_roots();
     assert!(received.of_trace(&unhex(&unsampled)).is_empty(), "an unsampled caller's trace has no spans");
     let by_id = |id: &str| {
@@ -363,9 +374,14 @@ async fn unsampled_callers_get_no_spans_and_malformed_ones_a_new_trace() {
     assert_ne!(hex(&fresh.trace_id), "00".repeat(16));
     assert_ne!(hex(&fresh.trace_id)[2..], malformed[5..35], "the malformed id is not used");
     assert_eq!(received.of_trace(&fresh.trace_id).len(), 6);
+    let restarted = by_id("twice").expect("a call with two traceparent headers is traced");
+    assert!(
+        restarted.parent_span_id.is_empty() && hex(&restarted.trace_id) != twice,
+        "two traceparents start a new trace"
+    );
     // The call without a traceparent is traced too (sample 1.0), in a trace of its own.
-    assert_eq!(roots.len(), 3, "plain, malformed, failed");
-    assert_eq!(roots.iter().map(|s| &s.trace_id).collect::<std::collections::HashSet<_>>().len(), 3);
+    assert_eq!(roots.len(), 4, "plain, malformed, twice, failed");
+    assert_eq!(roots.iter().map(|s| &s.trace_id).collect::<std::collections::HashSet<_>>().len(), 4);
     server.shutdown().await.unwrap();
 }
 
