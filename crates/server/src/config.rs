@@ -110,8 +110,9 @@ impl TraceConfig {
         }
     }
 
-    /// The checks: an `http://` endpoint with a host, a ratio in 0..=1, sizes and times of
-    /// at least 1 and a batch no larger than the queue. The error names the flag.
+    /// The checks: an `http://` endpoint with a host, a ratio in 0..=1, a queue that holds
+    /// the largest call ([`crate::traces::MAX_CHILD_SPANS`] children and its root), sizes and
+    /// times of at least 1 and a batch no larger than the queue. The error names the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
         let uri: tonic::codegen::http::Uri = self
             .endpoint
@@ -127,7 +128,12 @@ impl TraceConfig {
             "--trace-sample must be between 0 and 1, not {}",
             self.sample
         );
-        anyhow::ensure!(self.queue_spans > 0, "trace-queue-spans must be at least 1");
+        // A call is queued whole: a queue smaller than the largest call would drop it always.
+        let largest_call = crate::traces::MAX_CHILD_SPANS + 1;
+        anyhow::ensure!(
+            self.queue_spans >= largest_call,
+            "trace-queue-spans must be at least {largest_call} (a call's spans, its children included, are queued together)"
+        );
         anyhow::ensure!(self.batch_spans > 0, "trace-batch-spans must be at least 1");
         anyhow::ensure!(
             self.batch_spans <= self.queue_spans,

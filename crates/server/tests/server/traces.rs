@@ -413,16 +413,17 @@ async fn without_a_collector_answers_come_and_spans_are_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_collector_fills_the_queue_and_spans_are_dropped_not_answers() {
-    // Each export outlasts the export timeout; the queue holds two calls' spans.
+    // Each export outlasts the export timeout; the queue holds the smallest size allowed
+    // (the largest call: 256 children and its root), which 60 calls of 6 spans overfill.
     let (addr, received, _stop) = slow_receiver(Duration::from_secs(30)).await;
     let repo = repository(&["conversion"]);
     let mut c = traced_config(repo.path(), format!("http://{addr}"));
     let t = c.traces.as_mut().unwrap();
-    (t.queue_spans, t.batch_spans, t.export_timeout) = (12, 6, Duration::from_millis(300));
+    (t.queue_spans, t.batch_spans, t.export_timeout) = (257, 60, Duration::from_millis(300));
     let server = start(c).await;
     let g = golden("conversion");
     let mut client = scoring(&server).await;
-    let calls: u64 = 30;
+    let calls: u64 = 60;
     for i in 0..calls {
         let (trace, span) = caller(50 + i as u8);
         let r = with_parent(conversion_request(&g, ""), &format!("00-{trace}-{span}-01"), &format!("slow-{i}"));
