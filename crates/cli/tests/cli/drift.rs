@@ -1,6 +1,9 @@
 //! `liveprofile drift` on a prediction log written by the server: the report equals the
 //! server's drift gauges on the same traffic; bad input (no rows of the model, a package
-//! without a reference, another feature schema) is an error with exit code 1.
+//! without a reference, another feature schema, a log of other column types) is an error
+//! with exit code 1. `liveprofile drift reference` checks everything before it writes: a
+//! refused reference leaves the package as it was; a null entry in the manifest is
+//! replaced; a null feature value is an error naming the column.
 
 use liveprofile_client::inference::{self as pb, grpc_inference_service_client::GrpcInferenceServiceClient};
 use liveprofile_drift::DriftReport;
@@ -145,4 +148,126 @@ async fn the_report_on_the_servers_log_equals_its_gauges_and_bad_input_fails() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("has feature schema hash") && stderr.contains("the package's is"), "{stderr}");
     assert!(!dir.path().join("x").join("drift.json").exists(), "nothing written on an error");
+}
+
+/// A Parquet table of the model's features: `rows` golden rows in turn, the value of
+/// `null_in` (a feature) null in its first row.
+fn training_table(path: &Path, rows: usize, null_in: Option<&str>) {
+    use arrow::array::{ArrayRef, Float32Array, RecordBatch};
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/manifest.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> =
+        manifest["inputs"][0]["features"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let golden = golden_rows();
+    let columns: Vec<(&str, ArrayRef)> = names
+        .iter()
+        .enumerate()
+        .map(|(k, &name)| {
+            let values = (0..rows)
+                .map(|r| if r == 0 && null_in == Some(name) { None } else { Some(golden[r % golden.len()][k]) });
+            (name, std::sync::Arc::new(values.collect::<Float32Array>()) as ArrayRef)
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn make_reference(package: &Path, table: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_liveprofile"))
+        .args(["drift", "reference", "--model"])
+        .arg(package)
+        .arg("--table")
+        .arg(table)
+        .output()
+        .unwrap()
+}
+
+/// Every file of a folder and its bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn drift_reference_checks_everything_before_writing_and_handles_a_null_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("train.parquet");
+    training_table(&table, 300, None);
+
+    // A manifest with `"drift_reference": null` and no reference file: the entry is
+    // replaced, not added a second time.
+    let repo = dir.path().join("models");
+    let package = publish_copy(&bundled_models().join(MODEL).join("1"), &repo, MODEL, 1, |d| {
+        std::fs::remove_file(d.join("drift_reference.json")).unwrap();
+        liveprofile_testkit::edit_json(&d.join("manifest.json"), |m| m["drift_reference"] = serde_json::Value::Null);
+    });
+    assert!(liveprofile_runtime::load_package(&package).unwrap().drift_reference().is_none());
+    let done = make_reference(&package, &table);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let manifest = std::fs::read_to_string(package.join("manifest.json")).unwrap();
+    assert_eq!(manifest.matches("\"drift_reference\"").count(), 1, "{manifest}");
+    let loaded = liveprofile_runtime::load_package(&package).unwrap();
+    assert_eq!(loaded.drift_reference().unwrap().rows, 300);
+    // Made again from other rows: the sha256 replaced, the package loads.
+    let more = dir.path().join("more.parquet");
+    training_table(&more, 500, None);
+    let done = make_reference(&package, &more);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(liveprofile_runtime::load_package(&package).unwrap().drift_reference().unwrap().rows, 500);
+
+    // A refused reference (the manifest's sha256 also occurs elsewhere in its text, so
+    // it cannot be replaced alone) leaves the package byte for byte as it was, loading.
+    let other = dir.path().join("other");
+    let package = publish_copy(&bundled_models().join(MODEL).join("1"), &other, MODEL, 1, |d| {
+        liveprofile_testkit::edit_json(&d.join("manifest.json"), |m| {
+            let sha = m["drift_reference"]["sha256"].clone();
+            m["training_data"]["reference_sha256"] = sha;
+        });
+    });
+    let before = files(&package);
+    let bad = make_reference(&package, &table);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("occurs more than once"), "{stderr}");
+    assert_eq!(files(&package), before, "the refused reference changed the package");
+    liveprofile_runtime::load_package(&package).unwrap().drift_reference().unwrap();
+
+    // A null feature value: an error naming the column and the count, nothing written.
+    let holes = dir.path().join("holes.parquet");
+    training_table(&holes, 300, Some("Informational"));
+    let bad = make_reference(&package, &holes);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("column \"Informational\" has 1 nulls") && stderr.contains("complete rows"), "{stderr}");
+    assert_eq!(files(&package), before);
+}
+
+#[test]
+fn a_log_of_other_column_types_is_an_error_not_a_panic() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let batch = RecordBatch::try_from_iter([
+        ("model", std::sync::Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        ("model_version", std::sync::Arc::new(UInt32Array::from(vec![1, 1])) as ArrayRef),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(log.join("predictions-0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let bad = drift(&["--model", MODEL], &log, &bundled_models(), &dir.path().join("x"));
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("column \"model\" is Int64, a prediction log's is Utf8"), "{stderr}");
 }
