@@ -2,11 +2,15 @@
 monitor and ``liveprofile drift`` (the binning, PSI and KS of ``liveprofile-drift``).
 
 ``reference(model_or_outputs, feature_table)`` bins every feature of the training rows
-(quantile edges, duplicates removed, so discrete features get a bin per value; NaN and
-nulls counted as missing) and every output: with a :class:`~liveprofile.Model`, the
-outputs it gives on those rows; with a table, its columns. ``write(package_dir, ref)``
-adds the reference to a package folder being built and names it, with its sha256, in
-the manifest dictionary it returns.
+(quantile edges, duplicates removed; a column of at most ``bins`` distinct values gets a
+bin per value) and every output: with a :class:`~liveprofile.Model`, the outputs it
+gives on those rows, which must then be complete (a null, NaN or infinite feature value
+raises an error naming the column: impute as for training); with an outputs table, its
+columns, and nulls, NaN and infinities are counted as missing. ``reference_json`` gives
+the same reference as the text of ``drift_reference.json``; write that text into the
+package folder as :data:`REFERENCE_FILE` and put ``manifest_entry(text)`` (the file name
+and its sha256) under the manifest's ``"drift_reference"`` key. This module writes no
+files.
 """
 
 from __future__ import annotations
