@@ -120,7 +120,7 @@ async fn two_models_served_in_turn_are_both_sampled() {
     let sent = 40;
     for _ in 0..sent {
         for (m, row) in models.iter().zip(&rows) {
-            client.model_infer(crate::kserve::infer_request(m, &[row.clone()], false)).await.unwrap();
+            client.model_infer(crate::kserve::infer_request(m, std::slice::from_ref(row), false)).await.unwrap();
         }
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
