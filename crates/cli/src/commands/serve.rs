@@ -588,14 +588,18 @@ mod tests {
         assert!(bad("127.0.0.1:4317", None).contains("must be http://host:port"), "{}", bad("127.0.0.1:4317", None));
         assert!(bad("https://collector:4317", None).contains("must be http://host:port"));
         assert_eq!(bad("http://127.0.0.1:4317", Some(1.5)), "--trace-sample must be between 0 and 1, not 1.5");
-        let small_queue = ServeArgs {
+        let queue = |spans: usize| ServeArgs {
             otlp_endpoint: Some("http://127.0.0.1:4317".to_owned()),
-            trace_queue_spans: Some(10),
+            trace_queue_spans: Some(spans),
             ..ServeArgs::default()
         };
         assert_eq!(
-            small_queue.resolve().unwrap_err().to_string(),
-            "trace-batch-spans (512) is over trace-queue-spans (10)"
+            queue(10).resolve().unwrap_err().to_string(),
+            "trace-queue-spans must be at least 257 (a call's spans, its children included, are queued together)"
+        );
+        assert_eq!(
+            queue(300).resolve().unwrap_err().to_string(),
+            "trace-batch-spans (512) is over trace-queue-spans (300)"
         );
     }
 }
