@@ -116,6 +116,3 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
