@@ -815,6 +815,21 @@ mod tests {
     use super::*;
     use crate::incoming::IncomingEvent;
 
+    /// An event of user `user` in room r1 (host h1, beauty) on Douyin.
+    fn event(id: &str, user: &str, ts_ms: i64, kind: &str) -> IncomingEvent {
+        IncomingEvent {
+            event_id: id.to_owned(),
+            ts_ms,
+            platform: "douyin".to_owned(),
+            user_id: user.to_owned(),
+            room_id: "r1".to_owned(),
+            host_id: "h1".to_owned(),
+            category: "beauty".to_owned(),
+            kind: kind.to_owned(),
+            ..Default::default()
+        }
+    }
+
     /// An event that breaks the contract cannot be ingested, but one can reach the log
     /// past its checksum (damage, or a log written under looser limits; the store_recovery
     /// fuzz target found it overflowing a window sum). Recovery skips it and keeps the
@@ -826,21 +841,10 @@ mod tests {
         options.durability = Durability::Write;
         let store = ProfileStore::open(options.clone()).unwrap();
         let now = now_ms();
-        let event = |id: &str, user: &str, value: f64| IncomingEvent {
-            event_id: id.to_owned(),
-            ts_ms: now,
-            platform: "douyin".to_owned(),
-            user_id: user.to_owned(),
-            room_id: "r1".to_owned(),
-            host_id: "h1".to_owned(),
-            category: "beauty".to_owned(),
-            kind: "leave".to_owned(),
-            value,
-            ..Default::default()
-        };
-        let report = store.ingest(&[event("good", "u1", 60.0)]).unwrap();
+        let leave = |id: &str, user: &str| IncomingEvent { value: 60.0, ..event(id, user, now, "leave") };
+        let report = store.ingest(&[leave("good", "u1")]).unwrap();
         assert_eq!(report.accepted, 1, "{:?}", report.errors);
-        let bad = event("bad", "u2", 60.0).to_event(&Default::default(), now).unwrap();
+        let bad = leave("bad", "u2").to_event(&Default::default(), now).unwrap();
         let bad = Event { value: -1e18, ..bad };
         assert!(bad.validate().is_err());
         {
@@ -854,20 +858,6 @@ mod tests {
         assert_eq!(store.stats().last_seq, 2, "both records are read");
         assert!(store.user_features("u1", None).is_ok());
         assert!(store.user_features("u2", None).is_err(), "the out-of-contract event is not applied");
-    }
-
-    fn enter(id: &str, user: &str, ts_ms: i64) -> IncomingEvent {
-        IncomingEvent {
-            event_id: id.to_owned(),
-            ts_ms,
-            platform: "douyin".to_owned(),
-            user_id: user.to_owned(),
-            room_id: "r1".to_owned(),
-            host_id: "h1".to_owned(),
-            category: "beauty".to_owned(),
-            kind: "enter".to_owned(),
-            ..Default::default()
-        }
     }
 
     /// Batches that arrive while the log is busy wait, and are logged together in one
@@ -884,9 +874,9 @@ mod tests {
         // Caller k sends events k-0..k-4 of user uk, and caller 3 also resends caller 0's first.
         let batch = |k: usize| -> Arc<[IncomingEvent]> {
             let mut b: Vec<IncomingEvent> =
-                (0..5).map(|j| enter(&format!("e{k}-{j}"), &format!("u{k}"), now + j as i64)).collect();
+                (0..5).map(|j| event(&format!("e{k}-{j}"), &format!("u{k}"), now + j as i64, "enter")).collect();
             if k == 3 {
-                b.push(enter("e0-0", "u0", now));
+                b.push(event("e0-0", "u0", now, "enter"));
             }
             b.into()
         };

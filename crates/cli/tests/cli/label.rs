@@ -301,22 +301,12 @@ fn mixtures_unknown_models_uncovered_windows_and_bad_inputs_are_refused_leaving_
         "is longer than 3650 days",
     );
     // An output inside the log folder would be read as a log file by later runs.
-    let into_log = liveprofile(
-        &[
-            "features",
-            "label",
-            "--log",
-            "log",
-            "--events",
-            "events.parquet",
-            "--model",
-            "user_tags",
-            "--out",
-            "log/train.parquet",
-        ],
-        d,
-    );
-    refused(&into_log, "inside the prediction log folder");
+    let tags_to = |out: &str| {
+        let a =
+            ["features", "label", "--log", "log", "--events", "events.parquet", "--model", "user_tags", "--out", out];
+        liveprofile(&a, d)
+    };
+    refused(&tags_to("log/train.parquet"), "inside the prediction log folder");
     assert!(!d.join("log/train.parquet").exists());
     let missing_events =
         liveprofile(&["features", "label", "--log", "log", "--events", "nope.parquet", "--out", "out.parquet"], d);
@@ -325,22 +315,7 @@ fn mixtures_unknown_models_uncovered_windows_and_bad_inputs_are_refused_leaving_
     let bad_events =
         liveprofile(&["features", "label", "--log", "log", "--events", "bad.parquet", "--out", "out.parquet"], d);
     refused(&bad_events, "bad.parquet");
-    let onto_events = liveprofile(
-        &[
-            "features",
-            "label",
-            "--log",
-            "log",
-            "--events",
-            "events.parquet",
-            "--model",
-            "user_tags",
-            "--out",
-            "./events.parquet",
-        ],
-        d,
-    );
-    refused(&onto_events, "is the events file");
+    refused(&tags_to("./events.parquet"), "is the events file");
     assert!(!d.join("out.parquet").exists() && !d.join("out.schema.json").exists());
     let leftovers: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(leftovers.iter().all(|n| !n.to_string_lossy().contains("out")), "{leftovers:?}");
