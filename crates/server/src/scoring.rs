@@ -220,8 +220,12 @@ async fn score_rows(
         state.count(model_name, Some(version), arm_name, Ok(()));
         if let Some(t) = &trace {
             let attributes = traced_group(&g.model, arm_name, g.rows.len());
+            // The call's own span: the model always (one model a call); the version, arm
+            // and rows of its only group, or of none when it was split (each group's
+            // spans carry theirs, the call's rows and groups were noted when validated).
             if k_group == 0 {
-                t.set(attributes.iter().cloned());
+                let whole = groups.len() == 1;
+                t.set(attributes.iter().filter(|(k, _)| whole || *k == "liveprofile.model").cloned());
             }
             crate::traces::scored(t, &outcome, attributes);
         }
