@@ -177,8 +177,7 @@ impl ProfileStore {
             while matches!(*turn, Turn::Waiting) {
                 turn = me.changed.wait(turn).unwrap_or_else(|p| p.into_inner());
             }
-            if let Turn::Done(_) = &*turn {
-                let Turn::Done(outcome) = std::mem::replace(&mut *turn, Turn::Waiting) else { unreachable!() };
+            if let Turn::Done(outcome) = std::mem::replace(&mut *turn, Turn::Lead) {
                 return outcome;
             }
         }
@@ -235,28 +234,13 @@ impl ProfileStore {
             for (index, incoming) in batch.iter().enumerate() {
                 let outcome = match incoming.to_event(&identities.table, now) {
                     Err(reason) => Outcome::Rejected(reason),
-                    Ok(event) => {
-                        let key = IdKey::of(&event.event_id);
-                        let outcome = {
-                            let shard = lock(&self.shards[shard_of(&event.user_id, self.shards.len())]);
-                            decide(&shard, &ids, &pending, &event, &key)
-                        };
-                        if outcome == Outcome::Accepted {
-                            log.scratch.clear();
-                            let record = Record::Event(event);
-                            log.scratch = postcard::to_extend(&record, std::mem::take(&mut log.scratch))
-                                .expect("events serialize");
-                            let Record::Event(event) = record else { unreachable!() };
-                            let seq = log.writer.stage(&log.scratch);
-                            report.last_seq = seq;
-                            pending.note(&event, key);
-                            accepted.push((event, key, seq));
-                        }
-                        outcome
-                    }
+                    Ok(event) => self.take_in(log, &ids, &mut pending, event, &mut accepted),
                 };
                 match outcome {
-                    Outcome::Accepted => report.accepted += 1,
+                    Outcome::Accepted => {
+                        report.accepted += 1;
+                        report.last_seq = accepted.last().map_or(0, |(_, _, seq)| *seq);
+                    }
                     Outcome::Duplicate => report.duplicates += 1,
                     Outcome::Late(reason) => {
                         let reason = format!(
@@ -318,6 +302,36 @@ impl ProfileStore {
                 (Ok(report), t)
             })
             .collect()
+    }
+}
+
+impl ProfileStore {
+    /// Decides a contract-valid event against the state and the events accepted before
+    /// it; an accepted one is staged in the log and noted (in `pending`, and in `accepted`
+    /// with its sequence number).
+    fn take_in(
+        &self,
+        log: &mut super::LogState,
+        ids: &EventIds,
+        pending: &mut Pending,
+        event: Event,
+        accepted: &mut Vec<(Event, IdKey, u64)>,
+    ) -> Outcome {
+        let key = IdKey::of(&event.event_id);
+        let outcome = {
+            let shard = lock(&self.shards[shard_of(&event.user_id, self.shards.len())]);
+            decide(&shard, ids, pending, &event, &key)
+        };
+        if outcome == Outcome::Accepted {
+            log.scratch.clear();
+            let record = Record::Event(event);
+            log.scratch = postcard::to_extend(&record, std::mem::take(&mut log.scratch)).expect("events serialize");
+            let Record::Event(event) = record else { unreachable!() };
+            let seq = log.writer.stage(&log.scratch);
+            pending.note(&event, key);
+            accepted.push((event, key, seq));
+        }
+        outcome
     }
 }
 
