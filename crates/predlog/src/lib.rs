@@ -27,7 +27,7 @@ pub mod reader;
 pub mod training;
 mod writer;
 
-pub use reader::{LogRows, read_log};
+pub use reader::{LogRows, for_each_batch, read_log};
 pub use training::{TrainingError, TrainingOptions, TrainingReport, write_training_set};
 pub use writer::{FILE_PREFIX, log_schema};
 

@@ -2,6 +2,7 @@
 
 use crate::{LogError, log_files};
 use arrow::array::RecordBatch;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,4 +50,31 @@ pub fn read_log(dir: &Path) -> Result<LogRows, LogError> {
         out.files.push(path);
     }
     Ok(out)
+}
+
+/// Streams the published files of the log folder `dir`, oldest first, a batch at a time
+/// with only the `columns` named (in file order), to `each`; memory holds one batch. A
+/// file without one of the columns is an error naming it.
+pub fn for_each_batch<E: From<LogError>>(
+    dir: &Path,
+    columns: &[&str],
+    mut each: impl FnMut(&Path, &RecordBatch) -> Result<(), E>,
+) -> Result<(), E> {
+    for path in log_files(dir)? {
+        let bad = |reason: String| LogError::Read { path: path.clone(), reason };
+        let file = std::fs::File::open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+        let mut roots = Vec::with_capacity(columns.len());
+        for name in columns {
+            let Some(i) = builder.schema().fields().iter().position(|f| f.name() == name) else {
+                return Err(bad(format!("no column {name:?}: not a prediction log file")).into());
+            };
+            roots.push(i);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        for batch in builder.with_projection(mask).build().map_err(|e| bad(e.to_string()))? {
+            each(&path, &batch.map_err(|e| bad(e.to_string()))?)?;
+        }
+    }
+    Ok(())
 }

@@ -85,36 +85,6 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
 /// The prediction log's columns the report reads (the others are never decoded).
 const LOG_COLUMNS: [&str; 5] = ["model", "model_version", "schema_hash", "features", "outputs"];
 
-/// Reads the prediction log folder `dir` one file at a time and one record batch at a
-/// time, decoding only `columns` (top-level column names), and hands each batch to
-/// `each`: the memory held is one batch of those columns, whatever the log's length.
-fn each_log_batch(
-    dir: &Path,
-    columns: &[&str],
-    mut each: impl FnMut(&Path, &RecordBatch) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let files =
-        liveprofile_predlog::log_files(dir).with_context(|| format!("reading the prediction log {}", dir.display()))?;
-    for path in files {
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading {}", path.display()))?;
-        let mut roots = Vec::with_capacity(columns.len());
-        for name in columns {
-            let Some(i) = builder.schema().fields().iter().position(|f| f.name() == name) else {
-                bail!("{} has no column {name:?}: not a prediction log file", path.display());
-            };
-            roots.push(i);
-        }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        for batch in builder.with_projection(mask).build().with_context(|| format!("reading {}", path.display()))? {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            each(&path, &batch)?;
-        }
-    }
-    Ok(())
-}
-
 /// The column `name` of a log batch as text, or an error naming the type it has.
 fn text_column<'a>(path: &Path, b: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::StringArray> {
     let col = b.column_by_name(name).with_context(|| format!("{} has no column {name:?}", path.display()))?;
@@ -178,7 +148,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     };
     let mut versions = std::collections::BTreeMap::<u32, usize>::new();
     let mut all_rows = 0usize;
-    each_log_batch(&log, &LOG_COLUMNS[..2], |path, b| {
+    liveprofile_predlog::for_each_batch::<anyhow::Error>(&log, &LOG_COLUMNS[..2], |path, b| {
         let names = text_column(path, b, "model")?;
         let vs = version_column(path, b)?;
         all_rows += b.num_rows();
@@ -216,7 +186,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let mut live = LiveHistograms::empty(reference);
     let mut features: Vec<f32> = Vec::new();
     let mut outputs: Vec<f32> = Vec::new();
-    each_log_batch(&log, &LOG_COLUMNS, |path, b| {
+    liveprofile_predlog::for_each_batch::<anyhow::Error>(&log, &LOG_COLUMNS, |path, b| {
         let names = text_column(path, b, "model")?;
         let vs = version_column(path, b)?;
         let hashes = text_column(path, b, "schema_hash")?;
