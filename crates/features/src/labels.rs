@@ -9,9 +9,13 @@ use std::collections::HashMap;
 /// Number of label columns: the tags then `buys_any`.
 pub const N_LABELS: usize = Tag::ALL.len() + 1;
 
-/// Labels of one user from the events in `(cutoff, cutoff + window]`; `hosts[i]` is the
-/// host of `events[i]` (`u32::MAX` when none).
+/// Labels of one user from the events in `(cutoff, cutoff + window]`; `events` are the
+/// user's events sorted by time (only the window's are read) and `hosts[i]` is the host of
+/// `events[i]` (`u32::MAX` when none).
 pub fn user_labels(events: &[FeatureEvent], hosts: &[u32], cutoff_ms: i64, window_ms: i64) -> [bool; N_LABELS] {
+    let start = events.partition_point(|e| e.ts_ms <= cutoff_ms);
+    let end = events.partition_point(|e| e.ts_ms <= cutoff_ms.saturating_add(window_ms));
+    let (events, hosts) = (&events[start..end], &hosts[start..end]);
     let mut buys = [false; 6];
     let (mut any_order, mut coupon, mut high, mut gift) = (false, false, false, false);
     let mut visits = 0u32;
@@ -19,9 +23,6 @@ pub fn user_labels(events: &[FeatureEvent], hosts: &[u32], cutoff_ms: i64, windo
     let mut platforms = 0u8;
     let mut per_host: HashMap<u32, u32> = HashMap::new();
     for (e, host) in events.iter().zip(hosts) {
-        if e.ts_ms <= cutoff_ms || e.ts_ms > cutoff_ms + window_ms {
-            continue;
-        }
         match e.kind {
             EventKind::Enter => {
                 visits += 1;

@@ -425,13 +425,7 @@ impl Labeller<'_> {
         let u = self.users.get(user);
         match self.kind {
             LabelKind::User => match u {
-                Some(u) => {
-                    // Only the window's events (a user scored often with a long history
-                    // would otherwise be read whole for every row).
-                    let start = u.events.partition_point(|e| e.ts_ms <= from_ms);
-                    let end = u.events.partition_point(|e| e.ts_ms <= from_ms.saturating_add(self.window_ms));
-                    out.extend(user_labels(&u.events[start..end], &u.hosts[start..end], from_ms, self.window_ms))
-                }
+                Some(u) => out.extend(user_labels(&u.events, &u.hosts, from_ms, self.window_ms)),
                 None => out.extend(user_labels(&[], &[], from_ms, self.window_ms)),
             },
             LabelKind::Visit => {
