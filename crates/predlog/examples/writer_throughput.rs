@@ -1,6 +1,7 @@
 //! The prediction log's own cost: rows per second of one writer thread turning records
-//! into Parquet files, and the CPU time per row of offering and writing them. The records are the
-//! bundled conversion model's golden rows (real feature vectors, 222 values), varied per row.
+//! into Parquet files, and the CPU time per row of offering them (the calling thread) and of
+//! writing them (the rest of the process). The records are the bundled conversion model's
+//! golden rows (real feature vectors, 222 values), varied per row.
 //!
 //!   cargo run --release -p liveprofile-predlog --example writer_throughput -- [ROWS] [MODEL_DIR]
 //!
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// CPU time of the whole process so far, seconds (user + system).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+/// CPU time so far of the whole process (`/proc/self/stat`) or of the calling thread
+/// (`/proc/thread-self/stat`), seconds (user + system).
+fn cpu_seconds(of: &str) -> f64 {
+    let stat = std::fs::read_to_string(of).expect("stat file");
     // Fields after the command name (which may hold spaces, inside parentheses).
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -64,12 +66,13 @@ fn main() {
     };
     let records: Vec<PredictionRecord> = (0..rows).map(record).collect();
     // Offered in requests of one row, as the service does, while the writer runs.
-    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let (cpu0, offering0, t0) = (cpu_seconds("/proc/self/stat"), cpu_seconds("/proc/thread-self/stat"), Instant::now());
     for r in records {
         log.offer(vec![r]);
     }
+    let offering = cpu_seconds("/proc/thread-self/stat") - offering0;
     let stats = log.close();
-    let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let (cpu, wall) = (cpu_seconds("/proc/self/stat") - cpu0, t0.elapsed().as_secs_f64());
     assert_eq!(stats.rows_written, rows as u64, "every row written");
     let bytes: u64 = liveprofile_predlog::log_files(out.path())
         .expect("log files")
@@ -77,9 +80,12 @@ fn main() {
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
     println!(
-        "{rows} rows in {wall:.3} s: {:.0} rows/s, {:.2} us CPU per row, {:.1} bytes per row on disk ({} files)",
+        "{rows} rows in {wall:.3} s: {:.0} rows/s, {:.2} us CPU per row ({:.2} offering, {:.2} writing), \
+         {:.1} bytes per row on disk ({} files)",
         rows as f64 / wall,
         cpu * 1e6 / rows as f64,
+        offering * 1e6 / rows as f64,
+        (cpu - offering) * 1e6 / rows as f64,
         bytes as f64 / rows as f64,
         stats.files_published
     );
