@@ -7,9 +7,9 @@
 //!   is full (the disk is slower than the traffic) the request's records are dropped and
 //!   counted. Offering wakes nobody: a queue that woke its reader per request cost the
 //!   service a context switch per answer (16-22% of its throughput on 2 cores).
-//! - One writer thread takes the whole buffer every [`DRAIN_INTERVAL`] and appends it to
-//!   the current file (row groups of
-//!   [`ROW_GROUP_ROWS`] rows) and publishes it by rename (synced, see
+//! - One writer thread takes the whole buffer every [`DRAIN_INTERVAL`] and gathers the rows
+//!   in memory until they fill a row group of [`ROW_GROUP_ROWS`] rows (about 30 MiB of
+//!   222-feature rows), written to the current file, and publishes the file by rename (synced, see
 //!   `liveprofile-publish`) once it reaches [`LogConfig::max_file_bytes`] or is
 //!   [`LogConfig::max_file_age`] old, or at [`PredictionLog::close`]. Records not yet in a
 //!   published file are lost if the process dies: at most one file's age of them.

@@ -5,6 +5,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float32Type, Int64Type, UInt32Type};
 use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord, log_files, read_log};
 use liveprofile_runtime::{LoadedModel, load_package};
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,4 +168,53 @@ fn settings_that_cannot_work_are_refused_naming_the_setting() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     assert!(bad(LogConfig::new(&file)).contains("a-file"));
+}
+
+#[test]
+fn rows_of_any_width_keep_their_values_bit_for_bit_across_row_groups() {
+    // Two models of different widths interleaved, an empty feature list, NaN and signed
+    // zeros, over more rows than one row group holds.
+    let dir = tempfile::tempdir().unwrap();
+    let conversion = conversion();
+    let tags = Arc::new(load_package(&liveprofile_testkit::bundled_models().join("user_tags/1")).unwrap());
+    assert_ne!(conversion.width(), tags.width());
+    let rows = liveprofile_predlog::ROW_GROUP_ROWS + 1_000;
+    let records: Vec<PredictionRecord> = (0..rows)
+        .map(|k| {
+            let mut r = record(if k % 3 == 0 { &tags } else { &conversion }, k, k % 5);
+            match k % 1_001 {
+                7 => r.features.clear(),
+                8 => r.features[0] = f32::NAN,
+                9 => r.features[1] = -0.0,
+                _ => {}
+            }
+            r.outputs.push(k as f32);
+            r
+        })
+        .collect();
+    let mut config = LogConfig::new(dir.path());
+    config.queue_rows = rows;
+    let log = PredictionLog::open(config).unwrap();
+    log.offer(records.clone());
+    let stats = log.close();
+    assert_eq!((stats.rows_written, stats.rows_dropped), (rows as u64, 0));
+    let read = read_log(dir.path()).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let mut k = 0;
+    for batch in &read.batches {
+        let features = batch.column_by_name("features").unwrap().as_list::<i32>();
+        let outputs = batch.column_by_name("outputs").unwrap().as_list::<i32>();
+        let models = batch.column_by_name("model").unwrap().as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            let e = &records[k];
+            assert_eq!(models.value(i), e.model.name(), "row {k}");
+            assert_eq!(bits(features.value(i).as_primitive::<Float32Type>().values()), bits(&e.features), "row {k}");
+            assert_eq!(bits(outputs.value(i).as_primitive::<Float32Type>().values()), bits(&e.outputs), "row {k}");
+            k += 1;
+        }
+    }
+    assert_eq!(k, rows);
+    let file = std::fs::File::open(&log_files(dir.path()).unwrap()[0]).unwrap();
+    let groups = SerializedFileReader::new(file).unwrap().metadata().num_row_groups();
+    assert_eq!(groups, 2, "one full row group and the rest");
 }
