@@ -86,28 +86,8 @@ pub fn drift_reference(
                         )));
                     }
                 }
-                let rows = feature_columns.first().map_or(0, Vec::len);
-                let width = feature_columns.len();
-                let names = m.output_columns();
-                let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(rows); names.len()];
-                let mut dense = Vec::new();
-                for start in (0..rows).step_by(4_096) {
-                    let n = (rows - start).min(4_096);
-                    dense.clear();
-                    for r in start..start + n {
-                        dense.extend(feature_columns.iter().map(|c| c[r]));
-                    }
-                    debug_assert_eq!(dense.len(), n * width);
-                    let scores = m.score(&dense, n).map_err(|e| data_error(format!("rows from {start}: {e}")))?;
-                    let mut c = 0;
-                    for o in &scores.outputs {
-                        for j in 0..o.width {
-                            out[c + j].extend((0..n).map(|r| o.values[r * o.width + j]));
-                        }
-                        c += o.width;
-                    }
-                }
-                names.into_iter().zip(out).collect()
+                let out = m.score_columns(&feature_columns).map_err(|e| data_error(e.to_string()))?;
+                m.output_columns().into_iter().zip(out).collect()
             }
             (None, None) => Vec::new(),
         };

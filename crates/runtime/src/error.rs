@@ -178,6 +178,16 @@ pub enum InputError {
     },
 }
 
+/// Scoring rows given column by column ([`crate::LoadedModel::score_columns`]) failed.
+#[derive(Debug, Error)]
+#[error("rows from {first_row}: {source}")]
+pub struct ColumnsError {
+    /// The first row of the chunk that failed (row numbers in `source` count from it).
+    pub first_row: usize,
+    /// Why.
+    pub source: ScoreError,
+}
+
 /// Scoring failed.
 #[derive(Debug, Error)]
 pub enum ScoreError {

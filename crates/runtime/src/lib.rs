@@ -18,9 +18,9 @@ pub mod repository;
 pub mod rewrite;
 pub mod shadow;
 
-pub use error::{InputError, PackageError, ScoreError};
+pub use error::{ColumnsError, InputError, PackageError, ScoreError};
 pub use manifest::Manifest;
-pub use model::{CHUNK_ROWS, Checked, Dense, LoadedModel, OutputScores, Scores};
+pub use model::{CHUNK_ROWS, COLUMN_CHUNK_ROWS, Checked, Dense, LoadedModel, OutputScores, Scores};
 pub use package::load_package;
 pub use plan_profile::{NodeTime, PlanProfile};
 pub use policy::{Arm, Canary, TrafficPolicy};

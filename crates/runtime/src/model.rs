@@ -3,7 +3,7 @@
 //! they give the symbolic plan's bits), a pool of reusable run states, and input validation
 //! against the feature schema.
 
-use crate::error::{InputError, ScoreError};
+use crate::error::{ColumnsError, InputError, ScoreError};
 use crate::manifest::Manifest;
 use liveprofile_features::schema::{Dtype, FeatureSchema};
 use std::cell::RefCell;
@@ -159,6 +159,9 @@ pub(crate) struct OneRowPlan {
 
 /// Rows of the fixed-size plan that long batches are cut into.
 pub const CHUNK_ROWS: usize = 256;
+
+/// Rows that [`LoadedModel::score_columns`] gathers row by row and scores at a time.
+pub const COLUMN_CHUNK_ROWS: usize = 4_096;
 
 /// Scores of a batch: per output, `rows x width` values row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -463,6 +466,32 @@ impl LoadedModel {
     pub fn score(&self, values: &[f32], rows: usize) -> Result<Scores, ScoreError> {
         self.validate(values, rows)?;
         self.score_unchecked(values, rows)
+    }
+
+    /// Every output column of the model on rows given one column per feature (schema order,
+    /// all of one length), in the order of [`LoadedModel::output_columns`]; the rows are
+    /// validated and scored as [`LoadedModel::score`] does, [`COLUMN_CHUNK_ROWS`] at a time,
+    /// so that only one chunk is ever held row by row. An error names the chunk's first row.
+    pub fn score_columns(&self, features: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ColumnsError> {
+        let rows = features.first().map_or(0, Vec::len);
+        let mut out = vec![Vec::with_capacity(rows); self.output_columns().len()];
+        let mut dense = Vec::new();
+        for first_row in (0..rows).step_by(COLUMN_CHUNK_ROWS) {
+            let n = (rows - first_row).min(COLUMN_CHUNK_ROWS);
+            dense.clear();
+            for r in first_row..first_row + n {
+                dense.extend(features.iter().map(|c| c[r]));
+            }
+            let scores = self.score(&dense, n).map_err(|source| ColumnsError { first_row, source })?;
+            let mut c = 0;
+            for o in &scores.outputs {
+                for j in 0..o.width {
+                    out[c + j].extend((0..n).map(|r| o.values[r * o.width + j]));
+                }
+                c += o.width;
+            }
+        }
+        Ok(out)
     }
 
     /// Validates and scores with the symbolic-batch plan whatever the number of rows, so

@@ -7,8 +7,8 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, UInt32Type};
 use clap::{Args, Subcommand};
 use liveprofile_drift::{ColumnReference, DriftReport, LiveHistograms, Reference};
+use liveprofile_runtime::load_package;
 use liveprofile_runtime::manifest::{MAX_JSON_BYTES, read_package_file};
-use liveprofile_runtime::{LoadedModel, load_package};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
@@ -260,32 +260,6 @@ fn column_values(path: &Path, name: &str) -> anyhow::Result<(Vec<f32>, usize)> {
     Ok((values, nulls))
 }
 
-/// The model's output columns on every row (`features`: one complete column per feature,
-/// in schema order), column by column, scored 4,096 rows at a time.
-fn output_values(path: &Path, model: &LoadedModel, features: &[Vec<f32>]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let rows = features.first().map_or(0, Vec::len);
-    let mut out = vec![Vec::with_capacity(rows); model.output_columns().len()];
-    let mut dense = Vec::new();
-    for start in (0..rows).step_by(4_096) {
-        let n = (rows - start).min(4_096);
-        dense.clear();
-        for r in start..start + n {
-            dense.extend(features.iter().map(|c| c[r]));
-        }
-        let scores = model
-            .score(&dense, n)
-            .map_err(|e| anyhow::anyhow!("{}: rows from {start} cannot be scored: {e}", path.display()))?;
-        let mut c = 0;
-        for o in &scores.outputs {
-            for j in 0..o.width {
-                out[c + j].extend((0..n).map(|r| o.values[r * o.width + j]));
-            }
-            c += o.width;
-        }
-    }
-    Ok(out)
-}
-
 /// The manifest `text` (of `path`) with a `drift_reference` entry naming
 /// [`REFERENCE_FILE`] with `sha`, the rest of its text kept as it is: the sha256 of an
 /// entry that names [`REFERENCE_FILE`] replaced, a `null` entry replaced, or an entry added
@@ -378,10 +352,11 @@ fn write_reference(args: &ReferenceArgs) -> anyhow::Result<()> {
         }
         columns.push(values);
     }
+    let scored = model.score_columns(&columns).map_err(|e| anyhow::anyhow!("{}: {e}", args.table.display()))?;
     let outputs: Vec<ColumnReference> = model
         .output_columns()
         .iter()
-        .zip(output_values(&args.table, &model, &columns)?)
+        .zip(scored)
         .map(|(name, values)| ColumnReference::from_values(name, &values, args.bins))
         .collect();
     let features: Vec<ColumnReference> = names

@@ -284,6 +284,37 @@ fn feature_major_rows_score_the_same_bits_and_fail_at_the_same_place() {
 }
 
 #[test]
+fn columns_score_as_rows_do_chunk_by_chunk_and_a_fault_names_its_chunk() {
+    use liveprofile_runtime::{COLUMN_CHUNK_ROWS, InputError};
+    let model = load_package(&bundled_models().join("user_tags/1")).unwrap();
+    let w = model.width();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.dir().join("golden.json")).unwrap()).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(golden["inputs"]["features"].clone()).unwrap();
+    let n = COLUMN_CHUNK_ROWS + 3;
+    let flat: Vec<f32> = (0..n).flat_map(|i| rows[(i * 7 + 2) % rows.len()].clone()).collect();
+    let mut columns: Vec<Vec<f32>> = (0..w).map(|f| (0..n).map(|r| flat[r * w + f]).collect()).collect();
+    let scored = model.score_columns(&columns).unwrap();
+    let whole = model.score(&flat, n).unwrap();
+    let mut c = 0;
+    for o in &whole.outputs {
+        for j in 0..o.width {
+            let expected: Vec<u32> = (0..n).map(|r| o.values[r * o.width + j].to_bits()).collect();
+            assert_eq!(scored[c + j].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), expected, "column {}", c + j);
+        }
+        c += o.width;
+    }
+    assert_eq!(scored.len(), model.output_columns().len());
+    // A fault in the second chunk names the chunk and the row within it.
+    columns[0][COLUMN_CHUNK_ROWS + 1] = f32::NAN;
+    let e = model.score_columns(&columns).unwrap_err();
+    assert_eq!(e.first_row, COLUMN_CHUNK_ROWS);
+    assert!(matches!(&e.source, ScoreError::Input(InputError::NotFinite { row: 1, .. })), "{e}");
+    assert!(e.to_string().starts_with(&format!("rows from {COLUMN_CHUNK_ROWS}: ")), "{e}");
+    assert!(model.score_columns(&[]).unwrap().iter().all(Vec::is_empty));
+}
+
+#[test]
 fn drift_reference_is_checked_by_checksum_and_against_the_model() {
     let dir = tempfile::tempdir().unwrap();
     // The template carries a reference, checked and kept.
