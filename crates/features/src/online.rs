@@ -80,6 +80,20 @@ impl UserState {
         if self.events.iter().zip(self.events.iter().skip(1)).any(|(a, b)| a.ts_ms > b.ts_ms) {
             return Err("the events are not in time order".to_owned());
         }
+        // Each window starts after the events its horizon has left behind (what observe and
+        // advance keep true); a start set elsewhere puts the next event's amounts in a sum
+        // whose events do not hold it.
+        for (w, (len, &start)) in WINDOWS_MS.iter().zip(&self.start).enumerate() {
+            let left = if self.horizon_ms == i64::MIN {
+                0
+            } else {
+                let bound = self.horizon_ms.saturating_sub(*len);
+                self.events.partition_point(|e| e.ts_ms <= bound)
+            };
+            if start != left {
+                return Err(format!("window {w} starts at event {start}, its horizon at event {left}"));
+            }
+        }
         for (w, (sums, &start)) in self.sums.iter().zip(&self.start).enumerate() {
             if *sums != sums_of(self.events.range(start..)) {
                 return Err(format!("window {w}'s sums are not those of its events"));
@@ -277,5 +291,12 @@ mod state_checks {
             built.observe(e).unwrap();
         }
         assert_eq!(built.check(), Ok(()));
+        // Found by the store_recovery fuzz target: a window start that its horizon does not
+        // put there (sums consistent with it) made the next event's sums disagree.
+        let mut moved = built.clone();
+        moved.start[0] -= 1;
+        moved.sums[0] = sums_of(moved.events.range(moved.start[0]..));
+        let (start, left) = (moved.start[0], built.start[0]);
+        assert_eq!(moved.check(), Err(format!("window 0 starts at event {start}, its horizon at event {left}")));
     }
 }
