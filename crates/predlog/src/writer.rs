@@ -58,7 +58,7 @@ pub fn log_schema() -> SchemaRef {
 }
 
 /// The item of the value lists: a float that is never null (a list holds every value the
-/// model read or answered, NaN included), so the files carry no definition levels per value.
+/// model read or answered, NaN included), so a value's definition level is at most 1.
 fn float_item() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::Float32, false))
 }
