@@ -8,7 +8,7 @@
 //! Defaults: 500,000 rows, `models/conversion/1`. Files go to a temporary folder, removed
 //! at the end.
 
-use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord};
+use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord, RowOutputs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,34 +41,42 @@ fn main() {
     let mut config = LogConfig::new(out.path());
     config.queue_rows = rows;
     let log = PredictionLog::open(config).expect("log");
-    let record = |k: usize| PredictionRecord {
-        request_id: Arc::from(format!("bench-{k}")),
-        time_ms: 1_796_000_000_000 + k as i64,
-        as_of_ms: Some(1_796_000_000_000 + k as i64),
-        api: "v1.ScoreConversion",
-        user_id: format!("user-{}", k % 10_000),
-        platform: "douyin".into(),
-        room_id: format!("room-{}", k % 300),
-        model: model.clone(),
-        arm: "stable",
-        experiment: String::new(),
-        experiment_arm: String::new(),
-        // Every row its own: the golden row's non-zero values scaled by up to 10%, so the
-        // compressor sees no repeated rows (zeros stay zeros, as in real profiles).
-        features: inputs[k % inputs.len()]
-            .iter()
-            .enumerate()
-            .map(|(j, &v)| v * (1.0 + ((k * 31 + j * 7) % 97) as f32 / 1000.0))
-            .collect(),
-        outputs: vec![0.03],
-        queue_us: 120,
-        compute_us: 14,
-    };
-    let records: Vec<PredictionRecord> = (0..rows).map(record).collect();
+    // Every row its own: the golden row's non-zero values scaled by up to 10%, so the
+    // compressor sees no repeated rows (zeros stay zeros, as in real profiles). Made before
+    // the clock starts, as a request holds them before it offers its records.
+    let width = model.width();
+    let features: Vec<f32> = (0..rows)
+        .flat_map(|k| {
+            inputs[k % inputs.len()]
+                .iter()
+                .enumerate()
+                .map(move |(j, &v)| v * (1.0 + ((k * 31 + j * 7) % 97) as f32 / 1000.0))
+        })
+        .collect();
+    let texts: Vec<[String; 3]> = (0..rows)
+        .map(|k| [format!("bench-{k}"), format!("user-{}", k % 10_000), format!("room-{}", k % 300)])
+        .collect();
+    let outputs = [0.03f32];
     // Offered in requests of one row, as the service does, while the writer runs.
     let (cpu0, offering0, t0) = (cpu_seconds("/proc/self/stat"), cpu_seconds("/proc/thread-self/stat"), Instant::now());
-    for r in records {
-        log.offer(vec![r]);
+    for (k, [request_id, user_id, room_id]) in texts.iter().enumerate() {
+        log.offer(&[PredictionRecord {
+            request_id,
+            time_ms: 1_796_000_000_000 + k as i64,
+            as_of_ms: Some(1_796_000_000_000 + k as i64),
+            api: "v1.ScoreConversion",
+            user_id,
+            platform: "douyin",
+            room_id,
+            model: &model,
+            arm: "stable",
+            experiment: "",
+            experiment_arm: "",
+            features: &features[k * width..(k + 1) * width],
+            outputs: RowOutputs::Values(&outputs),
+            queue_us: 120,
+            compute_us: 14,
+        }]);
     }
     let offering = cpu_seconds("/proc/thread-self/stat") - offering0;
     let stats = log.close();

@@ -1,5 +1,6 @@
 //! The writer thread: records to the current file, rotation, publication, retention.
 
+use crate::staging::Staged;
 use crate::{Buffer, Counters, DRAIN_INTERVAL, LogConfig, PredictionRecord, ROW_GROUP_ROWS, log_files};
 use arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt32Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -78,15 +79,20 @@ struct ValueLists {
 }
 
 impl ValueLists {
-    fn push(&mut self, row: &[f32]) {
-        self.values.extend_from_slice(row);
-        if row.is_empty() {
+    /// Adds a row given in pieces.
+    fn push<'v>(&mut self, parts: impl Iterator<Item = &'v [f32]>) {
+        let start = self.values.len();
+        for part in parts {
+            self.values.extend_from_slice(part);
+        }
+        let n = self.values.len() - start;
+        if n == 0 {
             self.definition.push(0);
             self.repetition.push(0);
         } else {
-            self.definition.extend(std::iter::repeat_n(1, row.len()));
+            self.definition.extend(std::iter::repeat_n(1, n));
             self.repetition.push(0);
-            self.repetition.extend(std::iter::repeat_n(1, row.len() - 1));
+            self.repetition.extend(std::iter::repeat_n(1, n - 1));
         }
     }
 
@@ -150,19 +156,19 @@ impl Default for Pending {
 }
 
 impl Pending {
-    fn push(&mut self, r: &PredictionRecord) {
+    fn push(&mut self, r: &PredictionRecord<'_>) {
         let model = r.model.as_ref();
         let schema_hash = model.schema().hash.as_str();
         let texts: [&str; 10] = [
-            &r.request_id,
+            r.request_id,
             r.api,
-            &r.user_id,
-            &r.platform,
-            &r.room_id,
+            r.user_id,
+            r.platform,
+            r.room_id,
             model.name(),
             r.arm,
-            &r.experiment,
-            &r.experiment_arm,
+            r.experiment,
+            r.experiment_arm,
             schema_hash,
         ];
         for (b, v) in self.texts.iter_mut().zip(texts) {
@@ -171,8 +177,8 @@ impl Pending {
         self.time_ms.append_value(r.time_ms);
         self.as_of_ms.append_option(r.as_of_ms);
         self.version.append_value(model.version());
-        self.features.push(&r.features);
-        self.outputs.push(&r.outputs);
+        self.features.push(std::iter::once(r.features));
+        self.outputs.push(r.outputs.parts());
         self.queue_us.append_value(i64::try_from(r.queue_us).unwrap_or(i64::MAX));
         self.compute_us.append_value(i64::try_from(r.compute_us).unwrap_or(i64::MAX));
         self.rows += 1;
@@ -254,7 +260,9 @@ impl Writer {
     /// Takes what was offered every [`DRAIN_INTERVAL`] until the log is closed, then
     /// writes what is left and publishes the current file.
     pub(crate) fn run(mut self, buffer: &Buffer) {
-        let mut taken: Vec<PredictionRecord> = Vec::new();
+        // The buffer is swapped with this one, emptied after each drain: the two keep their
+        // room, so offering and writing allocate nothing in steady traffic.
+        let mut taken = Staged::default();
         loop {
             let closed = buffer.closed.load(Ordering::Acquire);
             std::mem::swap(&mut *buffer.records.lock().expect("log buffer lock"), &mut taken);
@@ -281,17 +289,17 @@ impl Writer {
 
     /// Appends records in order; a file that reaches its size is published on the way and
     /// the next record starts a new one.
-    fn append(&mut self, records: &[PredictionRecord]) -> Result<(), String> {
-        for r in records {
+    fn append(&mut self, records: &Staged) -> Result<(), String> {
+        for r in records.records() {
             if self.current.is_none() {
                 self.current = Some(self.open(r.time_ms)?);
             }
             let file = self.current.as_mut().expect("opened above");
-            if !file.models.iter().any(|m| Arc::ptr_eq(m, &r.model)) {
+            if !file.models.iter().any(|m| Arc::ptr_eq(m, r.model)) {
                 file.models.push(r.model.clone());
             }
             file.rows += 1;
-            self.pending.push(r);
+            self.pending.push(&r);
             if self.pending.rows >= ROW_GROUP_ROWS {
                 self.write_pending()?;
             }

@@ -373,8 +373,16 @@ impl KServeService {
                 room_id: &room_id,
                 as_of_ms: None,
             };
-            let records = predictions::records(call, &answered, vec![origin; rows], values, &outcome.scores);
-            predictions::offer(&self.state, records);
+            let mut records = Vec::with_capacity(rows);
+            predictions::records(
+                &mut records,
+                call,
+                &answered,
+                std::iter::repeat_n(origin, rows),
+                &values,
+                &outcome.scores,
+            );
+            predictions::offer(&self.state, &records);
         }
         let mut response = pb::ModelInferResponse {
             model_name: model.name().to_owned(),

@@ -4,7 +4,7 @@
 //! the log cannot keep up.
 
 use crate::state::AppState;
-use liveprofile_predlog::PredictionRecord;
+use liveprofile_predlog::{PredictionRecord, RowOutputs};
 use liveprofile_runtime::{LoadedModel, Scores};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,46 +70,43 @@ pub struct Answered<'a> {
     pub compute: Duration,
 }
 
-/// The records of a group of rows: `values` row-major in the model's schema order (one row's
-/// values become its record's without a copy), scores of the same rows.
-pub fn records<'o>(
-    call: &Call,
-    answered: &Answered<'_>,
-    origins: impl IntoIterator<Item = RowOrigin<'o>>,
-    values: Vec<f32>,
-    scores: &Scores,
-) -> Vec<PredictionRecord> {
+/// Adds the records of a group of rows to `out`: `values` row-major in the model's schema
+/// order, scores of the same rows. The records borrow everything; the log copies them when
+/// they are offered.
+pub fn records<'a>(
+    out: &mut Vec<PredictionRecord<'a>>,
+    call: &'a Call,
+    answered: &Answered<'a>,
+    origins: impl IntoIterator<Item = RowOrigin<'a>>,
+    values: &'a [f32],
+    scores: &'a Scores,
+) {
     let width = answered.model.width();
     let time_ms = liveprofile_store::now_ms();
     let (experiment, experiment_arm) = answered.experiment.unwrap_or_default();
-    // A single row keeps the values' own allocation; rows of a larger group are copied.
-    let (mut single, many) = if values.len() == width { (Some(values), Vec::new()) } else { (None, values) };
-    let mut out = Vec::new();
     for (k, origin) in origins.into_iter().enumerate() {
-        let features = single.take().unwrap_or_else(|| many[k * width..(k + 1) * width].to_vec());
         out.push(PredictionRecord {
-            request_id: call.request_id.clone(),
+            request_id: &call.request_id,
             time_ms,
             as_of_ms: origin.as_of_ms,
             api: call.api,
-            user_id: origin.user_id.to_owned(),
-            platform: origin.platform.to_owned(),
-            room_id: origin.room_id.to_owned(),
-            model: answered.model.clone(),
+            user_id: origin.user_id,
+            platform: origin.platform,
+            room_id: origin.room_id,
+            model: answered.model,
             arm: answered.arm,
-            experiment: experiment.to_owned(),
-            experiment_arm: experiment_arm.to_owned(),
-            features,
-            outputs: scores.outputs.iter().flat_map(|o| &o.values[k * o.width..(k + 1) * o.width]).copied().collect(),
+            experiment,
+            experiment_arm,
+            features: &values[k * width..(k + 1) * width],
+            outputs: RowOutputs::Scored { scores, row: k },
             queue_us: answered.queue.as_micros() as u64,
             compute_us: answered.compute.as_micros() as u64,
         });
     }
-    out
 }
 
 /// Offers a request's records to the log.
-pub fn offer(state: &AppState, records: Vec<PredictionRecord>) {
+pub fn offer(state: &AppState, records: &[PredictionRecord<'_>]) {
     if let Some(log) = &state.predictions {
         log.offer(records);
     }

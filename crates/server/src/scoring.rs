@@ -169,7 +169,6 @@ async fn score_rows(
     let mut jobs = Vec::with_capacity(groups.len());
     // The values as scored, per group, for the prediction log.
     let mut logged: Vec<Vec<f32>> = Vec::new();
-    let mut records = Vec::new();
     for g in &groups {
         let mut values = Vec::with_capacity(g.rows.len() * g.model.width());
         for &i in &g.rows {
@@ -207,6 +206,8 @@ async fn score_rows(
     let mut results: Vec<Option<Scored>> = (0..rows.len()).map(|_| None).collect();
     let mut timing = v1::Timing::default();
     let outcomes = submit_all_then_wait(state, jobs).await;
+    // Each group's outcome, kept for the prediction log's records.
+    let mut answered = Vec::new();
     for (k_group, (g, outcome)) in groups.iter().zip(outcomes).enumerate() {
         let version = g.model.version();
         let arm_name = arm_name(g.arm);
@@ -229,23 +230,6 @@ async fn score_rows(
             }
             crate::traces::scored(t, &outcome, attributes);
         }
-        if let Some(call) = call {
-            let answered = predictions::Answered {
-                model: &g.model,
-                arm: arm_name,
-                experiment: g.experiment.as_ref().map(|(x, a)| (x.as_str(), a.as_str())),
-                queue: outcome.queue,
-                compute: outcome.compute,
-            };
-            let origins = g.rows.iter().map(|&i| predictions::RowOrigin {
-                user_id: rows[i].user,
-                platform: rows[i].context.platform.map_or("", |p| p.as_str()),
-                room_id: &rows[i].context.room_id,
-                as_of_ms: rows[i].values.as_of_ms(),
-            });
-            let values = std::mem::take(&mut logged[k_group]);
-            records.extend(predictions::records(call, &answered, origins, values, &outcome.scores));
-        }
         timing.queue_us = timing.queue_us.max(outcome.queue.as_micros() as u64);
         timing.compute_us = timing.compute_us.max(outcome.compute.as_micros() as u64);
         let first = &outcome.scores.outputs[0];
@@ -263,12 +247,35 @@ async fn score_rows(
                 loaded: g.model.clone(),
             });
         }
+        if call.is_some() {
+            answered.push((k_group, outcome));
+        }
     }
     // Exposures are durable before any answer leaves, and only for answers that were
     // scored (a failure that depends on the arm must not count its users as exposed).
     crate::experiments::record_exposures(state, exposures).await?;
     observe_first_answers(state, rows);
-    predictions::offer(state, records);
+    if let Some(call) = call {
+        let mut records = Vec::with_capacity(rows.len());
+        for (k_group, outcome) in &answered {
+            let g = &groups[*k_group];
+            let answered = predictions::Answered {
+                model: &g.model,
+                arm: arm_name(g.arm),
+                experiment: g.experiment.as_ref().map(|(x, a)| (x.as_str(), a.as_str())),
+                queue: outcome.queue,
+                compute: outcome.compute,
+            };
+            let origins = g.rows.iter().map(|&i| predictions::RowOrigin {
+                user_id: rows[i].user,
+                platform: rows[i].context.platform.map_or("", |p| p.as_str()),
+                room_id: &rows[i].context.room_id,
+                as_of_ms: rows[i].values.as_of_ms(),
+            });
+            predictions::records(&mut records, call, &answered, origins, &logged[*k_group], &outcome.scores);
+        }
+        predictions::offer(state, &records);
+    }
     Ok((results.into_iter().map(|r| r.expect("every row is in one group")).collect(), timing))
 }
 

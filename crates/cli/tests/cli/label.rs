@@ -9,7 +9,7 @@ use liveprofile_events::{DAY_MS, Event, EventKind, EventWriter, HOUR_MS, Platfor
 use liveprofile_features::EventSet;
 use liveprofile_features::labels::user_labels;
 use liveprofile_predlog::training::TRAINING_SET_METADATA_KEY;
-use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord};
+use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord, RowOutputs};
 use liveprofile_runtime::{LoadedModel, load_package};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
@@ -57,38 +57,57 @@ fn event(id: &str, user: &str, ts_ms: i64, kind: EventKind, room: &str, category
     }
 }
 
-/// A logged row of `model`: features `k + j / 8` (distinct per row), outputs `k / 100`.
-fn record(
-    model: &Arc<LoadedModel>,
-    k: usize,
-    user: &str,
-    room: &str,
+/// What a logged record borrows: a row as the service held it.
+#[derive(Clone)]
+struct Row {
+    model: Arc<LoadedModel>,
+    request_id: String,
+    user_id: String,
+    room_id: String,
     time_ms: i64,
     as_of_ms: Option<i64>,
-) -> PredictionRecord {
+    features: Vec<f32>,
+    outputs: Vec<f32>,
+}
+
+/// A logged row of `model`: features `k + j / 8` (distinct per row), outputs `k / 100`.
+fn record(model: &Arc<LoadedModel>, k: usize, user: &str, room: &str, time_ms: i64, as_of_ms: Option<i64>) -> Row {
     let outputs = model.output_columns().len();
-    PredictionRecord {
-        request_id: Arc::from(format!("req-{k}")),
+    Row {
+        model: model.clone(),
+        request_id: format!("req-{k}"),
+        user_id: user.into(),
+        room_id: room.into(),
         time_ms,
         as_of_ms,
-        api: if model.name() == "conversion" { "v1.ScoreConversion" } else { "v1.ScoreTags" },
-        user_id: user.into(),
-        platform: "douyin".into(),
-        room_id: room.into(),
-        model: model.clone(),
-        arm: "stable",
-        experiment: String::new(),
-        experiment_arm: String::new(),
         features: (0..model.width()).map(|j| k as f32 + j as f32 / 8.0).collect(),
         outputs: (0..outputs).map(|o| (k * 10 + o) as f32 / 100.0).collect(),
-        queue_us: 1,
-        compute_us: 2,
     }
 }
 
-fn write_log(dir: &Path, records: Vec<PredictionRecord>) {
+fn write_log(dir: &Path, rows: &[Row]) {
+    let records: Vec<PredictionRecord<'_>> = rows
+        .iter()
+        .map(|r| PredictionRecord {
+            request_id: &r.request_id,
+            time_ms: r.time_ms,
+            as_of_ms: r.as_of_ms,
+            api: if r.model.name() == "conversion" { "v1.ScoreConversion" } else { "v1.ScoreTags" },
+            user_id: &r.user_id,
+            platform: "douyin",
+            room_id: &r.room_id,
+            model: &r.model,
+            arm: "stable",
+            experiment: "",
+            experiment_arm: "",
+            features: &r.features,
+            outputs: RowOutputs::Values(&r.outputs),
+            queue_us: 1,
+            compute_us: 2,
+        })
+        .collect();
     let log = PredictionLog::open(LogConfig::new(dir)).unwrap();
-    log.offer(records);
+    log.offer(&records);
     let stats = log.close();
     assert_eq!((stats.rows_dropped, stats.files_published), (0, 1));
 }
@@ -162,7 +181,7 @@ fn labels_count_only_events_after_the_as_of_time_and_equal_the_offline_labels() 
         // Its window opens before the oldest event (T - 1 d): the events do not cover it.
         record(&tags, 8, "near", "", T - 2 * DAY_MS + 5_000, Some(T - 2 * DAY_MS)),
     ];
-    write_log(&d.join("log"), logged.clone());
+    write_log(&d.join("log"), &logged);
     write_events(&d.join("events.parquet"), &events());
 
     let args = |model: &str, out: &str| {
@@ -264,7 +283,7 @@ fn mixtures_unknown_models_uncovered_windows_and_bad_inputs_are_refused_leaving_
     let (tags, conversion) = (model("user_tags"), model("conversion"));
     write_log(
         &d.join("log"),
-        vec![
+        &[
             record(&tags, 0, "near", "", T, Some(T)),
             record(&conversion, 1, "viewer", "r4", T, Some(T)),
             record(&conversion, 2, "viewer", "r4", T, Some(T)),

@@ -3,7 +3,7 @@
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float32Type, Int64Type, UInt32Type};
-use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord, log_files, read_log};
+use liveprofile_predlog::{LogConfig, PredictionLog, PredictionRecord, RowOutputs, log_files, read_log};
 use liveprofile_runtime::{LoadedModel, load_package};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::sync::Arc;
@@ -13,20 +13,57 @@ fn conversion() -> Arc<LoadedModel> {
     Arc::new(load_package(&liveprofile_testkit::bundled_models().join("conversion/1")).unwrap())
 }
 
-fn record(model: &Arc<LoadedModel>, request: usize, row: usize) -> PredictionRecord {
+/// What a record borrows: a row as a request holds it.
+#[derive(Clone)]
+struct Row {
+    model: Arc<LoadedModel>,
+    request_id: String,
+    time_ms: i64,
+    as_of_ms: Option<i64>,
+    user_id: String,
+    room_id: String,
+    features: Vec<f32>,
+    outputs: Vec<f32>,
+    queue_us: u64,
+    compute_us: u64,
+}
+
+impl Row {
+    fn record(&self) -> PredictionRecord<'_> {
+        PredictionRecord {
+            request_id: &self.request_id,
+            time_ms: self.time_ms,
+            as_of_ms: self.as_of_ms,
+            api: "v1.ScoreConversion",
+            user_id: &self.user_id,
+            platform: "douyin",
+            room_id: &self.room_id,
+            model: &self.model,
+            arm: "stable",
+            experiment: "",
+            experiment_arm: "",
+            features: &self.features,
+            outputs: RowOutputs::Values(&self.outputs),
+            queue_us: self.queue_us,
+            compute_us: self.compute_us,
+        }
+    }
+}
+
+/// Offers one request's rows.
+fn offer(log: &PredictionLog, rows: &[Row]) {
+    log.offer(&rows.iter().map(Row::record).collect::<Vec<_>>());
+}
+
+fn record(model: &Arc<LoadedModel>, request: usize, row: usize) -> Row {
     let width = model.width();
-    PredictionRecord {
-        request_id: Arc::from(format!("req-{request}")),
+    Row {
+        model: model.clone(),
+        request_id: format!("req-{request}"),
         time_ms: 1_800_000_000_000 + request as i64,
         as_of_ms: row.is_multiple_of(2).then_some(1_800_000_000_000 - row as i64),
-        api: "v1.ScoreConversion",
         user_id: format!("user-{row}"),
-        platform: "douyin".into(),
         room_id: format!("room-{}", request % 7),
-        model: model.clone(),
-        arm: "stable",
-        experiment: String::new(),
-        experiment_arm: String::new(),
         features: (0..width).map(|j| (request * 1000 + row * 10 + j) as f32 * 0.5).collect(),
         outputs: vec![(request + row) as f32 / 1e4],
         queue_us: 10 + request as u64,
@@ -39,16 +76,16 @@ fn offered_records_are_published_with_their_values_and_the_names_of_features_and
     let dir = tempfile::tempdir().unwrap();
     let model = conversion();
     let log = PredictionLog::open(LogConfig::new(dir.path())).unwrap();
-    let requests: Vec<Vec<PredictionRecord>> = (0..3).map(|q| (0..2).map(|r| record(&model, q, r)).collect()).collect();
+    let requests: Vec<Vec<Row>> = (0..3).map(|q| (0..2).map(|r| record(&model, q, r)).collect()).collect();
     for r in &requests {
-        log.offer(r.clone());
+        offer(&log, r);
     }
     let stats = log.close();
     assert_eq!((stats.rows_written, stats.rows_dropped, stats.files_published), (6, 0, 1));
     let rows = read_log(dir.path()).unwrap();
     assert_eq!(rows.rows(), 6);
     let batch = arrow::compute::concat_batches(&rows.batches[0].schema(), &rows.batches).unwrap();
-    let expected: Vec<&PredictionRecord> = requests.iter().flatten().collect();
+    let expected: Vec<&Row> = requests.iter().flatten().collect();
     let features = batch.column_by_name("features").unwrap().as_list::<i32>();
     let outputs = batch.column_by_name("outputs").unwrap().as_list::<i32>();
     let text = |name: &str, i: usize| batch.column_by_name(name).unwrap().as_string::<i32>().value(i).to_owned();
@@ -80,7 +117,7 @@ fn files_rotate_by_size_and_the_oldest_are_deleted_beyond_the_retention() {
     let log = PredictionLog::open(config).unwrap();
     let requests = 3_000;
     for q in 0..requests {
-        log.offer(vec![record(&model, q, 0)]);
+        offer(&log, &[record(&model, q, 0)]);
         if q % 500 == 499 {
             // Let the writer keep up: this test is about rotation, not drops.
             std::thread::sleep(Duration::from_millis(50));
@@ -118,7 +155,7 @@ fn an_idle_file_is_published_when_it_reaches_its_age() {
     let model = conversion();
     let config = LogConfig { max_file_age: Duration::from_millis(300), ..LogConfig::new(dir.path()) };
     let log = PredictionLog::open(config).unwrap();
-    log.offer(vec![record(&model, 0, 0)]);
+    offer(&log, &[record(&model, 0, 0)]);
     // The file is in place (renamed) a moment before the writer counts it.
     liveprofile_testkit::eventually("the file published by age", Duration::from_secs(10), || {
         log_files(dir.path()).unwrap().len() == 1 && log.stats().files_published == 1
@@ -133,14 +170,14 @@ fn every_offered_row_is_written_or_counted_as_dropped_and_a_closed_log_only_coun
     let model = conversion();
     let config = LogConfig { queue_rows: 4, ..LogConfig::new(dir.path()) };
     let log = PredictionLog::open(config).unwrap();
-    let batch: Vec<PredictionRecord> = (0..4).map(|r| record(&model, 1, r)).collect();
+    let batch: Vec<Row> = (0..4).map(|r| record(&model, 1, r)).collect();
     for _ in 0..2_000 {
-        log.offer(batch.clone()); // never waits for the writer
+        offer(&log, &batch); // never waits for the writer
     }
     let stats = log.close();
     assert_eq!(stats.rows_written + stats.rows_dropped, 8_000, "{stats:?}");
     assert_eq!(read_log(dir.path()).unwrap().rows() as u64, stats.rows_written);
-    log.offer(batch);
+    offer(&log, &batch);
     assert_eq!(log.stats().rows_dropped, stats.rows_dropped + 4);
 }
 
@@ -179,7 +216,7 @@ fn rows_of_any_width_keep_their_values_bit_for_bit_across_row_groups() {
     let tags = Arc::new(load_package(&liveprofile_testkit::bundled_models().join("user_tags/1")).unwrap());
     assert_ne!(conversion.width(), tags.width());
     let rows = liveprofile_predlog::ROW_GROUP_ROWS + 1_000;
-    let records: Vec<PredictionRecord> = (0..rows)
+    let records: Vec<Row> = (0..rows)
         .map(|k| {
             let mut r = record(if k % 3 == 0 { &tags } else { &conversion }, k, k % 5);
             match k % 1_001 {
@@ -195,7 +232,7 @@ fn rows_of_any_width_keep_their_values_bit_for_bit_across_row_groups() {
     let mut config = LogConfig::new(dir.path());
     config.queue_rows = rows;
     let log = PredictionLog::open(config).unwrap();
-    log.offer(records.clone());
+    offer(&log, &records);
     let stats = log.close();
     assert_eq!((stats.rows_written, stats.rows_dropped), (rows as u64, 0));
     let read = read_log(dir.path()).unwrap();
