@@ -8,12 +8,13 @@
 //!   request's records are dropped and counted. The buffer is three growing arrays (rows,
 //!   text, values) that the writer swaps with a second, emptied set: no allocation per row
 //!   on either side in steady traffic; after a burst each gives half its room back per
-//!   drain that used less than a quarter of it. Offering wakes nobody: a queue that woke its reader per request cost the
-//!   service a context switch per answer (16-22% of its throughput on 2 cores).
+//!   drain that used less than a quarter of it. Offering wakes nobody: a queue that woke
+//!   its reader per request cost the service a context switch per answer (16-22% of its
+//!   throughput on 2 cores).
 //! - One writer thread takes the whole buffer every [`DRAIN_INTERVAL`] and gathers the rows
-//!   in memory until they fill a row group of [`ROW_GROUP_ROWS`] rows (about 30 MiB of
-//!   222-feature rows), written to the current file, and publishes the file by rename (synced, see
-//!   `liveprofile-publish`) once it reaches [`LogConfig::max_file_bytes`] or is
+//!   in memory until they fill a row group of [`ROW_GROUP_ROWS`] rows (about 31 MiB of
+//!   222-feature rows) or [`ROW_GROUP_BYTES`] of memory, written to the current file, and
+//!   publishes the file by rename (synced, see `liveprofile-publish`) once it reaches [`LogConfig::max_file_bytes`] or is
 //!   [`LogConfig::max_file_age`] old, or at [`PredictionLog::close`]. Records not yet in a
 //!   published file are lost if the process dies: at most one file's age of them.
 //! - After each publication the oldest published files are deleted until the folder holds
@@ -45,6 +46,11 @@ use std::time::Duration;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 16_384;
 
+/// Memory the rows of a row group may hold while they are gathered (their values with their
+/// levels and their text): a wide model's row groups have fewer rows than
+/// [`ROW_GROUP_ROWS`]. Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
+pub const ROW_GROUP_BYTES: usize = 32 << 20;
+
 /// Settings of the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -52,8 +58,8 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// Share of requests logged, 0 to 1 (all rows of a sampled request are logged).
     pub sample: f64,
-    /// A file is published once it holds this many bytes (rows not yet encoded counted at
-    /// their raw size).
+    /// A file is published once it holds this many bytes (the rows not yet encoded counted
+    /// at the bytes a data byte took in the file's row groups written so far).
     pub max_file_bytes: u64,
     /// A file is published once its first record is this old, even if small.
     pub max_file_age: Duration,

@@ -1,7 +1,9 @@
 //! The writer thread: records to the current file, rotation, publication, retention.
 
 use crate::staging::Staged;
-use crate::{Buffer, Counters, DRAIN_INTERVAL, LogConfig, PredictionRecord, ROW_GROUP_ROWS, log_files};
+use crate::{
+    Buffer, Counters, DRAIN_INTERVAL, LogConfig, PredictionRecord, ROW_GROUP_BYTES, ROW_GROUP_ROWS, log_files,
+};
 use arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt32Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use liveprofile_publish::Publication;
@@ -134,8 +136,11 @@ struct Pending {
     queue_us: Int64Builder,
     compute_us: Int64Builder,
     rows: usize,
-    /// Bytes of the values held (before encoding and compression).
+    /// Bytes of the rows' data (before encoding and compression).
     bytes: usize,
+    /// Bytes of memory the rows hold: their data, the lists' levels (two 2-byte levels a
+    /// value) and the text columns' offsets.
+    held: usize,
 }
 
 impl Default for Pending {
@@ -151,6 +156,7 @@ impl Default for Pending {
             compute_us: Int64Builder::new(),
             rows: 0,
             bytes: 0,
+            held: 0,
         }
     }
 }
@@ -182,9 +188,16 @@ impl Pending {
         self.queue_us.append_value(i64::try_from(r.queue_us).unwrap_or(i64::MAX));
         self.compute_us.append_value(i64::try_from(r.compute_us).unwrap_or(i64::MAX));
         self.rows += 1;
-        self.bytes += 4 * (r.features.len() + r.outputs.len())
-            + texts.iter().map(|t| t.len()).sum::<usize>()
-            + FIXED_BYTES_PER_ROW;
+        let values = r.features.len() + r.outputs.len();
+        let bytes = 4 * values + texts.iter().map(|t| t.len()).sum::<usize>() + FIXED_BYTES_PER_ROW;
+        self.bytes += bytes;
+        self.held += bytes + 4 * values + 4 * texts.len();
+    }
+
+    /// Whether the rows make a row group: [`ROW_GROUP_ROWS`] rows, or fewer rows of
+    /// [`ROW_GROUP_BYTES`] (a wide model's).
+    fn is_full(&self) -> bool {
+        self.rows >= ROW_GROUP_ROWS || self.held >= ROW_GROUP_BYTES
     }
 
     /// The pending rows' columns in file order ([`log_schema`]); the builders are emptied,
@@ -222,6 +235,7 @@ impl Pending {
         self.outputs.clear();
         self.rows = 0;
         self.bytes = 0;
+        self.held = 0;
     }
 }
 
@@ -246,6 +260,9 @@ pub(crate) struct Writer {
     current: Option<OpenFile>,
     pending: Pending,
     sequence: u64,
+    /// File bytes a data byte took in the last row group written ([`Pending::bytes`]), to
+    /// estimate the pending rows' size in the file.
+    encoded_per_data_byte: Option<f64>,
 }
 
 fn io_error(e: impl std::fmt::Display) -> String {
@@ -254,7 +271,15 @@ fn io_error(e: impl std::fmt::Display) -> String {
 
 impl Writer {
     pub(crate) fn new(config: LogConfig, counters: Arc<Counters>) -> Self {
-        Writer { config, counters, schema: log_schema(), current: None, pending: Pending::default(), sequence: 0 }
+        Writer {
+            config,
+            counters,
+            schema: log_schema(),
+            current: None,
+            pending: Pending::default(),
+            sequence: 0,
+            encoded_per_data_byte: None,
+        }
     }
 
     /// Takes what was offered every [`DRAIN_INTERVAL`] until the log is closed, then
@@ -267,7 +292,9 @@ impl Writer {
             let closed = buffer.closed.load(Ordering::Acquire);
             std::mem::swap(&mut *buffer.records.lock().expect("log buffer lock"), &mut taken);
             if !taken.is_empty() {
-                if let Err(e) = self.append(&taken) {
+                if let Err((e, not_placed)) = self.append(&taken) {
+                    // The rest of the drain waits for no retry: counted with the file's rows.
+                    self.counters.rows_dropped.fetch_add(not_placed as u64, Ordering::Relaxed);
                     self.fail(&e);
                 }
                 taken.clear();
@@ -288,11 +315,12 @@ impl Writer {
     }
 
     /// Appends records in order; a file that reaches its size is published on the way and
-    /// the next record starts a new one.
-    fn append(&mut self, records: &Staged) -> Result<(), String> {
-        for r in records.records() {
+    /// the next record starts a new one. A failure stops the drain and says how many of its
+    /// records are in no file (the current file's rows are counted by [`Writer::fail`]).
+    fn append(&mut self, records: &Staged) -> Result<(), (String, usize)> {
+        for (k, r) in records.records().enumerate() {
             if self.current.is_none() {
-                self.current = Some(self.open(r.time_ms)?);
+                self.current = Some(self.open(r.time_ms).map_err(|e| (e, records.len() - k))?);
             }
             let file = self.current.as_mut().expect("opened above");
             if !file.models.iter().any(|m| Arc::ptr_eq(m, r.model)) {
@@ -300,22 +328,25 @@ impl Writer {
             }
             file.rows += 1;
             self.pending.push(&r);
-            if self.pending.rows >= ROW_GROUP_ROWS {
-                self.write_pending()?;
+            let placed = |e| (e, records.len() - k - 1);
+            if self.pending.is_full() {
+                self.write_pending().map_err(placed)?;
             }
             if self.file_is_full() {
-                self.publish()?;
+                self.publish().map_err(placed)?;
             }
         }
         Ok(())
     }
 
-    /// The current file's size (what the Parquet writer wrote, and the rows of the row group
-    /// being gathered at their unencoded size) has reached the limit.
+    /// The current file's size has reached the limit: what the Parquet writer wrote, and
+    /// the rows of the row group being gathered at the bytes a data byte took in the last
+    /// row group written (at their data size before any was written).
     fn file_is_full(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|f| (f.writer.bytes_written() + self.pending.bytes) as u64 >= self.config.max_file_bytes)
+        self.current.as_ref().is_some_and(|f| {
+            let pending = self.pending.bytes as f64 * self.encoded_per_data_byte.unwrap_or(1.0);
+            f.writer.bytes_written() as f64 + pending >= self.config.max_file_bytes as f64
+        })
     }
 
     /// Writes the pending rows as one row group of the current file.
@@ -325,6 +356,7 @@ impl Writer {
         }
         let file = self.current.as_mut().expect("rows pending only with a file open");
         let index = file.writer.flushed_row_groups().len();
+        let before = file.writer.bytes_written();
         let writers = file.columns.create_column_writers(index).map_err(io_error)?;
         let columns = self.pending.columns();
         let mut group = file.writer.next_row_group().map_err(io_error)?;
@@ -341,6 +373,8 @@ impl Writer {
             }
         }
         group.close().map_err(io_error)?;
+        let encoded = file.writer.bytes_written() - before;
+        self.encoded_per_data_byte = Some(encoded as f64 / self.pending.bytes.max(1) as f64);
         self.pending.written();
         Ok(())
     }
@@ -395,7 +429,22 @@ impl Writer {
             return Ok(());
         }
         self.write_pending()?;
-        let mut file = self.current.take().expect("checked above");
+        let file = self.current.take().expect("checked above");
+        let rows = file.rows;
+        if let Err(e) = Self::close_and_publish(file) {
+            // The file is no longer current: its rows are counted here, not by `fail`.
+            self.counters.rows_dropped.fetch_add(rows, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.counters.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.counters.files_published.fetch_add(1, Ordering::Relaxed);
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// Writes the file's footer with the names of its models' features and outputs, and
+    /// publishes it.
+    fn close_and_publish(mut file: OpenFile) -> Result<(), String> {
         let mut features = BTreeMap::new();
         let mut outputs = BTreeMap::new();
         for model in &file.models {
@@ -412,11 +461,7 @@ impl Writer {
             file.writer.append_key_value_metadata(KeyValue::new(key.clone(), value));
         }
         let inner = file.writer.into_inner().map_err(io_error)?;
-        file.publication.publish_file(inner).map_err(io_error)?;
-        self.counters.rows_written.fetch_add(file.rows, Ordering::Relaxed);
-        self.counters.files_published.fetch_add(1, Ordering::Relaxed);
-        self.apply_retention();
-        Ok(())
+        file.publication.publish_file(inner).map_err(io_error)
     }
 
     /// Deletes the oldest published files while the folder's files hold more than the

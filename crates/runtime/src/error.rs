@@ -180,12 +180,33 @@ pub enum InputError {
 
 /// Scoring rows given column by column ([`crate::LoadedModel::score_columns`]) failed.
 #[derive(Debug, Error)]
-#[error("rows from {first_row}: {source}")]
-pub struct ColumnsError {
-    /// The first row of the chunk that failed (row numbers in `source` count from it).
-    pub first_row: usize,
-    /// Why.
-    pub source: ScoreError,
+pub enum ColumnsError {
+    /// Not one column per feature.
+    #[error("{got} feature columns given, the model takes {expected} features")]
+    ColumnCount {
+        /// Columns given.
+        got: usize,
+        /// The model's features.
+        expected: usize,
+    },
+    /// A column of another length than the first.
+    #[error("feature column {column} has {got} rows, column 0 has {expected}")]
+    ColumnLength {
+        /// The column.
+        column: usize,
+        /// Its rows.
+        got: usize,
+        /// The first column's rows.
+        expected: usize,
+    },
+    /// A chunk of rows failed to score.
+    #[error("rows from {first_row}: {source}")]
+    Rows {
+        /// The first row of the chunk that failed (row numbers in `source` count from it).
+        first_row: usize,
+        /// Why.
+        source: ScoreError,
+    },
 }
 
 /// Scoring failed.

@@ -471,10 +471,17 @@ impl LoadedModel {
     /// Every output column of the model on rows given one column per feature (schema order,
     /// all of one length), in the order of [`LoadedModel::output_columns`]; the rows are
     /// validated and scored as [`LoadedModel::score`] does, [`COLUMN_CHUNK_ROWS`] at a time,
-    /// so that only one chunk is ever held row by row. An error names the chunk's first row.
+    /// so that only one chunk is ever held row by row. An error names the chunk's first row;
+    /// columns that are not one per feature, or not all of one length, are refused first.
     pub fn score_columns(&self, features: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ColumnsError> {
+        if features.len() != self.width() {
+            return Err(ColumnsError::ColumnCount { got: features.len(), expected: self.width() });
+        }
         let rows = features.first().map_or(0, Vec::len);
-        let mut out = vec![Vec::with_capacity(rows); self.output_columns().len()];
+        if let Some((column, c)) = features.iter().enumerate().find(|(_, c)| c.len() != rows) {
+            return Err(ColumnsError::ColumnLength { column, got: c.len(), expected: rows });
+        }
+        let mut out: Vec<Vec<f32>> = (0..self.output_columns().len()).map(|_| Vec::with_capacity(rows)).collect();
         let mut dense = Vec::new();
         for first_row in (0..rows).step_by(COLUMN_CHUNK_ROWS) {
             let n = (rows - first_row).min(COLUMN_CHUNK_ROWS);
@@ -482,7 +489,7 @@ impl LoadedModel {
             for r in first_row..first_row + n {
                 dense.extend(features.iter().map(|c| c[r]));
             }
-            let scores = self.score(&dense, n).map_err(|source| ColumnsError { first_row, source })?;
+            let scores = self.score(&dense, n).map_err(|source| ColumnsError::Rows { first_row, source })?;
             let mut c = 0;
             for o in &scores.outputs {
                 for j in 0..o.width {

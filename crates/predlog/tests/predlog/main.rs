@@ -255,3 +255,90 @@ fn rows_of_any_width_keep_their_values_bit_for_bit_across_row_groups() {
     let groups = SerializedFileReader::new(file).unwrap().metadata().num_row_groups();
     assert_eq!(groups, 2, "one full row group and the rest");
 }
+
+#[test]
+fn a_wide_models_row_groups_are_bounded_by_memory_and_files_are_published_near_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    // 40,000 values a row: a row group's memory bound is reached long before its rows.
+    let wide = |k: usize| Row {
+        features: (0..40_000).map(|j| ((k * 7 + j) % 1_000) as f32).collect(),
+        ..record(&model, k, 0)
+    };
+    let rows: Vec<Row> = (0..300).map(wide).collect();
+    let config = LogConfig { queue_rows: 300, ..LogConfig::new(dir.path().join("wide")) };
+    let log = PredictionLog::open(config).unwrap();
+    offer(&log, &rows);
+    assert_eq!(log.close().rows_written, 300);
+    let files = log_files(&dir.path().join("wide")).unwrap();
+    let file = std::fs::File::open(&files[0]).unwrap();
+    let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
+    let per_group: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+    // 40,000 values take 320,000 bytes with their levels: 104 rows in 32 MiB.
+    let bound = liveprofile_predlog::ROW_GROUP_BYTES / (8 * 40_000);
+    assert!(per_group.len() >= 3 && per_group.iter().all(|&n| n as usize <= bound + 1), "{per_group:?}");
+    assert_eq!(per_group.iter().sum::<i64>(), 300);
+    let read = read_log(&dir.path().join("wide")).unwrap();
+    let mut k = 0;
+    for batch in &read.batches {
+        let features = batch.column_by_name("features").unwrap().as_list::<i32>();
+        for i in 0..batch.num_rows() {
+            assert_eq!(features.value(i).as_primitive::<Float32Type>().values().to_vec(), rows[k].features, "row {k}");
+            k += 1;
+        }
+    }
+    assert_eq!(k, 300);
+
+    // Files are published once their encoded size reaches the limit, not their rows' raw
+    // size.
+    let limit = 2u64 << 20;
+    let config = LogConfig { max_file_bytes: limit, queue_rows: 40_000, ..LogConfig::new(dir.path().join("sized")) };
+    let log = PredictionLog::open(config).unwrap();
+    let narrow: Vec<Row> = (0..40_000).map(|k| record(&model, k, k % 9)).collect();
+    for chunk in narrow.chunks(1_000) {
+        offer(&log, chunk);
+    }
+    assert_eq!(log.close().rows_written, 40_000);
+    let files = log_files(&dir.path().join("sized")).unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    // The first file's rows are counted at their data size (no row group written yet to
+    // say what they take encoded); the next ones at what the last row group took, which
+    // follows the data's compressibility a file late.
+    let mut sizes: Vec<u64> = files[1..files.len() - 1].iter().map(|f| std::fs::metadata(f).unwrap().len()).collect();
+    assert!(sizes.iter().all(|&s| s >= limit / 2 && s <= limit * 21 / 20), "{sizes:?} against a limit of {limit}");
+    sizes.sort_unstable();
+    assert!(sizes[sizes.len() / 2] >= limit * 19 / 20, "{sizes:?} against a limit of {limit}");
+}
+
+#[test]
+fn rows_of_a_file_that_cannot_be_published_or_opened_are_counted_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    let batch: Vec<Row> = (0..10).map(|r| record(&model, 2, r)).collect();
+    // The writer takes the rows into a file of the folder, which then goes away: the file
+    // is written to its end but cannot be published.
+    let folder = dir.path().join("unpublished");
+    let log = PredictionLog::open(LogConfig::new(&folder)).unwrap();
+    offer(&log, &batch);
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_dir_all(&folder).unwrap();
+    offer(&log, &batch);
+    let stats = log.close();
+    assert_eq!((stats.rows_written, stats.rows_dropped, stats.write_errors), (0, 20, 1), "{stats:?}");
+    // A file is published, then the folder goes away: no new file can be opened, and each
+    // drain's rows are counted.
+    let folder = dir.path().join("unopened");
+    let log =
+        PredictionLog::open(LogConfig { max_file_age: Duration::from_millis(50), ..LogConfig::new(&folder) }).unwrap();
+    offer(&log, &batch);
+    liveprofile_testkit::eventually("the first file published", Duration::from_secs(10), || {
+        log.stats().files_published == 1
+    });
+    std::fs::remove_dir_all(&folder).unwrap();
+    offer(&log, &batch);
+    std::thread::sleep(Duration::from_millis(200));
+    offer(&log, &batch);
+    let stats = log.close();
+    assert_eq!((stats.rows_written, stats.rows_dropped, stats.write_errors), (10, 20, 2), "{stats:?}");
+    assert!(!folder.exists());
+}

@@ -285,7 +285,7 @@ fn feature_major_rows_score_the_same_bits_and_fail_at_the_same_place() {
 
 #[test]
 fn columns_score_as_rows_do_chunk_by_chunk_and_a_fault_names_its_chunk() {
-    use liveprofile_runtime::{COLUMN_CHUNK_ROWS, InputError};
+    use liveprofile_runtime::{COLUMN_CHUNK_ROWS, ColumnsError, InputError};
     let model = load_package(&bundled_models().join("user_tags/1")).unwrap();
     let w = model.width();
     let golden: serde_json::Value =
@@ -308,10 +308,32 @@ fn columns_score_as_rows_do_chunk_by_chunk_and_a_fault_names_its_chunk() {
     // A fault in the second chunk names the chunk and the row within it.
     columns[0][COLUMN_CHUNK_ROWS + 1] = f32::NAN;
     let e = model.score_columns(&columns).unwrap_err();
-    assert_eq!(e.first_row, COLUMN_CHUNK_ROWS);
-    assert!(matches!(&e.source, ScoreError::Input(InputError::NotFinite { row: 1, .. })), "{e}");
+    assert!(
+        matches!(
+            &e,
+            ColumnsError::Rows {
+                first_row: COLUMN_CHUNK_ROWS,
+                source: ScoreError::Input(InputError::NotFinite { row: 1, .. })
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().starts_with(&format!("rows from {COLUMN_CHUNK_ROWS}: ")), "{e}");
-    assert!(model.score_columns(&[]).unwrap().iter().all(Vec::is_empty));
+    // No rows: no scores. Columns that are not one per feature, or of unequal lengths, are
+    // refused with what is wrong (not a panic, nor an empty answer).
+    let empty = vec![Vec::new(); w];
+    assert_eq!(model.score_columns(&empty).unwrap(), vec![Vec::<f32>::new(); model.output_columns().len()]);
+    let e = model.score_columns(&[]).unwrap_err();
+    assert!(matches!(e, ColumnsError::ColumnCount { got: 0, expected } if expected == w), "{e}");
+    assert_eq!(
+        model.score_columns(&columns[1..]).unwrap_err().to_string(),
+        format!("{} feature columns given, the model takes {w} features", w - 1)
+    );
+    columns[5].pop();
+    assert_eq!(
+        model.score_columns(&columns).unwrap_err().to_string(),
+        format!("feature column 5 has {} rows, column 0 has {n}", n - 1)
+    );
 }
 
 #[test]
