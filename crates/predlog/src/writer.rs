@@ -10,7 +10,7 @@ use liveprofile_publish::Publication;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
-use parquet::data_type::FloatType;
+use parquet::column::writer::ColumnWriter;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -112,7 +112,11 @@ impl ValueLists {
     ) -> parquet::errors::Result<()> {
         let mut column =
             group.next_column()?.ok_or_else(|| ParquetError::General("no column left for a list".into()))?;
-        column.typed::<FloatType>().write_batch(&self.values, Some(&self.definition), Some(&self.repetition))?;
+        // The schema makes it a float column; said as an error rather than a panic if not.
+        let ColumnWriter::FloatColumnWriter(floats) = column.untyped() else {
+            return Err(ParquetError::General("a value list's column is not of floats".into()));
+        };
+        floats.write_batch(&self.values, Some(&self.definition), Some(&self.repetition))?;
         column.close()
     }
 }
