@@ -13,6 +13,7 @@
 # Needs the release binary (cargo build --release -p liveprofile). Servers listen on
 # loopback; the log and the servers' data go to a temporary folder, removed at the end.
 set -euo pipefail
+export LC_ALL=C
 cd "$(dirname "$0")/../../.."
 rounds="${1:-3}"
 seconds="${2:-10}"
@@ -47,8 +48,15 @@ run() { # $1: label, $2...: extra serve flags; writes requests/s and the server'
   cat "$work/report-$label" >>"$work/reports"
   local rps
   rps="$(sed -n 's/.*"requests_per_s":\([0-9.]*\).*/\1/p' "$work/report-$label")"
-  echo "$rps $(python3 -c "import os,sys; print((int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')*1e6/(float(sys.argv[3])*float(sys.argv[4])))" "$cpu0" "$cpu1" "$rps" "$seconds")" >"$work/result"
-  # The log's own count of rows dropped (queue full), once the queue has drained.
+  if [ -z "$rps" ] || [ "$rps" = "0.0" ]; then
+    echo "loadgen gave no throughput for $label: $(cat "$work/report-$label")" >&2
+    exit 1
+  fi
+  local cpu
+  cpu="$(python3 -c "import os,sys; print((int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')*1e6/(float(sys.argv[3])*float(sys.argv[4])))" "$cpu0" "$cpu1" "$rps" "$seconds")"
+  echo "$rps $cpu" >"$work/result"
+  # The log's own count of rows dropped (queue full, or a file that could not be written),
+  # once the queue has drained.
   sleep 0.5
   local dropped
   dropped="$(curl -sf http://127.0.0.1:50162/metrics | sed -n 's/^liveprofile_prediction_log{stat="rows_dropped"} //p')"

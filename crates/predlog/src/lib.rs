@@ -59,7 +59,8 @@ pub struct LogConfig {
     /// Share of requests logged, 0 to 1 (all rows of a sampled request are logged).
     pub sample: f64,
     /// A file is published once it holds this many bytes (the rows not yet encoded counted
-    /// at the bytes a data byte took in the file's row groups written so far).
+    /// at the bytes a data byte took in the file's row groups written so far, or in the
+    /// previous file's before its first).
     pub max_file_bytes: u64,
     /// A file is published once its first record is this old, even if small.
     pub max_file_age: Duration,
@@ -166,7 +167,22 @@ pub enum RowOutputs<'a> {
 }
 
 impl<'a> RowOutputs<'a> {
-    /// The values in pieces, in order.
+    /// Whether the values are there: a scored row within its scores, each output holding
+    /// the row's values.
+    pub fn is_valid(self) -> bool {
+        match self {
+            RowOutputs::Values(_) => true,
+            RowOutputs::Scored { scores, row } => {
+                row < scores.rows
+                    && scores
+                        .outputs
+                        .iter()
+                        .all(|o| (row + 1).checked_mul(o.width).is_some_and(|end| end <= o.values.len()))
+            }
+        }
+    }
+
+    /// The values in pieces, in order. Panics unless [`RowOutputs::is_valid`].
     pub fn parts(self) -> impl Iterator<Item = &'a [f32]> + Clone {
         let (flat, scored) = match self {
             RowOutputs::Values(v) => (Some(v), None),
@@ -193,7 +209,8 @@ impl<'a> RowOutputs<'a> {
 pub struct LogStats {
     /// Rows in published files.
     pub rows_written: u64,
-    /// Rows dropped because the queue was full.
+    /// Rows dropped: the queue was full, or their file could not be opened, written or
+    /// published.
     pub rows_dropped: u64,
     /// Files published.
     pub files_published: u64,
@@ -291,12 +308,18 @@ impl PredictionLog {
     }
 
     /// Copies one request's records into the log's buffer without waiting: all are dropped
-    /// and counted when they do not fit or the log is closed.
+    /// and counted when they do not fit or the log is closed, or when a record's outputs
+    /// are not there ([`RowOutputs::is_valid`], checked before the buffer is locked).
     pub fn offer(&self, records: &[PredictionRecord<'_>]) {
         if records.is_empty() {
             return;
         }
         let n = records.len();
+        if let Some(bad) = records.iter().position(|r| !r.outputs.is_valid()) {
+            tracing::warn!(row = bad, "prediction log: a record's outputs are not in its scores; request dropped");
+            self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
         let kept = {
             let mut held = self.buffer.records.lock().expect("log buffer lock");
             let fits = held.len() + n <= self.config.queue_rows;

@@ -6,7 +6,7 @@ use crate::{PredictionRecord, RowOutputs};
 use liveprofile_runtime::LoadedModel;
 use std::sync::Arc;
 
-/// A buffer keeps room for at least this many values (floats or text bytes) when emptied.
+/// A buffer gives no room back below this many values (floats or text bytes).
 const KEPT_ROOM: usize = 1 << 16;
 
 /// Rows offered and not yet written, in offer order.
@@ -114,14 +114,14 @@ impl Staged {
         fn shrink<T>(v: &mut Vec<T>, used: usize, floor: usize) {
             v.clear();
             if v.capacity() > floor && used < v.capacity() / 4 {
-                v.shrink_to(v.capacity() / 2);
+                v.shrink_to((v.capacity() / 2).max(floor));
             }
         }
         let (rows, text, values) = (self.rows.len(), self.text.len(), self.values.len());
         shrink(&mut self.rows, rows, KEPT_ROOM / 64);
         self.text.clear();
         if self.text.capacity() > KEPT_ROOM && text < self.text.capacity() / 4 {
-            self.text.shrink_to(self.text.capacity() / 2);
+            self.text.shrink_to((self.text.capacity() / 2).max(KEPT_ROOM));
         }
         shrink(&mut self.values, values, KEPT_ROOM);
     }

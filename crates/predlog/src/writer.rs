@@ -253,6 +253,9 @@ struct OpenFile {
     publication: Publication,
     opened: Instant,
     rows: u64,
+    /// File bytes and data bytes ([`Pending::bytes`]) of its written row groups.
+    encoded: u64,
+    data: u64,
     /// The model versions of its rows (their feature and output names go in its metadata).
     models: Vec<Arc<liveprofile_runtime::LoadedModel>>,
 }
@@ -264,8 +267,8 @@ pub(crate) struct Writer {
     current: Option<OpenFile>,
     pending: Pending,
     sequence: u64,
-    /// File bytes a data byte took in the last row group written ([`Pending::bytes`]), to
-    /// estimate the pending rows' size in the file.
+    /// File bytes a data byte took in the previous file's row groups ([`Pending::bytes`]),
+    /// to estimate the pending rows' size in a file with none written yet.
     encoded_per_data_byte: Option<f64>,
 }
 
@@ -295,14 +298,15 @@ impl Writer {
         loop {
             let closed = buffer.closed.load(Ordering::Acquire);
             std::mem::swap(&mut *buffer.records.lock().expect("log buffer lock"), &mut taken);
-            if !taken.is_empty() {
-                if let Err((e, not_placed)) = self.append(&taken) {
-                    // The rest of the drain waits for no retry: counted with the file's rows.
-                    self.counters.rows_dropped.fetch_add(not_placed as u64, Ordering::Relaxed);
-                    self.fail(&e);
-                }
-                taken.clear();
+            if !taken.is_empty()
+                && let Err((e, not_placed)) = self.append(&taken)
+            {
+                // The rest of the drain waits for no retry: counted with the file's rows.
+                self.counters.rows_dropped.fetch_add(not_placed as u64, Ordering::Relaxed);
+                self.fail(&e);
             }
+            // Emptied every drain, so room left by a burst goes back when traffic stops too.
+            taken.clear();
             if closed {
                 break;
             }
@@ -344,12 +348,14 @@ impl Writer {
     }
 
     /// The current file's size has reached the limit: what the Parquet writer wrote, and
-    /// the rows of the row group being gathered at the bytes a data byte took in the last
-    /// row group written (at their data size before any was written).
+    /// the rows of the row group being gathered at the bytes a data byte took in the file's
+    /// row groups so far (in the previous file's before its first; at their data size
+    /// before any file's).
     fn file_is_full(&self) -> bool {
         self.current.as_ref().is_some_and(|f| {
-            let pending = self.pending.bytes as f64 * self.encoded_per_data_byte.unwrap_or(1.0);
-            f.writer.bytes_written() as f64 + pending >= self.config.max_file_bytes as f64
+            let ratio =
+                if f.data > 0 { f.encoded as f64 / f.data as f64 } else { self.encoded_per_data_byte.unwrap_or(1.0) };
+            f.writer.bytes_written() as f64 + self.pending.bytes as f64 * ratio >= self.config.max_file_bytes as f64
         })
     }
 
@@ -377,8 +383,8 @@ impl Writer {
             }
         }
         group.close().map_err(io_error)?;
-        let encoded = file.writer.bytes_written() - before;
-        self.encoded_per_data_byte = Some(encoded as f64 / self.pending.bytes.max(1) as f64);
+        file.encoded += (file.writer.bytes_written() - before) as u64;
+        file.data += self.pending.bytes as u64;
         self.pending.written();
         Ok(())
     }
@@ -423,7 +429,16 @@ impl Writer {
         let (writer, columns) = ArrowWriter::try_new(publication.take_file(), self.schema.clone(), Some(props))
             .and_then(ArrowWriter::into_serialized_writer)
             .map_err(io_error)?;
-        Ok(OpenFile { writer, columns, publication, opened: Instant::now(), rows: 0, models: Vec::new() })
+        Ok(OpenFile {
+            writer,
+            columns,
+            publication,
+            opened: Instant::now(),
+            rows: 0,
+            encoded: 0,
+            data: 0,
+            models: Vec::new(),
+        })
     }
 
     /// Writes what is pending, closes the current file with its names metadata, publishes
@@ -435,6 +450,9 @@ impl Writer {
         self.write_pending()?;
         let file = self.current.take().expect("checked above");
         let rows = file.rows;
+        if file.data > 0 {
+            self.encoded_per_data_byte = Some(file.encoded as f64 / file.data as f64);
+        }
         if let Err(e) = Self::close_and_publish(file) {
             // The file is no longer current: its rows are counted here, not by `fail`.
             self.counters.rows_dropped.fetch_add(rows, Ordering::Relaxed);

@@ -320,7 +320,9 @@ fn rows_of_a_file_that_cannot_be_published_or_opened_are_counted_as_dropped() {
     let folder = dir.path().join("unpublished");
     let log = PredictionLog::open(LogConfig::new(&folder)).unwrap();
     offer(&log, &batch);
-    std::thread::sleep(Duration::from_millis(200));
+    liveprofile_testkit::eventually("the writer's file opened", Duration::from_secs(10), || {
+        std::fs::read_dir(&folder).unwrap().next().is_some()
+    });
     std::fs::remove_dir_all(&folder).unwrap();
     offer(&log, &batch);
     let stats = log.close();
@@ -336,9 +338,38 @@ fn rows_of_a_file_that_cannot_be_published_or_opened_are_counted_as_dropped() {
     });
     std::fs::remove_dir_all(&folder).unwrap();
     offer(&log, &batch);
-    std::thread::sleep(Duration::from_millis(200));
+    liveprofile_testkit::eventually("a file that cannot be opened", Duration::from_secs(10), || {
+        log.stats().write_errors == 1
+    });
     offer(&log, &batch);
     let stats = log.close();
     assert_eq!((stats.rows_written, stats.rows_dropped, stats.write_errors), (10, 20, 2), "{stats:?}");
     assert!(!folder.exists());
+}
+
+#[test]
+fn a_record_whose_outputs_are_not_in_its_scores_drops_its_request_and_the_log_goes_on() {
+    use liveprofile_runtime::{OutputScores, Scores};
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    let log = PredictionLog::open(LogConfig::new(dir.path())).unwrap();
+    // Two rows claimed, the second output one value short of them.
+    let scores = Scores {
+        rows: 2,
+        outputs: vec![
+            OutputScores { width: 1, values: vec![0.5, 0.75] },
+            OutputScores { width: 2, values: vec![1.0, 2.0, 3.0] },
+        ],
+    };
+    let row = record(&model, 0, 0);
+    let scored =
+        |r: usize| PredictionRecord { outputs: RowOutputs::Scored { scores: &scores, row: r }, ..row.record() };
+    log.offer(&[scored(0), scored(1)]);
+    log.offer(&[scored(0), scored(2)]);
+    log.offer(&[scored(0)]);
+    let stats = log.close();
+    assert_eq!((stats.rows_written, stats.rows_dropped), (1, 4), "{stats:?}");
+    let read = read_log(dir.path()).unwrap();
+    let outputs = read.batches[0].column_by_name("outputs").unwrap().as_list::<i32>();
+    assert_eq!(outputs.value(0).as_primitive::<Float32Type>().values().to_vec(), vec![0.5, 1.0, 2.0]);
 }
