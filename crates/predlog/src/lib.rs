@@ -113,7 +113,7 @@ impl LogConfig {
 
 /// One scored row as the service answered it, borrowed from the request. Offering copies it
 /// into the log's buffer (one buffer of rows, one of their text and one of their values), so
-/// a request allocates nothing per row for the log and the writer frees nothing a request
+/// the log's buffer allocates nothing per row and the writer frees nothing a request
 /// allocated: with a record owning its strings and values, freeing them on the writer's
 /// thread was a third of the writer's time in the service.
 #[derive(Debug, Clone, Copy)]
