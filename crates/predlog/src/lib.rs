@@ -3,8 +3,8 @@
 //! size and age and are kept within a total size.
 //!
 //! - [`PredictionLog::offer`] never blocks and never fails an answer: a request's records
-//!   (borrowed) are copied into a bounded buffer ([`LogConfig::queue_rows`] rows) under a
-//!   lock held for the copy; when it is full (the disk is slower than the traffic) the
+//!   (borrowed) are copied into a bounded buffer ([`LogConfig::queue_rows`] rows and
+//!   [`LogConfig::queue_bytes`] of text and values) under a lock held for the copy; when it is full (the disk is slower than the traffic) the
 //!   request's records are dropped and counted. The buffer is three growing arrays (rows,
 //!   text, values) that the writer swaps with a second, emptied set: no allocation per row
 //!   on either side in steady traffic; after a burst each gives half its room back per
@@ -68,6 +68,10 @@ pub struct LogConfig {
     pub retention_bytes: u64,
     /// Rows waiting for the writer; beyond, a request's records are dropped and counted.
     pub queue_rows: usize,
+    /// Bytes of text and values (4 a value) waiting for the writer; beyond, a request's
+    /// records are dropped and counted (ids and rooms come from callers: rows alone do not
+    /// bound the memory).
+    pub queue_bytes: usize,
 }
 
 /// Default [`LogConfig::max_file_bytes`]: 64 MiB.
@@ -78,6 +82,8 @@ pub const DEFAULT_MAX_FILE_AGE: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETENTION_BYTES: u64 = 4 << 30;
 /// Default [`LogConfig::queue_rows`]: 65,536 rows (about 60 MiB of 222-feature rows).
 pub const DEFAULT_QUEUE_ROWS: usize = 65_536;
+/// Default [`LogConfig::queue_bytes`]: 128 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 128 << 20;
 
 /// How often the writer takes what was offered.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -92,6 +98,7 @@ impl LogConfig {
             max_file_age: DEFAULT_MAX_FILE_AGE,
             retention_bytes: DEFAULT_RETENTION_BYTES,
             queue_rows: DEFAULT_QUEUE_ROWS,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
         }
     }
 
@@ -101,8 +108,8 @@ impl LogConfig {
         if !(0.0..=1.0).contains(&self.sample) {
             return bad("the sample must be between 0 and 1");
         }
-        if self.max_file_bytes == 0 || self.queue_rows == 0 || self.max_file_age.is_zero() {
-            return bad("file size, file age and queue length must be positive");
+        if self.max_file_bytes == 0 || self.queue_rows == 0 || self.queue_bytes == 0 || self.max_file_age.is_zero() {
+            return bad("file size, file age, queue length and queue bytes must be positive");
         }
         if self.retention_bytes < self.max_file_bytes {
             return bad("the retention must hold at least one file (retention >= file size)");
@@ -308,7 +315,7 @@ impl PredictionLog {
     }
 
     /// Copies one request's records into the log's buffer without waiting: all are dropped
-    /// and counted when they do not fit or the log is closed, or when a record's outputs
+    /// and counted when they do not fit (in rows or bytes) or the log is closed, or when a record's outputs
     /// are not there ([`RowOutputs::is_valid`], checked before the buffer is locked).
     pub fn offer(&self, records: &[PredictionRecord<'_>]) {
         if records.is_empty() {
@@ -320,9 +327,10 @@ impl PredictionLog {
             self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
             return;
         }
+        let bytes: usize = records.iter().map(Staged::bytes_of).sum();
         let kept = {
             let mut held = self.buffer.records.lock().expect("log buffer lock");
-            let fits = held.len() + n <= self.config.queue_rows;
+            let fits = held.len() + n <= self.config.queue_rows && held.bytes() + bytes <= self.config.queue_bytes;
             if fits && !self.buffer.closed.load(Ordering::Acquire) {
                 for r in records {
                     held.push(r);

@@ -46,6 +46,17 @@ impl Staged {
         self.rows.is_empty()
     }
 
+    /// Bytes of text and values held (4 a value).
+    pub(crate) fn bytes(&self) -> usize {
+        self.text.len() + 4 * self.values.len()
+    }
+
+    /// What [`Staged::bytes`] grows by when `r` is pushed.
+    pub(crate) fn bytes_of(r: &PredictionRecord<'_>) -> usize {
+        let texts = [r.request_id, r.user_id, r.platform, r.room_id, r.experiment, r.experiment_arm];
+        texts.iter().map(|t| t.len()).sum::<usize>() + 4 * (r.features.len() + r.outputs.len())
+    }
+
     /// Copies a record in.
     pub(crate) fn push(&mut self, r: &PredictionRecord<'_>) {
         let texts = [r.request_id, r.user_id, r.platform, r.room_id, r.experiment, r.experiment_arm];
@@ -161,6 +172,7 @@ mod tests {
                 staged.push(r);
             }
             assert_eq!(staged.len(), 6);
+            assert_eq!(staged.bytes(), offered.iter().map(Staged::bytes_of).sum::<usize>());
             let back: Vec<PredictionRecord<'_>> = staged.records().collect();
             for (k, (a, b)) in offered.iter().zip(&back).enumerate() {
                 let texts = |r: &PredictionRecord<'_>| {

@@ -59,6 +59,7 @@ fn flag_defaults() -> Vec<(&'static str, String)> {
         ("prediction_log_file_seconds", liveprofile_predlog::DEFAULT_MAX_FILE_AGE.as_secs().to_string()),
         ("prediction_log_retention_mb", (liveprofile_predlog::DEFAULT_RETENTION_BYTES >> 20).to_string()),
         ("prediction_log_queue_rows", liveprofile_predlog::DEFAULT_QUEUE_ROWS.to_string()),
+        ("prediction_log_queue_mb", (liveprofile_predlog::DEFAULT_QUEUE_BYTES >> 20).to_string()),
         ("trace_sample", DEFAULT_TRACE_SAMPLE.to_string()),
         ("trace_queue_spans", DEFAULT_TRACE_QUEUE_SPANS.to_string()),
         ("trace_batch_spans", DEFAULT_TRACE_BATCH_SPANS.to_string()),
@@ -251,6 +252,10 @@ pub struct ServeArgs {
     /// are dropped and counted (answers never wait for the log).
     #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_QUEUE_ROWS")]
     pub prediction_log_queue_rows: Option<usize>,
+    /// MiB of text and values waiting for the log's writer; beyond, a request's records are
+    /// dropped and counted (callers' ids and rooms make rows of any size).
+    #[arg(long, env = "LIVEPROFILE_PREDICTION_LOG_QUEUE_MB")]
+    pub prediction_log_queue_mb: Option<usize>,
     /// OpenTelemetry collector to send traces to, OTLP over gRPC without TLS
     /// (`http://127.0.0.1:4317`): a span per scoring and ingest call with its phases,
     /// continuing the caller's W3C `traceparent` [default: none, no traces].
@@ -342,6 +347,7 @@ struct FileConfig {
     prediction_log_file_seconds: Option<u64>,
     prediction_log_retention_mb: Option<u64>,
     prediction_log_queue_rows: Option<usize>,
+    prediction_log_queue_mb: Option<usize>,
     otlp_endpoint: Option<String>,
     trace_sample: Option<f64>,
     trace_queue_spans: Option<usize>,
@@ -457,6 +463,9 @@ impl ServeArgs {
                 log.retention_bytes = mb.saturating_mul(1 << 20);
             }
             set(&mut log.queue_rows, self.prediction_log_queue_rows, file.prediction_log_queue_rows);
+            if let Some(mb) = self.prediction_log_queue_mb.or(file.prediction_log_queue_mb) {
+                log.queue_bytes = mb.saturating_mul(1 << 20);
+            }
             c.prediction_log = Some(log);
         }
         if let Some(endpoint) = self.otlp_endpoint.or(file.otlp_endpoint) {

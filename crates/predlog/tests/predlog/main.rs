@@ -373,3 +373,29 @@ fn a_record_whose_outputs_are_not_in_its_scores_drops_its_request_and_the_log_go
     let outputs = read.batches[0].column_by_name("outputs").unwrap().as_list::<i32>();
     assert_eq!(outputs.value(0).as_primitive::<Float32Type>().values().to_vec(), vec![0.5, 1.0, 2.0]);
 }
+
+#[test]
+fn the_queue_is_bounded_in_bytes_as_well_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = conversion();
+    // A row of 222 features and short texts is about 0.9 KiB: 8 KiB hold a few.
+    let config = LogConfig { queue_bytes: 8 << 10, ..LogConfig::new(dir.path()) };
+    let log = PredictionLog::open(config).unwrap();
+    let small = record(&model, 1, 0);
+    // A caller's 16 KiB user id: its request is over the bound alone, dropped and counted.
+    let huge = Row { user_id: "u".repeat(16 << 10), ..record(&model, 2, 0) };
+    offer(&log, &[huge]);
+    assert_eq!(log.stats().rows_dropped, 1);
+    // Two requests of 8 rows (7 KiB each) offered at once: the second cannot fit beside the
+    // first, unless the writer took the first in between.
+    let batch: Vec<Row> = (0..8).map(|r| record(&model, 3, r)).collect();
+    offer(&log, &[small]);
+    offer(&log, &batch);
+    offer(&log, &batch);
+    let stats = log.close();
+    assert_eq!(stats.rows_written + stats.rows_dropped, 18, "{stats:?}");
+    assert!(stats.rows_written >= 1 && stats.rows_dropped >= 1, "{stats:?}");
+    let read = read_log(dir.path()).unwrap();
+    let users = read.batches[0].column_by_name("user_id").unwrap().as_string::<i32>();
+    assert!(users.iter().all(|u| u.is_some_and(|u| u.len() < 100)), "the huge row was not written");
+}
