@@ -51,6 +51,11 @@ pub const ROW_GROUP_ROWS: usize = 16_384;
 /// [`ROW_GROUP_ROWS`]. Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
 pub const ROW_GROUP_BYTES: usize = 32 << 20;
 
+/// Most bytes of text and values (4 a value) in one record: a request with a larger one is
+/// dropped and counted, so that a row group holds at most [`ROW_GROUP_BYTES`] and one
+/// record more.
+pub const MAX_RECORD_BYTES: usize = ROW_GROUP_BYTES / 4;
+
 /// Settings of the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -315,8 +320,9 @@ impl PredictionLog {
     }
 
     /// Copies one request's records into the log's buffer without waiting: all are dropped
-    /// and counted when they do not fit (in rows or bytes) or the log is closed, or when a record's outputs
-    /// are not there ([`RowOutputs::is_valid`], checked before the buffer is locked).
+    /// and counted when they do not fit (in rows or bytes) or the log is closed, when a
+    /// record is over [`MAX_RECORD_BYTES`], or when a record's outputs are not there
+    /// ([`RowOutputs::is_valid`]); both checked before the buffer is locked.
     pub fn offer(&self, records: &[PredictionRecord<'_>]) {
         if records.is_empty() {
             return;
@@ -327,7 +333,17 @@ impl PredictionLog {
             self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
             return;
         }
-        let bytes: usize = records.iter().map(Staged::bytes_of).sum();
+        let sizes = records.iter().map(Staged::bytes_of);
+        if let Some(size) = sizes.clone().find(|&b| b > MAX_RECORD_BYTES) {
+            tracing::warn!(
+                bytes = size,
+                limit = MAX_RECORD_BYTES,
+                "prediction log: a record over the limit; request dropped"
+            );
+            self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
+        let bytes: usize = sizes.sum();
         let kept = {
             let mut held = self.buffer.records.lock().expect("log buffer lock");
             let fits = held.len() + n <= self.config.queue_rows && held.bytes() + bytes <= self.config.queue_bytes;

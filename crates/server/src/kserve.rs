@@ -283,19 +283,23 @@ impl KServeService {
         let repo = self.state.repo()?;
         let version = parse_version(&r.model_name, &r.model_version)?;
         let user = string_param(&r.parameters, "user_id")?;
-        // A request for one user that says where the answer is used (parameters `platform`,
-        // `category`, `room_id`) may fall in an experiment, as in liveprofile.v1.
+        if let Some(user) = &user {
+            crate::scoring::check_user_id(0, user)?;
+        }
+        // Where the answer is used (parameters `platform`, `category`, `room_id`), held to the
+        // event contract's limits as in liveprofile.v1: a request for one user may fall in an
+        // experiment, and the prediction log keeps the platform and room.
+        let context = AnswerContext::parse(
+            0,
+            &string_param(&r.parameters, "platform")?.unwrap_or_default(),
+            &string_param(&r.parameters, "category")?.unwrap_or_default(),
+            &string_param(&r.parameters, "room_id")?.unwrap_or_default(),
+        )?;
         let router = if version.is_none() { ExperimentRouter::for_model(&self.state, &r.model_name) } else { None };
         let mut experiment = None;
         if let Some(user) = &user
             && let Some(router) = &router
         {
-            let context = AnswerContext::parse(
-                0,
-                &string_param(&r.parameters, "platform")?.unwrap_or_default(),
-                &string_param(&r.parameters, "category")?.unwrap_or_default(),
-                &string_param(&r.parameters, "room_id")?.unwrap_or_default(),
-            )?;
             experiment = router.route(user, &context);
         }
         let (model, arm, compare) = match (version, user.as_deref()) {
@@ -358,8 +362,6 @@ impl KServeService {
             crate::traces::scored(t, &outcome, attributes);
         }
         if let (Some(call), Some(values)) = (call, logged) {
-            let text = |key: &str| string_param(&r.parameters, key).ok().flatten().unwrap_or_default();
-            let (platform, room_id) = (text("platform"), text("room_id"));
             let answered = predictions::Answered {
                 model: &model,
                 arm,
@@ -369,8 +371,8 @@ impl KServeService {
             };
             let origin = predictions::RowOrigin {
                 user_id: user.as_deref().unwrap_or(""),
-                platform: &platform,
-                room_id: &room_id,
+                platform: context.platform.map_or("", |p| p.as_str()),
+                room_id: &context.room_id,
                 as_of_ms: None,
             };
             let mut records = Vec::with_capacity(rows);

@@ -142,6 +142,7 @@ async fn score_rows(
         if user.is_empty() {
             return Err(Status::invalid_argument(format!("row {i}: user_id is empty")));
         }
+        check_user_id(i, user)?;
         if let Some(routed) = router.as_ref().and_then(|r| r.route(user, &row.context)) {
             let model = match routed.version {
                 Some(v) => repo.get(model_name, Some(v)),
@@ -277,6 +278,19 @@ async fn score_rows(
         predictions::offer(state, &records);
     }
     Ok((results.into_iter().map(|r| r.expect("every row is in one group")).collect(), timing))
+}
+
+/// A scoring row's user id is held to the event contract's id limit (the profile store,
+/// experiments and the prediction log keep it): INVALID_ARGUMENT naming the row.
+pub(crate) fn check_user_id(row: usize, user: &str) -> Result<(), Status> {
+    let limit = liveprofile_store::MAX_ID_BYTES;
+    if user.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "row {row}: user_id is {} bytes, over the limit of {limit} bytes",
+            user.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Freshness: the answer is made, so the events its profile rows reflect for the first

@@ -398,4 +398,12 @@ fn the_queue_is_bounded_in_bytes_as_well_as_rows() {
     let read = read_log(dir.path()).unwrap();
     let users = read.batches[0].column_by_name("user_id").unwrap().as_string::<i32>();
     assert!(users.iter().all(|u| u.is_some_and(|u| u.len() < 100)), "the huge row was not written");
+
+    // One record over MAX_RECORD_BYTES drops its request whatever room the queue has.
+    let log = PredictionLog::open(LogConfig::new(dir.path().join("big"))).unwrap();
+    let big = Row { user_id: "u".repeat(liveprofile_predlog::MAX_RECORD_BYTES), ..record(&model, 4, 0) };
+    offer(&log, &[record(&model, 4, 1), big]);
+    offer(&log, &[record(&model, 5, 0)]);
+    let stats = log.close();
+    assert_eq!((stats.rows_written, stats.rows_dropped), (1, 2), "{stats:?}");
 }

@@ -132,6 +132,18 @@ async fn bad_tensors_get_invalid_argument_and_unknown_models_not_found() {
     r.outputs =
         vec![pb::model_infer_request::InferRequestedOutputTensor { name: "logits".into(), ..Default::default() }];
     check(client.model_infer(r).await, Code::InvalidArgument, "unknown output \"logits\"");
+    // The answer's context and user, held to the event contract's limits as in v1.
+    let text =
+        |s: String| pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(s)) };
+    for (key, value, needle) in [
+        ("user_id", "u".repeat(257), "row 0: user_id is 257 bytes, over the limit of 256 bytes"),
+        ("room_id", "r".repeat(257), "row 0: room_id is 257 bytes, over the limit of 256 bytes"),
+        ("platform", "myspace".to_owned(), "row 0: "),
+    ] {
+        let mut r = infer_request(model, &g.rows, false);
+        r.parameters.insert(key.to_owned(), text(value));
+        check(client.model_infer(r).await, Code::InvalidArgument, needle);
+    }
     let mut r = infer_request(model, &g.rows[..1], false);
     r.inputs[0].shape = vec![0, 17];
     r.inputs[0].contents.as_mut().unwrap().fp32_contents.clear();

@@ -191,6 +191,18 @@ async fn every_bad_request_gets_its_code_and_a_message_naming_the_fault() {
     let mut r = g.tags_request(1);
     r.users[0].user_id.clear();
     check(status_of(client.score_tags(r).await), Code::InvalidArgument, "row 0: user_id is empty");
+    // Ids as long as the event contract allows, not longer (the store, experiments and the
+    // prediction log keep them).
+    let mut r = g.tags_request(2);
+    r.users[1].user_id = "u".repeat(257);
+    check(
+        status_of(client.score_tags(r).await),
+        Code::InvalidArgument,
+        "row 1: user_id is 257 bytes, over the limit of 256 bytes",
+    );
+    let mut r = g.tags_request(1);
+    r.users[0].user_id = "u".repeat(256);
+    client.score_tags(r).await.unwrap();
     let mut r = g.tags_request(3);
     // A row without features is scored from the user's profile: this user has none.
     r.users[2].features = None;
