@@ -47,8 +47,8 @@ use std::time::Duration;
 pub const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Memory the rows of a row group may hold while they are gathered (their values with their
-/// levels and their text): a wide model's row groups have fewer rows than
-/// [`ROW_GROUP_ROWS`]. Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
+/// levels and their text), and one record more (the one that reaches it, at most
+/// [`MAX_RECORD_BYTES`]): a wide model's row groups have fewer rows than [`ROW_GROUP_ROWS`]. Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
 pub const ROW_GROUP_BYTES: usize = 32 << 20;
 
 /// Most bytes of text and values (4 a value) in one record: a request with a larger one is
