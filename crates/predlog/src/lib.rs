@@ -4,19 +4,21 @@
 //!
 //! - [`PredictionLog::offer`] never blocks and never fails an answer: a request's records
 //!   (borrowed) are copied into a bounded buffer ([`LogConfig::queue_rows`] rows and
-//!   [`LogConfig::queue_bytes`] of text and values) under a lock held for the copy; when it is full (the disk is slower than the traffic) the
-//!   request's records are dropped and counted. The buffer is three growing arrays (rows,
-//!   text, values) that the writer swaps with a second, emptied set: no allocation per row
-//!   on either side in steady traffic; after a burst each gives half its room back per
-//!   drain that used less than a quarter of it. Offering wakes nobody: a queue that woke
+//!   [`LogConfig::queue_bytes`] of text and values) under a lock held for the copy; when
+//!   it is full (the disk is slower than the traffic) the request's records are dropped and
+//!   counted. The buffer is three growing arrays (rows, text, values) that the writer swaps
+//!   with a second, emptied set: no allocation per row on either side in steady traffic;
+//!   after a burst each gives half its room back per drain that used less than a quarter
+//!   of it. Offering wakes nobody: a queue that woke
 //!   its reader per request cost the service a context switch per answer (16-22% of its
 //!   throughput on 2 cores).
 //! - One writer thread takes the whole buffer every [`DRAIN_INTERVAL`] and gathers the rows
 //!   in memory until they fill a row group of [`ROW_GROUP_ROWS`] rows (about 31 MiB of
 //!   222-feature rows) or [`ROW_GROUP_BYTES`] of memory, written to the current file, and
-//!   publishes the file by rename (synced, see `liveprofile-publish`) once it reaches [`LogConfig::max_file_bytes`] or is
-//!   [`LogConfig::max_file_age`] old, or at [`PredictionLog::close`]. Records not yet in a
-//!   published file are lost if the process dies: at most one file's age of them.
+//!   publishes the file by rename (synced, see `liveprofile-publish`) once it reaches
+//!   [`LogConfig::max_file_bytes`] or is [`LogConfig::max_file_age`] old, or at
+//!   [`PredictionLog::close`]. Records not yet in a published file are lost if the process
+//!   dies: at most one file's age of them.
 //! - After each publication the oldest published files are deleted until the folder holds
 //!   at most [`LogConfig::retention_bytes`].
 //! - A file is `predictions-<first time ms>-<sequence>.parquet`; names sort in time order.
@@ -48,7 +50,8 @@ pub const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Memory the rows of a row group may hold while they are gathered (their values with their
 /// levels and their text), and one record more (the one that reaches it, at most
-/// [`MAX_RECORD_BYTES`]): a wide model's row groups have fewer rows than [`ROW_GROUP_ROWS`]. Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
+/// [`MAX_RECORD_BYTES`]): a wide model's row groups have fewer rows than [`ROW_GROUP_ROWS`].
+/// Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
 pub const ROW_GROUP_BYTES: usize = 32 << 20;
 
 /// Most bytes of text and values (4 a value) in one record: a request with a larger one is
@@ -162,6 +165,14 @@ pub struct PredictionRecord<'a> {
     pub queue_us: u64,
     /// Time its batch took, microseconds.
     pub compute_us: u64,
+}
+
+impl<'a> PredictionRecord<'a> {
+    /// The record's caller-given texts: request id, user, platform, room, experiment and
+    /// experiment arm.
+    pub fn texts(&self) -> [&'a str; 6] {
+        [self.request_id, self.user_id, self.platform, self.room_id, self.experiment, self.experiment_arm]
+    }
 }
 
 /// A row's output values, outputs in manifest order.
@@ -328,22 +339,21 @@ impl PredictionLog {
             return;
         }
         let n = records.len();
-        if let Some(bad) = records.iter().position(|r| !r.outputs.is_valid()) {
-            tracing::warn!(row = bad, "prediction log: a record's outputs are not in its scores; request dropped");
-            self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
-            return;
+        let mut bytes = 0;
+        for (row, r) in records.iter().enumerate() {
+            let refused = if r.outputs.is_valid() {
+                let size = Staged::bytes_of(r);
+                bytes += size;
+                (size > MAX_RECORD_BYTES).then_some("over MAX_RECORD_BYTES")
+            } else {
+                Some("its outputs are not in its scores")
+            };
+            if let Some(why) = refused {
+                tracing::warn!(row, why, "prediction log: a record refused; its request dropped");
+                self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
+                return;
+            }
         }
-        let sizes = records.iter().map(Staged::bytes_of);
-        if let Some(size) = sizes.clone().find(|&b| b > MAX_RECORD_BYTES) {
-            tracing::warn!(
-                bytes = size,
-                limit = MAX_RECORD_BYTES,
-                "prediction log: a record over the limit; request dropped"
-            );
-            self.counters.rows_dropped.fetch_add(n as u64, Ordering::Relaxed);
-            return;
-        }
-        let bytes: usize = sizes.sum();
         let kept = {
             let mut held = self.buffer.records.lock().expect("log buffer lock");
             let fits = held.len() + n <= self.config.queue_rows && held.bytes() + bytes <= self.config.queue_bytes;

@@ -53,14 +53,12 @@ impl Staged {
 
     /// What [`Staged::bytes`] grows by when `r` is pushed.
     pub(crate) fn bytes_of(r: &PredictionRecord<'_>) -> usize {
-        let texts = [r.request_id, r.user_id, r.platform, r.room_id, r.experiment, r.experiment_arm];
-        texts.iter().map(|t| t.len()).sum::<usize>() + 4 * (r.features.len() + r.outputs.len())
+        r.texts().iter().map(|t| t.len()).sum::<usize>() + 4 * (r.features.len() + r.outputs.len())
     }
 
     /// Copies a record in.
     pub(crate) fn push(&mut self, r: &PredictionRecord<'_>) {
-        let texts = [r.request_id, r.user_id, r.platform, r.room_id, r.experiment, r.experiment_arm];
-        let text_ends = texts.map(|t| {
+        let text_ends = r.texts().map(|t| {
             self.text.push_str(t);
             self.text.len()
         });
@@ -122,19 +120,20 @@ impl Staged {
     /// was slow) the memory goes back within a few drains, and steady traffic reallocates
     /// nothing.
     pub(crate) fn clear(&mut self) {
-        fn shrink<T>(v: &mut Vec<T>, used: usize, floor: usize) {
-            v.clear();
-            if v.capacity() > floor && used < v.capacity() / 4 {
-                v.shrink_to((v.capacity() / 2).max(floor));
-            }
+        /// The room to keep of `capacity` after a drain that used `used` of it.
+        fn kept(capacity: usize, used: usize, floor: usize) -> usize {
+            if capacity > floor && used < capacity / 4 { (capacity / 2).max(floor) } else { capacity }
         }
-        let (rows, text, values) = (self.rows.len(), self.text.len(), self.values.len());
-        shrink(&mut self.rows, rows, KEPT_ROOM / 64);
+        let rows = kept(self.rows.capacity(), self.rows.len(), KEPT_ROOM / 64);
+        let text = kept(self.text.capacity(), self.text.len(), KEPT_ROOM);
+        let values = kept(self.values.capacity(), self.values.len(), KEPT_ROOM);
+        self.rows.clear();
         self.text.clear();
-        if self.text.capacity() > KEPT_ROOM && text < self.text.capacity() / 4 {
-            self.text.shrink_to((self.text.capacity() / 2).max(KEPT_ROOM));
-        }
-        shrink(&mut self.values, values, KEPT_ROOM);
+        self.values.clear();
+        // No-ops when the room is kept whole.
+        self.rows.shrink_to(rows);
+        self.text.shrink_to(text);
+        self.values.shrink_to(values);
     }
 }
 
@@ -175,10 +174,7 @@ mod tests {
             assert_eq!(staged.bytes(), offered.iter().map(Staged::bytes_of).sum::<usize>());
             let back: Vec<PredictionRecord<'_>> = staged.records().collect();
             for (k, (a, b)) in offered.iter().zip(&back).enumerate() {
-                let texts = |r: &PredictionRecord<'_>| {
-                    [r.request_id, r.user_id, r.platform, r.room_id, r.experiment, r.experiment_arm].map(str::to_owned)
-                };
-                assert_eq!(texts(a), texts(b), "round {round} row {k}");
+                assert_eq!(a.texts(), b.texts(), "round {round} row {k}");
                 let bits = |v: &mut dyn Iterator<Item = f32>| v.map(f32::to_bits).collect::<Vec<u32>>();
                 assert_eq!(bits(&mut a.features.iter().copied()), bits(&mut b.features.iter().copied()));
                 assert_eq!(

@@ -208,7 +208,7 @@ async fn score_rows(
     let mut timing = v1::Timing::default();
     let outcomes = submit_all_then_wait(state, jobs).await;
     // Each group's outcome, kept for the prediction log's records.
-    let mut answered = Vec::new();
+    let mut scored_groups = Vec::new();
     for (k_group, (g, outcome)) in groups.iter().zip(outcomes).enumerate() {
         let version = g.model.version();
         let arm_name = arm_name(g.arm);
@@ -249,7 +249,7 @@ async fn score_rows(
             });
         }
         if call.is_some() {
-            answered.push((k_group, outcome));
+            scored_groups.push((k_group, outcome));
         }
     }
     // Exposures are durable before any answer leaves, and only for answers that were
@@ -258,7 +258,7 @@ async fn score_rows(
     observe_first_answers(state, rows);
     if let Some(call) = call {
         let mut records = Vec::with_capacity(rows.len());
-        for (k_group, outcome) in &answered {
+        for (k_group, outcome) in &scored_groups {
             let g = &groups[*k_group];
             let answered = predictions::Answered {
                 model: &g.model,
