@@ -40,6 +40,7 @@ fn main() {
     let out = tempfile::tempdir().expect("temporary folder");
     let mut config = LogConfig::new(out.path());
     config.queue_rows = rows;
+    config.queue_bytes = usize::MAX;
     let log = PredictionLog::open(config).expect("log");
     // Every row its own: the golden row's non-zero values scaled by up to 10%, so the
     // compressor sees no repeated rows (zeros stay zeros, as in real profiles). Made before

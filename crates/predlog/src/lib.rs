@@ -13,8 +13,9 @@
 //!   its reader per request cost the service a context switch per answer (16-22% of its
 //!   throughput on 2 cores).
 //! - One writer thread takes the whole buffer every [`DRAIN_INTERVAL`] and gathers the rows
-//!   in memory until they fill a row group of [`ROW_GROUP_ROWS`] rows (about 31 MiB of
-//!   222-feature rows) or [`ROW_GROUP_BYTES`] of memory, written to the current file, and
+//!   in memory, their value lists encoded and compressed page by page as they arrive
+//!   (`lists`), until they fill a row group of [`ROW_GROUP_ROWS`] rows or hold
+//!   [`ROW_GROUP_BYTES`] of memory, written to the current file, and
 //!   publishes the file by rename (synced, see `liveprofile-publish`) once it reaches
 //!   [`LogConfig::max_file_bytes`] or is [`LogConfig::max_file_age`] old, or at
 //!   [`PredictionLog::close`]. Records not yet in a published file are lost if the process
@@ -29,6 +30,7 @@
 //! - [`training`]: training sets from the log, each row joined with the labels its user
 //!   earned after the time its features describe.
 
+mod lists;
 pub mod reader;
 mod staging;
 pub mod training;
@@ -48,10 +50,11 @@ use std::time::Duration;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 16_384;
 
-/// Memory the rows of a row group may hold while they are gathered (their values with their
-/// levels and their text), and one record more (the one that reaches it, at most
-/// [`MAX_RECORD_BYTES`]): a wide model's row groups have fewer rows than [`ROW_GROUP_ROWS`].
-/// Rows of 222 features fill [`ROW_GROUP_ROWS`] first, at about 31 MiB.
+/// Memory the rows of a row group may hold while they are gathered (their text and numbers,
+/// their value lists' compressed pages and the page being filled), and one record more (the
+/// one that reaches it, at most [`MAX_RECORD_BYTES`]): a wide model's row groups have fewer
+/// rows than [`ROW_GROUP_ROWS`]. Rows of 222 features fill [`ROW_GROUP_ROWS`] first (their
+/// values take at most 14 MiB before compression).
 pub const ROW_GROUP_BYTES: usize = 32 << 20;
 
 /// Most bytes of text and values (4 a value) in one record: a request with a larger one is

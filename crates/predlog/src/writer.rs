@@ -1,5 +1,6 @@
 //! The writer thread: records to the current file, rotation, publication, retention.
 
+use crate::lists::{ListChunk, PAGE_BYTES};
 use crate::staging::Staged;
 use crate::{
     Buffer, Counters, DRAIN_INTERVAL, LogConfig, PredictionRecord, ROW_GROUP_BYTES, ROW_GROUP_ROWS, log_files,
@@ -10,11 +11,9 @@ use liveprofile_publish::Publication;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
-use parquet::column::writer::ColumnWriter;
-use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,12 +24,6 @@ use std::time::Instant;
 
 /// Published files are `predictions-<first time ms>-<sequence>.parquet`.
 pub const FILE_PREFIX: &str = "predictions-";
-
-/// Data page size. A list column's pages go to the file as they are made and their buffers
-/// are freed at once: pages of Parquet's default 1 MiB made the allocator hand the freed
-/// heap back to the system and fault it in again for every page (a third more CPU per row in
-/// `cargo run --release -p liveprofile-predlog --example writer_throughput`).
-const PAGE_BYTES: usize = 256 << 10;
 
 /// Bytes of a row's numbers besides its lists (time, as-of, version, queue and compute times).
 const FIXED_BYTES_PER_ROW: usize = 36;
@@ -66,67 +59,12 @@ fn float_item() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::Float32, false))
 }
 
-/// One value list column's rows: the values and their Parquet levels, kept as the rows
-/// arrive, and written as they are. Through Arrow (a list array, its levels computed with an
-/// index per value, the values gathered by index) the list columns took about half of the
-/// writer's time for levels known as a row is added: a list that is never null of items that
-/// are never null has definition 1 for each value (0 for an empty list) and repetition 0 at
-/// the start of a row, 1 after. The writer's CPU per row went from 3.6-3.7 us to 2.7-2.9
-/// (`cargo run --release -p liveprofile-predlog --example writer_throughput`).
-#[derive(Default)]
-struct ValueLists {
-    values: Vec<f32>,
-    definition: Vec<i16>,
-    repetition: Vec<i16>,
-}
-
-impl ValueLists {
-    /// Adds a row given in pieces.
-    fn push<'v>(&mut self, parts: impl Iterator<Item = &'v [f32]>) {
-        let start = self.values.len();
-        for part in parts {
-            self.values.extend_from_slice(part);
-        }
-        let n = self.values.len() - start;
-        if n == 0 {
-            self.definition.push(0);
-            self.repetition.push(0);
-        } else {
-            self.definition.extend(std::iter::repeat_n(1, n));
-            self.repetition.push(0);
-            self.repetition.extend(std::iter::repeat_n(1, n - 1));
-        }
-    }
-
-    /// Empties the lists, keeping their room for the next row group.
-    fn clear(&mut self) {
-        self.values.clear();
-        self.definition.clear();
-        self.repetition.clear();
-    }
-
-    /// Writes the lists as the row group's next column.
-    fn write_to<W: std::io::Write + Send>(
-        &self,
-        group: &mut SerializedRowGroupWriter<'_, W>,
-    ) -> parquet::errors::Result<()> {
-        let mut column =
-            group.next_column()?.ok_or_else(|| ParquetError::General("no column left for a list".into()))?;
-        // The schema makes it a float column; said as an error rather than a panic if not.
-        let ColumnWriter::FloatColumnWriter(floats) = column.untyped() else {
-            return Err(ParquetError::General("a value list's column is not of floats".into()));
-        };
-        floats.write_batch(&self.values, Some(&self.definition), Some(&self.repetition))?;
-        column.close()
-    }
-}
-
 /// A column of a row group, in file order.
 enum Column<'a> {
     /// Written by Arrow's column writer.
     Flat(ArrayRef),
-    /// Written with its own levels.
-    Lists(&'a ValueLists),
+    /// Encoded as its rows arrived.
+    Lists(&'a mut ListChunk),
 }
 
 /// The rows of the row group being gathered.
@@ -135,8 +73,8 @@ struct Pending {
     time_ms: Int64Builder,
     as_of_ms: Int64Builder,
     version: UInt32Builder,
-    features: ValueLists,
-    outputs: ValueLists,
+    features: ListChunk,
+    outputs: ListChunk,
     queue_us: Int64Builder,
     compute_us: Int64Builder,
     rows: usize,
@@ -154,8 +92,8 @@ impl Default for Pending {
             time_ms: Int64Builder::new(),
             as_of_ms: Int64Builder::new(),
             version: UInt32Builder::new(),
-            features: ValueLists::default(),
-            outputs: ValueLists::default(),
+            features: ListChunk::default(),
+            outputs: ListChunk::default(),
             queue_us: Int64Builder::new(),
             compute_us: Int64Builder::new(),
             rows: 0,
@@ -166,7 +104,8 @@ impl Default for Pending {
 }
 
 impl Pending {
-    fn push(&mut self, r: &PredictionRecord<'_>) {
+    /// Adds a row; an error is a list page that could not be compressed.
+    fn push(&mut self, r: &PredictionRecord<'_>) -> parquet::errors::Result<()> {
         let model = r.model.as_ref();
         let schema_hash = model.schema().hash.as_str();
         let texts: [&str; 10] = [
@@ -187,25 +126,32 @@ impl Pending {
         self.time_ms.append_value(r.time_ms);
         self.as_of_ms.append_option(r.as_of_ms);
         self.version.append_value(model.version());
-        self.features.push(std::iter::once(r.features));
-        self.outputs.push(r.outputs.parts());
+        self.features.push(std::iter::once(r.features))?;
+        self.outputs.push(r.outputs.parts())?;
         self.queue_us.append_value(i64::try_from(r.queue_us).unwrap_or(i64::MAX));
         self.compute_us.append_value(i64::try_from(r.compute_us).unwrap_or(i64::MAX));
         self.rows += 1;
         let values = r.features.len() + r.outputs.len();
         let bytes = 4 * values + texts.iter().map(|t| t.len()).sum::<usize>() + FIXED_BYTES_PER_ROW;
         self.bytes += bytes;
-        self.held += bytes + 4 * values + 4 * texts.len();
+        self.held += bytes - 4 * values + 4 * texts.len();
+        Ok(())
+    }
+
+    /// Bytes of memory the rows hold: their text and numbers, and their lists as encoded so
+    /// far (compressed pages, and the page being filled).
+    fn held(&self) -> usize {
+        self.held + self.features.held() + self.outputs.held()
     }
 
     /// Whether the rows make a row group: [`ROW_GROUP_ROWS`] rows, or fewer rows of
     /// [`ROW_GROUP_BYTES`] (a wide model's).
     fn is_full(&self) -> bool {
-        self.rows >= ROW_GROUP_ROWS || self.held >= ROW_GROUP_BYTES
+        self.rows >= ROW_GROUP_ROWS || self.held() >= ROW_GROUP_BYTES
     }
 
     /// The pending rows' columns in file order ([`log_schema`]); the builders are emptied,
-    /// the lists stay until [`Pending::written`].
+    /// the lists are emptied as they are written.
     fn columns(&mut self) -> Vec<Column<'_>> {
         let mut t = self.texts.iter_mut().map(|b| Column::Flat(Arc::new(b.finish())));
         let mut next = || t.next().expect("ten text builders");
@@ -225,18 +171,15 @@ impl Pending {
             experiment,
             experiment_arm,
             schema_hash,
-            Column::Lists(&self.features),
-            Column::Lists(&self.outputs),
+            Column::Lists(&mut self.features),
+            Column::Lists(&mut self.outputs),
             Column::Flat(Arc::new(self.queue_us.finish())),
             Column::Flat(Arc::new(self.compute_us.finish())),
         ]
     }
 
-    /// The rows were written ([`Pending::columns`] emptied the builders): the lists are
-    /// emptied too, keeping their room.
+    /// The rows were written ([`Pending::columns`] emptied the builders and the lists).
     fn written(&mut self) {
-        self.features.clear();
-        self.outputs.clear();
         self.rows = 0;
         self.bytes = 0;
         self.held = 0;
@@ -335,8 +278,8 @@ impl Writer {
                 file.models.push(r.model.clone());
             }
             file.rows += 1;
-            self.pending.push(&r);
             let placed = |e| (e, records.len() - k - 1);
+            self.pending.push(&r).map_err(io_error).map_err(placed)?;
             if self.pending.is_full() {
                 self.write_pending().map_err(placed)?;
             }
@@ -369,9 +312,10 @@ impl Writer {
         let before = file.writer.bytes_written();
         let writers = file.columns.create_column_writers(index).map_err(io_error)?;
         let columns = self.pending.columns();
+        let leaves = file.writer.schema_descr().columns().to_vec();
         let mut group = file.writer.next_row_group().map_err(io_error)?;
         // One leaf per column: the writers are in column order.
-        for ((field, column), mut writer) in self.schema.fields().iter().zip(columns).zip(writers) {
+        for (leaf, ((field, column), mut writer)) in self.schema.fields().iter().zip(columns).zip(writers).enumerate() {
             match column {
                 Column::Flat(array) => {
                     for leaf in compute_leaves(field, &array).map_err(io_error)? {
@@ -379,7 +323,7 @@ impl Writer {
                     }
                     writer.close().map_err(io_error)?.append_to_row_group(&mut group).map_err(io_error)?;
                 }
-                Column::Lists(lists) => lists.write_to(&mut group).map_err(io_error)?,
+                Column::Lists(lists) => lists.write_to(leaves[leaf].clone(), &mut group).map_err(io_error)?,
             }
         }
         group.close().map_err(io_error)?;
@@ -410,6 +354,7 @@ impl Writer {
             .set_max_row_group_size(ROW_GROUP_ROWS)
             .set_dictionary_enabled(false)
             .set_data_page_size_limit(PAGE_BYTES);
+        // (The value lists' pages are made in `lists`, of the same size.)
         for text in ["api", "platform", "room_id", "model", "arm", "experiment", "experiment_arm", "schema_hash"] {
             props = props.set_column_dictionary_enabled(ColumnPath::from(text), true);
         }
