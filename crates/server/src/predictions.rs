@@ -16,24 +16,51 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest request id kept from a caller (longer ones are replaced by the server's own).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// A request the log samples: its API and id.
+/// A request the log samples: its API and id. The id is held in place (a caller's, at most
+/// [`MAX_REQUEST_ID_BYTES`], or the server's own): a sampled request allocates nothing for it.
 #[derive(Debug, Clone)]
 pub struct Call {
     /// `v1.ScoreTags`, `v1.ScoreConversion`, `v1.ScoreStream`, `kserve.ModelInfer`.
     pub api: &'static str,
+    id: [u8; MAX_REQUEST_ID_BYTES],
+    id_len: usize,
+}
+
+impl Call {
     /// The caller's id (`x-request-id`, a stream request's or KServe's `id`) or the server's.
-    pub request_id: Arc<str>,
+    pub fn request_id(&self) -> &str {
+        // Only whole `str`s are copied in.
+        std::str::from_utf8(&self.id[..self.id_len]).unwrap_or_default()
+    }
+}
+
+/// Writes text into a call's id.
+struct IdWriter<'a> {
+    id: &'a mut [u8; MAX_REQUEST_ID_BYTES],
+    len: &'a mut usize,
+}
+
+impl std::fmt::Write for IdWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = *self.len + s.len();
+        self.id.get_mut(*self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        *self.len = end;
+        Ok(())
+    }
 }
 
 /// The log's view of a request, or `None` when there is no log or the request is not in
 /// its sample. `given` is the caller's id, when it sent a usable one.
 pub fn call(state: &AppState, api: &'static str, given: Option<&str>) -> Option<Call> {
     let log = state.predictions.as_ref()?;
-    let request_id: Arc<str> = match given.filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES) {
-        Some(id) => Arc::from(id),
-        None => Arc::from(state.next_request_id()),
+    let mut call = Call { api, id: [0; MAX_REQUEST_ID_BYTES], id_len: 0 };
+    let mut out = IdWriter { id: &mut call.id, len: &mut call.id_len };
+    let written = match given.filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES) {
+        Some(id) => std::fmt::Write::write_str(&mut out, id),
+        None => state.write_request_id(&mut out),
     };
-    log.sampled(&request_id).then_some(Call { api, request_id })
+    written.ok()?;
+    log.sampled(call.request_id()).then_some(call)
 }
 
 /// The caller's request id from gRPC metadata, when it is printable ASCII.
@@ -86,7 +113,7 @@ pub fn records<'a>(
     let (experiment, experiment_arm) = answered.experiment.unwrap_or_default();
     for (k, origin) in origins.into_iter().enumerate() {
         out.push(PredictionRecord {
-            request_id: &call.request_id,
+            request_id: call.request_id(),
             time_ms,
             as_of_ms: origin.as_of_ms,
             api: call.api,

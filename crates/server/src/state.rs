@@ -74,11 +74,11 @@ impl AppState {
         }
     }
 
-    /// A request id for a request that came without one: unique within this server's run
-    /// and, with the start time in it, across runs.
-    pub fn next_request_id(&self) -> String {
+    /// Writes a request id for a request that came without one: unique within this server's
+    /// run and, with the start time in it, across runs (at most 33 bytes).
+    pub fn write_request_id(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}-{n}", self.started_ms)
+        write!(out, "{:x}-{n}", self.started_ms)
     }
 
     /// Installs the repository once it has loaded.

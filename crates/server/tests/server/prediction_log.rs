@@ -138,6 +138,17 @@ async fn every_answer_of_every_api_is_logged_with_the_features_sent_and_the_outp
         expected.insert(a.request_id.clone(), (features_of[&a.request_id].clone(), outputs, "v1.ScoreStream"));
     }
     assert_eq!(expected.len(), requests);
+    // Requests without a usable id (none, or one over 128 bytes) are logged under the
+    // server's own ids: distinct, its start time in hex and a number.
+    let unnamed = [None, Some("x".repeat(129)), None];
+    for id in &unnamed {
+        let request = conversion_request(&conversion, 0, "unnamed");
+        let request = match id {
+            Some(id) => with_id(request, id),
+            None => tonic::Request::new(request),
+        };
+        scoring.score_conversion(request).await.unwrap();
+    }
     let text = metrics(&server).await;
     let dropped = liveprofile_testkit::sample(&text, "liveprofile_prediction_log", &["rows_dropped"]);
     assert_eq!(dropped, Some(0.0), "the log kept up");
@@ -145,8 +156,9 @@ async fn every_answer_of_every_api_is_logged_with_the_features_sent_and_the_outp
     server.shutdown().await.unwrap();
 
     let log = liveprofile_predlog::read_log(log_dir.path()).unwrap();
-    assert_eq!(log.rows(), requests);
+    assert_eq!(log.rows(), requests + unnamed.len());
     let mut seen = 0;
+    let mut own_ids = std::collections::BTreeSet::new();
     for batch in &log.batches {
         let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
         let (ids, apis, users, models) = (text("request_id"), text("api"), text("user_id"), text("model"));
@@ -156,6 +168,12 @@ async fn every_answer_of_every_api_is_logged_with_the_features_sent_and_the_outp
         assert_eq!(batch.column_by_name("as_of_ms").unwrap().null_count(), batch.num_rows());
         for i in 0..batch.num_rows() {
             let id = ids.value(i);
+            if users.value(i) == "unnamed" {
+                let (started, n) = id.split_once('-').unwrap_or_else(|| panic!("{id}: the server's id"));
+                assert!(u64::from_str_radix(started, 16).is_ok() && n.parse::<u64>().is_ok(), "{id}");
+                assert!(own_ids.insert(id.to_owned()), "{id} given twice");
+                continue;
+            }
             let (f, o, api) = expected.remove(id).unwrap_or_else(|| panic!("{id} logged once and expected"));
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let logged_f = features.value(i);
@@ -172,6 +190,7 @@ async fn every_answer_of_every_api_is_logged_with_the_features_sent_and_the_outp
         }
     }
     assert_eq!(seen, requests);
+    assert_eq!(own_ids.len(), unnamed.len());
     assert!(expected.is_empty());
     assert_eq!(log.feature_names[&tags.schema_hash], tags.features);
     assert_eq!(log.output_names["user_tags@1"], tags.output_names);
