@@ -7,8 +7,9 @@
 #
 #   crates/predlog/bench/overhead.sh [ROUNDS] [SECONDS] [PROTOCOL]    # defaults: 3 10 conversion
 #
-# Runs of one setting differ by up to 20% on a shared 2-core machine: use 10 rounds or more
-# for a figure, and read the median of the rounds' ratios beside the ratio of the means.
+# Runs of one setting differ by up to 25% on a shared 2-core machine, in slow and fast
+# spells: for a figure use many short rounds (30 of 4 s), and read the median of the rounds'
+# ratios beside the ratio of the means.
 #
 # Needs the release binary (cargo build --release -p liveprofile). Servers listen on
 # loopback; the log and the servers' data go to a temporary folder, removed at the end.
