@@ -120,7 +120,7 @@ pub struct ServeArgs {
     /// Most rows (users, candidates) in one request; more is INVALID_ARGUMENT.
     #[arg(long, env = "LIVEPROFILE_MAX_REQUEST_ROWS")]
     pub max_request_rows: Option<usize>,
-    /// Inference threads (off the async runtime) [default: the number of cores].
+    /// Inference threads (off the async runtime) [default: half the cores, at least 1].
     #[arg(long, env = "LIVEPROFILE_INFERENCE_THREADS")]
     pub inference_threads: Option<usize>,
     /// Largest gRPC message accepted or sent, in bytes.
