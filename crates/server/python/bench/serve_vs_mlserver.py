@@ -36,11 +36,11 @@ def publish(root: Path, model: str, version: int) -> None:
     os.rename(staging, root / model / str(version))
 
 
-def start_liveprofile(root: Path, threads: int) -> tuple[str, subprocess.Popen]:
+def start_liveprofile(root: Path) -> tuple[str, subprocess.Popen]:
     addr = f"127.0.0.1:{free_port()}"
     p = subprocess.Popen(
         [str(BINARY), "serve", "--models", str(root), "--addr", addr,
-         "--metrics-addr", f"127.0.0.1:{free_port()}", "--inference-threads", str(threads),
+         "--metrics-addr", f"127.0.0.1:{free_port()}",
          "--data-dir", str(root.parent / "profiles")],
         stderr=subprocess.DEVNULL,
     )
@@ -103,7 +103,7 @@ def main() -> None:
         for m in models:
             publish(root, m, 1)
         (tmp / "mlserver").mkdir()
-        lp_addr, lp = start_liveprofile(root, threads)
+        lp_addr, lp = start_liveprofile(root)
         ml = None
         rows = []
         try:
@@ -131,7 +131,7 @@ def main() -> None:
     print()
     print(f"{args.concurrency} concurrent callers over 2 connections, {args.seconds:.0f} s measured after 2 s warm-up, "
           f"{threads} cores shared by server and load generator; MLServer {args.mlserver_workers} worker(s), "
-          f"onnxruntime {'all cores' if args.mlserver_workers == 0 else '1 thread per worker'}; liveprofile {threads} inference threads.")
+          f"onnxruntime {'all cores' if args.mlserver_workers == 0 else '1 thread per worker'}; liveprofile at its default inference threads (half the cores).")
     print()
     print("| call | liveprofile req/s | MLServer req/s | ratio | liveprofile p50 / p99 / p99.9 (us) | MLServer p50 / p99 / p99.9 (us) |")
     print("|---|---|---|---|---|---|")
