@@ -131,10 +131,10 @@ impl Pending {
         self.queue_us.append_value(i64::try_from(r.queue_us).unwrap_or(i64::MAX));
         self.compute_us.append_value(i64::try_from(r.compute_us).unwrap_or(i64::MAX));
         self.rows += 1;
-        let values = r.features.len() + r.outputs.len();
-        let bytes = 4 * values + texts.iter().map(|t| t.len()).sum::<usize>() + FIXED_BYTES_PER_ROW;
-        self.bytes += bytes;
-        self.held += bytes - 4 * values + 4 * texts.len();
+        let text_bytes = texts.iter().map(|t| t.len()).sum::<usize>();
+        self.bytes += 4 * (r.features.len() + r.outputs.len()) + text_bytes + FIXED_BYTES_PER_ROW;
+        // The lists' memory is counted by their chunks ([`Pending::held`]); text offsets 4 a value.
+        self.held += text_bytes + FIXED_BYTES_PER_ROW + 4 * texts.len();
         Ok(())
     }
 

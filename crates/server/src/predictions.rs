@@ -111,9 +111,10 @@ pub fn records<'a>(
     let width = answered.model.width();
     let time_ms = liveprofile_store::now_ms();
     let (experiment, experiment_arm) = answered.experiment.unwrap_or_default();
+    let request_id = call.request_id();
     for (k, origin) in origins.into_iter().enumerate() {
         out.push(PredictionRecord {
-            request_id: call.request_id(),
+            request_id,
             time_ms,
             as_of_ms: origin.as_of_ms,
             api: call.api,
