@@ -24,6 +24,8 @@ pub(crate) struct PlanPool {
     /// The plan takes its input transposed, `[features, rows]` (see
     /// [`crate::rewrite::to_feature_major`]); callers always give rows.
     pub(crate) feature_major: bool,
+    /// The input's axes whose size is a symbol (the batch size of a symbolic plan).
+    symbolic_axes: Vec<(usize, Symbol)>,
     alive: Arc<()>,
     id: u64,
 }
@@ -42,7 +44,25 @@ static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 impl PlanPool {
     pub(crate) fn new(plan: Plan, feature_major: bool) -> Self {
-        PlanPool { plan, feature_major, alive: Arc::new(()), id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed) }
+        let symbolic_axes = plan
+            .model()
+            .input_fact(0)
+            .map(|fact| {
+                (fact.shape.iter().enumerate())
+                    .filter_map(|(axis, d)| match d {
+                        TDim::Sym(s) => Some((axis, s.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        PlanPool {
+            plan,
+            feature_major,
+            symbolic_axes,
+            alive: Arc::new(()),
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// The input tensor for rows `start..start + n` of `values` (`rows` rows of `width`
@@ -97,7 +117,16 @@ impl PlanPool {
                     states.len() - 1
                 }
             };
-            states[i].state.run(tvec!(input.into()))
+            let state = &mut states[i].state;
+            // Sizes from the input, as tract would find them: it first tries each input
+            // dimension as a number, an error it ignores, and an error captures a stack trace
+            // whenever RUST_BACKTRACE is set (10.7 instead of 6.9 us for a row of conversion).
+            for (axis, symbol) in &self.symbolic_axes {
+                if let Some(&n) = input.shape().get(*axis) {
+                    state.session_state.resolved_symbols.set(symbol, n as i64);
+                }
+            }
+            state.run(tvec!(input.into()))
         })
     }
 
