@@ -3,7 +3,7 @@
 
 use crate::error::ScoreError;
 use crate::manifest::{Golden, read_json};
-use crate::model::{CHUNK_ROWS, Dense, LoadedModel, PlanPool, Scores};
+use crate::model::{CHUNK_ROWS, Dense, LoadedModel, PlanPool, Scores, State};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
@@ -68,11 +68,12 @@ impl LoadedModel {
         let input = pool.input(Dense::RowMajor(&values), rows, 0, plan_rows, self.width())?;
         let model = pool.plan.model();
         let mut spent = vec![Duration::ZERO; model.nodes().len()];
-        let mut state = SimpleState::new(pool.plan.clone())?;
+        let mut state: State = SimpleState::new(pool.plan.clone())?;
         let mut total = Duration::ZERO;
         for timed in [false, true] {
             for _ in 0..runs {
                 let started = Instant::now();
+                pool.set_sizes(&mut state, &input);
                 state.run_plan_with_eval(tvec!(input.clone().into()), |session, op_state, node, inputs| {
                     let t = Instant::now();
                     let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
