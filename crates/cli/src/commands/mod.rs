@@ -26,13 +26,24 @@ pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
     bar
 }
 
-/// The async runtime of the network commands (serve, loadgen, ingest-bench).
+/// The async runtime of the network commands (serve, loadgen, ingest-bench): one worker
+/// thread per core.
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("grpc")
+    runtime_builder().build().map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+/// The async runtime of a load generator: `threads` worker threads.
+pub fn generator_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime_builder()
+        .worker_threads(threads)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+fn runtime_builder() -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().thread_name("grpc");
+    b
 }
 
 /// Creates the parent folder of an output file if it does not exist.
