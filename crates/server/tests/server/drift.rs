@@ -1,7 +1,8 @@
 //! The drift monitor on a running server: after traffic, /metrics holds every feature's
 //! and output's PSI and KS for the version, equal to the drift library's figures on the
 //! same rows; with the monitor turned off, no drift gauges; two models served in turn are
-//! both sampled; a drift queue smaller than a batch is refused.
+//! both sampled; a drift queue smaller than a batch is refused; the output score histogram
+//! counts every score given.
 
 use crate::common::*;
 use liveprofile_drift::{DriftReport, LiveHistograms};
@@ -152,4 +153,54 @@ fn a_drift_queue_smaller_than_the_largest_batch_is_refused() {
     c.drift = None;
     c.max_request_rows = 10;
     c.validate().unwrap();
+}
+
+/// `liveprofile_output_score` counts every score given, in one-row and many-row batches:
+/// its count, sum and every cumulative bucket equal the scores the answers carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_score_histogram_counts_every_score_given() {
+    let repo = tempfile::tempdir().unwrap();
+    liveprofile_testkit::publish_copy(&bundled_models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
+    let server = start(config(repo.path())).await;
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
+            .unwrap();
+    let g_rows: Vec<Vec<f32>> = g["inputs"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    let mut client = kserve(&server).await;
+    let mut given: Vec<f32> = Vec::new();
+    for i in 0..5 {
+        given.extend(infer(&mut client, &g_rows[i % g_rows.len()]).await);
+    }
+    let many: Vec<Vec<f32>> = (0..23).map(|i| g_rows[i % g_rows.len()].clone()).collect();
+    let answer = client.model_infer(crate::kserve::infer_request(MODEL, &many, true)).await.unwrap().into_inner();
+    let scores = answer.outputs[0].contents.as_ref().map(|c| c.fp32_contents.clone()).unwrap_or_default();
+    let scores = if scores.is_empty() {
+        answer.raw_output_contents[0].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    } else {
+        scores
+    };
+    assert_eq!(scores.len(), 23);
+    given.extend(scores);
+
+    let text = metrics(&server).await;
+    let parts = [format!("model=\"{MODEL}\""), "version=\"1\"".to_owned(), "output=\"Revenue\"".to_owned()];
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    assert_eq!(sample(&text, "liveprofile_output_score_count", &parts), Some(given.len() as f64), "{text}");
+    let sum: f64 = given.iter().map(|&v| f64::from(v)).sum();
+    let on_page = sample(&text, "liveprofile_output_score_sum", &parts).unwrap();
+    assert!((on_page - sum).abs() < 1e-9 * sum.abs().max(1.0), "sum {on_page} on /metrics, {sum} given");
+    for le in ["0.01", "0.1", "0.5", "0.9", "0.99", "+Inf"] {
+        let bound: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+        let le_part = format!("le=\"{le}\"");
+        let mut with_le = parts.clone();
+        with_le.push(&le_part);
+        let expected = given.iter().filter(|&&v| f64::from(v) <= bound).count() as f64;
+        assert_eq!(sample(&text, "liveprofile_output_score_bucket", &with_le), Some(expected), "le {le}");
+    }
+    server.shutdown().await.unwrap();
 }
