@@ -12,12 +12,6 @@ macro_rules! outln {
 
 mod commands;
 
-/// mimalloc instead of the C library's allocator: requests, answers and batches allocate
-/// and free many small buffers across threads, and under load mimalloc took 12% less of
-/// the server's CPU (100-row tag calls) than glibc's malloc (README, scoring service).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn write_stdout_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
