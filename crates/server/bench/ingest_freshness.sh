@@ -4,12 +4,15 @@
 # once per durability setting; finally the in-process store figures for STORE_USERS users.
 #
 # Usage: crates/server/bench/ingest_freshness.sh [SECONDS] [STORE_USERS]
+# INGEST_BENCH_FLAGS adds flags to the server phases' `liveprofile ingest-bench` (e.g.
+# "--load-share 0.35" for the freshness probes under a third of the peak); LIVEPROFILE_BIN
+# runs another build (side by side with this one).
 # Needs mosquitto (apt-get install mosquitto) and a release build (cargo build --release -p liveprofile).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 seconds="${1:-10}"
 store_users="${2:-1000000}"
-bin=target/release/liveprofile
+bin="${LIVEPROFILE_BIN:-target/release/liveprofile}"
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$bin" ] || { echo "build first: cargo build --release -p liveprofile" >&2; exit 1; }
 [ -x "$mosquitto" ] || { echo "install mosquitto: apt-get install mosquitto" >&2; exit 1; }
@@ -37,7 +40,7 @@ for durability in fsync write; do
   server=$!
   pids+=($server)
   "$bin" ingest-bench --target "127.0.0.1:$port" --mqtt-broker "127.0.0.1:$mqtt_port" \
-    --seconds "$seconds" --label "durability=$durability"
+    --seconds "$seconds" --label "durability=$durability" ${INGEST_BENCH_FLAGS:-}
   kill "$server"
   wait "$server" || true
 done
