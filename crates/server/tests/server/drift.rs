@@ -20,6 +20,19 @@ async fn infer(
     answer.outputs[0].contents.as_ref().unwrap().fp32_contents.clone()
 }
 
+/// The golden feature rows of the bundled package.
+fn golden_rows() -> Vec<Vec<f32>> {
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
+            .unwrap();
+    g["inputs"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let repo = tempfile::tempdir().unwrap();
@@ -30,15 +43,7 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let server = start(c).await;
     let loaded = liveprofile_runtime::load_package(&repo.path().join(MODEL).join("1")).unwrap();
     let reference = loaded.drift_reference().unwrap().clone();
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
-            .unwrap();
-    let g_rows: Vec<Vec<f32>> = g["inputs"]["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
+    let g_rows = golden_rows();
     let mut client = kserve(&server).await;
     let mut expected = LiveHistograms::empty(&reference);
     let rows = 200;
@@ -162,15 +167,7 @@ async fn the_output_score_histogram_counts_every_score_given() {
     let repo = tempfile::tempdir().unwrap();
     liveprofile_testkit::publish_copy(&bundled_models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
     let server = start(config(repo.path())).await;
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
-            .unwrap();
-    let g_rows: Vec<Vec<f32>> = g["inputs"]["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
+    let g_rows = golden_rows();
     let mut client = kserve(&server).await;
     let mut given: Vec<f32> = Vec::new();
     for i in 0..5 {
