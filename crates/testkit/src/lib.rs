@@ -71,19 +71,6 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("bound address").port()
 }
 
-/// The golden feature rows (`inputs.features` of `golden.json`) of bundled `model`, version 1.
-pub fn golden_feature_rows(model: &str) -> Vec<Vec<f32>> {
-    let path = bundled_models().join(model).join("1/golden.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let g: serde_json::Value = serde_json::from_str(&text).expect("golden.json is JSON");
-    g["inputs"]["features"]
-        .as_array()
-        .expect("golden rows")
-        .iter()
-        .map(|r| r.as_array().expect("a row").iter().map(|x| x.as_f64().expect("a number") as f32).collect())
-        .collect()
-}
-
 /// The value of one sample line (`name{labels} value` or `name value`) of a Prometheus
 /// text page whose line contains every one of `parts`.
 pub fn sample(text: &str, name: &str, parts: &[&str]) -> Option<f64> {

@@ -54,11 +54,9 @@ pub struct LoadArgs {
     /// exposures are first logged and then found [default: the same ids in every request].
     #[arg(long)]
     pub users: Option<u64>,
-    /// Async worker threads of the generator. One by default: beside the server on the
-    /// same cores, a second one costs more in hand-offs between threads than it gives (see
-    /// the README's scoring service section).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub threads: u16,
+    /// The generator's async threads.
+    #[command(flatten)]
+    pub threads: super::GeneratorThreads,
 }
 
 impl From<LoadArgs> for LoadConfig {
@@ -118,11 +116,9 @@ pub struct IngestBenchArgs {
     /// A label for the report.
     #[arg(long, default_value = "")]
     pub label: String,
-    /// Async worker threads of the generator. One by default: beside the server on the
-    /// same cores, a second one costs more in hand-offs between threads than it gives (see
-    /// the README's scoring service section).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub threads: u16,
+    /// The generator's async threads.
+    #[command(flatten)]
+    pub threads: super::GeneratorThreads,
 }
 
 impl From<IngestBenchArgs> for IngestBenchConfig {
@@ -146,7 +142,7 @@ impl From<IngestBenchArgs> for IngestBenchConfig {
 /// Runs the load; prints one or two human lines (the second: where the time went, when the
 /// answers carry the server's timing) and one JSON line on stdout.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let runtime = super::generator_runtime(args.threads.into())?;
+    let runtime = super::generator_runtime(&args.threads)?;
     let report = runtime.block_on(loadgen::run(args.into()))?;
     outln!(
         "{} {:?} {} batch {} x{}{}: {:.0} req/s, {:.0} rows/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us, {} errors{}",
@@ -189,7 +185,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
 
 /// Runs the ingest benchmark; prints a summary and one JSON line on stdout.
 pub fn run_ingest_bench(args: IngestBenchArgs) -> anyhow::Result<()> {
-    let runtime = super::generator_runtime(args.threads.into())?;
+    let runtime = super::generator_runtime(&args.threads)?;
     let r = runtime.block_on(ingest_bench::run(args.into()))?;
     if r.events_per_s > 0.0 {
         outln!(

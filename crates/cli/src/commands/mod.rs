@@ -29,21 +29,31 @@ pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
 /// The async runtime of the network commands (serve, loadgen, ingest-bench): one worker
 /// thread per core.
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    runtime_builder().build().map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+    runtime(None)
 }
 
 /// The async runtime of a load generator: `threads` worker threads.
-pub fn generator_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    runtime_builder()
-        .worker_threads(threads)
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+pub fn generator_runtime(threads: &GeneratorThreads) -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime(Some(threads.threads.into()))
 }
 
-fn runtime_builder() -> tokio::runtime::Builder {
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all().thread_name("grpc");
-    b
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.build().map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+/// The load generators' `--threads` flag.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GeneratorThreads {
+    /// Async worker threads of the generator. One by default: beside the server on the
+    /// same cores, a second one costs more in hand-offs between threads than it gives (see
+    /// the README's scoring service section).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
 }
 
 /// Creates the parent folder of an output file if it does not exist.

@@ -15,7 +15,15 @@ use std::time::{Duration, Instant};
 const MODEL: &str = "uci_session_conversion";
 
 fn golden_rows() -> Vec<Vec<f32>> {
-    liveprofile_testkit::golden_feature_rows(MODEL)
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled_models().join(MODEL).join("1/golden.json")).unwrap())
+            .unwrap();
+    g["inputs"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect()
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> String {

@@ -20,11 +20,6 @@ async fn infer(
     answer.outputs[0].contents.as_ref().unwrap().fp32_contents.clone()
 }
 
-/// The golden feature rows of the bundled package.
-fn golden_rows() -> Vec<Vec<f32>> {
-    liveprofile_testkit::golden_feature_rows(MODEL)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let repo = tempfile::tempdir().unwrap();
@@ -35,7 +30,7 @@ async fn the_server_exports_psi_and_ks_of_every_column_after_traffic() {
     let server = start(c).await;
     let loaded = liveprofile_runtime::load_package(&repo.path().join(MODEL).join("1")).unwrap();
     let reference = loaded.drift_reference().unwrap().clone();
-    let g_rows = golden_rows();
+    let g_rows = golden(MODEL).rows;
     let mut client = kserve(&server).await;
     let mut expected = LiveHistograms::empty(&reference);
     let rows = 200;
@@ -159,20 +154,15 @@ async fn the_output_score_histogram_counts_every_score_given() {
     let repo = tempfile::tempdir().unwrap();
     liveprofile_testkit::publish_copy(&bundled_models().join(MODEL).join("1"), repo.path(), MODEL, 1, |_| {});
     let server = start(config(repo.path())).await;
-    let g_rows = golden_rows();
+    let g_rows = golden(MODEL).rows;
     let mut client = kserve(&server).await;
     let mut given: Vec<f32> = Vec::new();
     for i in 0..5 {
         given.extend(infer(&mut client, &g_rows[i % g_rows.len()]).await);
     }
     let many: Vec<Vec<f32>> = (0..23).map(|i| g_rows[i % g_rows.len()].clone()).collect();
-    let answer = client.model_infer(crate::kserve::infer_request(MODEL, &many, true)).await.unwrap().into_inner();
-    let scores = answer.outputs[0].contents.as_ref().map(|c| c.fp32_contents.clone()).unwrap_or_default();
-    let scores = if scores.is_empty() {
-        answer.raw_output_contents[0].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    } else {
-        scores
-    };
+    let answer = client.model_infer(crate::kserve::infer_request(MODEL, &many, false)).await.unwrap().into_inner();
+    let scores = answer.outputs[0].contents.as_ref().unwrap().fp32_contents.clone();
     assert_eq!(scores.len(), 23);
     given.extend(scores);
 
