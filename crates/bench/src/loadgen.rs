@@ -140,6 +140,11 @@ pub struct LoadReport {
     /// Open loop: requests sent more than 1 ms after they were due (the cap on requests in
     /// flight held them back); their latency counts from the time they were due.
     pub behind_schedule: u64,
+    /// Open loop: how late the measured requests left, from the time each was due to the
+    /// time the generator's runtime started sending it (the generator's own pacing and
+    /// scheduling, which every latency includes); `None` for a closed loop. Its p99 is the
+    /// floor of the latency p99 this generator can measure on the machine it runs on.
+    pub departure: Option<Departure>,
     /// Requests answered in the measured time.
     pub requests: u64,
     /// Requests failed in the measured time.
@@ -185,6 +190,19 @@ pub struct ServerTime {
     pub outside_p50_us: f64,
     /// 99th percentile of the rest.
     pub outside_p99_us: f64,
+}
+
+/// Percentiles of how late the requests of an open loop left, microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Departure {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
 }
 
 /// The server's own timing of one answer, microseconds.
@@ -314,7 +332,14 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
         }
     };
     let server_time = tally.server_time();
-    let Tally { latencies: mut all, errors, first_error, .. } = tally;
+    let Tally { latencies: mut all, errors, first_error, mut late, .. } = tally;
+    late.sort_unstable();
+    let departure = args.rate.map(|_| Departure {
+        p50_us: percentile(&late, 50.0),
+        p99_us: percentile(&late, 99.0),
+        p999_us: percentile(&late, 99.9),
+        max_us: late.last().map_or(f64::NAN, |v| f64::from(*v)),
+    });
     all.sort_unstable();
     let pct = |p: f64| percentile(&all, p);
     let requests = all.len() as u64;
@@ -326,6 +351,7 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
         concurrency: args.concurrency,
         rate: args.rate,
         behind_schedule,
+        departure,
         requests,
         errors,
         first_error,
@@ -418,6 +444,8 @@ struct Tally {
     queue: Vec<u32>,
     compute: Vec<u32>,
     outside: Vec<u32>,
+    /// Open loop: how late each measured request left (answered or not).
+    late: Vec<u32>,
 }
 
 fn micros(us: u128) -> u32 {
@@ -453,6 +481,7 @@ impl Tally {
         self.queue.extend(other.queue);
         self.compute.extend(other.compute);
         self.outside.extend(other.outside);
+        self.late.extend(other.late);
     }
 
     fn server_time(&self) -> Option<ServerTime> {
@@ -562,11 +591,14 @@ async fn open_loop(
             let (call, ids, tally) = (call.clone(), ids.clone(), pacer_tally.clone());
             tasks.spawn_on(
                 async move {
+                    let left = Instant::now();
                     let result = clients.send(&call, &ids).await;
                     let done = Instant::now();
                     drop(place);
                     if due >= window.measure_from && done < window.stop_at {
-                        tally.lock().expect("tally lock").record(result, done - due);
+                        let mut tally = tally.lock().expect("tally lock");
+                        tally.late.push(micros(left.saturating_duration_since(due).as_micros()));
+                        tally.record(result, done - due);
                     }
                 },
                 &handle,

@@ -139,8 +139,9 @@ impl From<IngestBenchArgs> for IngestBenchConfig {
     }
 }
 
-/// Runs the load; prints one or two human lines (the second: where the time went, when the
-/// answers carry the server's timing) and one JSON line on stdout.
+/// Runs the load; prints human lines (the run; in an open loop, how late requests left the
+/// generator; where the time went, when the answers carry the server's timing) and one JSON
+/// line on stdout.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let runtime = super::generator_runtime(&args.threads)?;
     let report = runtime.block_on(loadgen::run(args.into()))?;
@@ -164,6 +165,16 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         report.errors,
         report.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
+    if let Some(d) = &report.departure {
+        outln!(
+            "{} the generator's own lateness (request due -> sending): p50 {:.0} / p99 {:.0} / p99.9 {:.0} / max {:.0} us",
+            report.label,
+            d.p50_us,
+            d.p99_us,
+            d.p999_us,
+            d.max_us
+        );
+    }
     if let Some(t) = &report.server_time {
         outln!(
             "{} where the time went (server's timing of {} answers): queue p50 {:.0} / p99 {:.0} us, compute p50 \

@@ -331,8 +331,14 @@ async fn the_open_loop_load_generator_keeps_to_its_rate() {
     assert!((190..=201).contains(&open.requests), "{open:?}");
     assert!(open.p50_us > 0.0 && open.p99_us >= open.p50_us, "{open:?}");
     assert_eq!(open.rate, Some(100.0));
+    // How late requests left is a part of each one's latency, so each of its percentiles is
+    // within the latency's.
+    let late = open.departure.as_ref().unwrap_or_else(|| panic!("no departure figures: {open:?}"));
+    assert!(late.p50_us <= open.p50_us && late.p99_us <= open.p99_us, "{open:?}");
+    assert!(late.p999_us <= open.p999_us && late.max_us <= open.max_us, "{open:?}");
     let closed = run(base.clone()).await.unwrap();
     assert_eq!(closed.errors, 0, "{closed:?}");
+    assert!(closed.departure.is_none(), "{closed:?}");
     assert!(closed.requests > open.requests, "{closed:?} vs {open:?}");
     // Where the time went, from the server's timing in every answer (v1 and KServe alike).
     let kserve = run(LoadConfig {
