@@ -6,6 +6,8 @@
 
 #![allow(clippy::all)]
 
+pub mod codec;
+
 /// `liveprofile.v1`: scoring, model admin, profiles and ingest, experiments.
 #[allow(missing_docs)]
 pub mod v1 {

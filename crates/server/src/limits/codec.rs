@@ -5,6 +5,7 @@
 //! fault) where tonic answers INTERNAL.
 
 use super::budget::Call;
+use liveprofile_client::codec::decode_contiguous;
 use prost::Message;
 use prost::bytes::Buf;
 use std::marker::PhantomData;
@@ -75,22 +76,6 @@ impl<U: Message + Default> Decoder for MessageDecoder<U> {
         }
         decode_contiguous(src).map(Some).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}{e}")))
     }
-}
-
-/// Decodes a message from the bytes as one slice when they are one (tonic hands a message
-/// over in one buffer): prost reads a slice with inlined pointer moves, where through
-/// [`DecodeBuf`] every field and every packed number is a call into the buffer (decoding
-/// was a fifth of the server's CPU under 100-user `ScoreTags` calls; README, scoring
-/// service).
-fn decode_contiguous<U: Message + Default>(src: &mut DecodeBuf<'_>) -> Result<U, prost::DecodeError> {
-    let len = src.remaining();
-    let chunk = src.chunk();
-    if chunk.len() < len {
-        return U::decode(src);
-    }
-    let decoded = U::decode(&chunk[..len]);
-    src.advance(len);
-    decoded
 }
 
 /// Encodes one message: tonic's prost encoder, timed as the `encode` phase of a traced
