@@ -192,17 +192,27 @@ pub struct ServerTime {
     pub outside_p99_us: f64,
 }
 
-/// Percentiles of how late the requests of an open loop left, microseconds.
+/// How late the requests of an open loop left, and how long their answers took from then,
+/// microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Departure {
-    /// Median.
+    /// Median lateness (due -> sending).
     pub p50_us: f64,
-    /// 99th percentile.
+    /// 99th percentile of the lateness.
     pub p99_us: f64,
-    /// 99.9th percentile.
+    /// 99.9th percentile of the lateness.
     pub p999_us: f64,
-    /// Largest.
+    /// Largest lateness.
     pub max_us: f64,
+    /// Median latency of the answered requests from the time each left (sending -> answer):
+    /// what a caller that sends on time waits. The report's own percentiles, from the time
+    /// each request was due, are the measure of record; these set the generator's share
+    /// apart.
+    pub answered_p50_us: f64,
+    /// 99th percentile of the latency from the time each request left.
+    pub answered_p99_us: f64,
+    /// 99.9th percentile of the latency from the time each request left.
+    pub answered_p999_us: f64,
 }
 
 /// The server's own timing of one answer, microseconds.
@@ -332,13 +342,17 @@ pub async fn run(args: LoadConfig) -> anyhow::Result<LoadReport> {
         }
     };
     let server_time = tally.server_time();
-    let Tally { latencies: mut all, errors, first_error, mut late, .. } = tally;
+    let Tally { latencies: mut all, errors, first_error, mut late, mut from_departure, .. } = tally;
     late.sort_unstable();
+    from_departure.sort_unstable();
     let departure = args.rate.map(|_| Departure {
         p50_us: percentile(&late, 50.0),
         p99_us: percentile(&late, 99.0),
         p999_us: percentile(&late, 99.9),
         max_us: late.last().map_or(f64::NAN, |v| f64::from(*v)),
+        answered_p50_us: percentile(&from_departure, 50.0),
+        answered_p99_us: percentile(&from_departure, 99.0),
+        answered_p999_us: percentile(&from_departure, 99.9),
     });
     all.sort_unstable();
     let pct = |p: f64| percentile(&all, p);
@@ -446,6 +460,8 @@ struct Tally {
     outside: Vec<u32>,
     /// Open loop: how late each measured request left (answered or not).
     late: Vec<u32>,
+    /// Open loop: latency of each answered request from the time it left.
+    from_departure: Vec<u32>,
 }
 
 fn micros(us: u128) -> u32 {
@@ -482,6 +498,7 @@ impl Tally {
         self.compute.extend(other.compute);
         self.outside.extend(other.outside);
         self.late.extend(other.late);
+        self.from_departure.extend(other.from_departure);
     }
 
     fn server_time(&self) -> Option<ServerTime> {
@@ -598,6 +615,9 @@ async fn open_loop(
                     if due >= window.measure_from && done < window.stop_at {
                         let mut tally = tally.lock().expect("tally lock");
                         tally.late.push(micros(left.saturating_duration_since(due).as_micros()));
+                        if result.is_ok() {
+                            tally.from_departure.push(micros((done - left).as_micros()));
+                        }
                         tally.record(result, done - due);
                     }
                 },

@@ -167,12 +167,16 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     );
     if let Some(d) = &report.departure {
         outln!(
-            "{} the generator's own lateness (request due -> sending): p50 {:.0} / p99 {:.0} / p99.9 {:.0} / max {:.0} us",
+            "{} the generator's own lateness (request due -> sending): p50 {:.0} / p99 {:.0} / p99.9 {:.0} / max {:.0} \
+             us; answers from sending: p50 {:.0} / p99 {:.0} / p99.9 {:.0} us",
             report.label,
             d.p50_us,
             d.p99_us,
             d.p999_us,
-            d.max_us
+            d.max_us,
+            d.answered_p50_us,
+            d.answered_p99_us,
+            d.answered_p999_us
         );
     }
     if let Some(t) = &report.server_time {

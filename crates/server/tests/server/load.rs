@@ -336,6 +336,9 @@ async fn the_open_loop_load_generator_keeps_to_its_rate() {
     let late = open.departure.as_ref().unwrap_or_else(|| panic!("no departure figures: {open:?}"));
     assert!(late.p50_us <= open.p50_us && late.p99_us <= open.p99_us, "{open:?}");
     assert!(late.p999_us <= open.p999_us && late.max_us <= open.max_us, "{open:?}");
+    // So is the time from sending to the answer.
+    assert!(late.answered_p50_us > 0.0 && late.answered_p50_us <= open.p50_us, "{open:?}");
+    assert!(late.answered_p99_us <= open.p99_us && late.answered_p999_us <= open.p999_us, "{open:?}");
     let closed = run(base.clone()).await.unwrap();
     assert_eq!(closed.errors, 0, "{closed:?}");
     assert!(closed.departure.is_none(), "{closed:?}");
