@@ -42,17 +42,33 @@ fn sleeper(seconds: f64) -> Vec<u32> {
     }
 }
 
-fn summary(mut late: Vec<u32>, seconds: f64) -> serde_json::Value {
+/// Percentiles of the lateness of one thread's wake-ups (or all threads'), microseconds.
+#[derive(serde::Serialize)]
+struct Lateness {
+    wakeups: usize,
+    p50_us: u32,
+    p99_us: u32,
+    p99_9_us: u32,
+    p99_99_us: u32,
+    max_us: u32,
+    over_1ms: usize,
+    over_1ms_per_s: f64,
+}
+
+fn summary(mut late: Vec<u32>, seconds: f64) -> Lateness {
     late.sort_unstable();
-    let pct = |p: f64| late.get(((p / 100.0) * (late.len().max(1) - 1) as f64).round() as usize).copied();
+    let pct = |p: f64| late.get(((p / 100.0) * (late.len().max(1) - 1) as f64).round() as usize).copied().unwrap_or(0);
     let over_1ms = late.iter().filter(|&&v| v > 1_000).count();
-    serde_json::json!({
-        "wakeups": late.len(),
-        "p50_us": pct(50.0), "p99_us": pct(99.0), "p99_9_us": pct(99.9), "p99_99_us": pct(99.99),
-        "max_us": late.last(),
-        "over_1ms": over_1ms,
-        "over_1ms_per_s": over_1ms as f64 / seconds,
-    })
+    Lateness {
+        wakeups: late.len(),
+        p50_us: pct(50.0),
+        p99_us: pct(99.0),
+        p99_9_us: pct(99.9),
+        p99_99_us: pct(99.99),
+        max_us: late.last().copied().unwrap_or(0),
+        over_1ms,
+        over_1ms_per_s: over_1ms as f64 / seconds,
+    }
 }
 
 fn main() {
@@ -65,28 +81,14 @@ fn main() {
     }
     let handles: Vec<_> = (0..threads).map(|_| std::thread::spawn(move || sleeper(seconds))).collect();
     let per_thread: Vec<Vec<u32>> = handles.into_iter().map(|h| h.join().expect("sleeper thread")).collect();
-    let mut rows = Vec::new();
-    for (i, late) in per_thread.iter().enumerate() {
-        rows.push(serde_json::json!({"thread": i, "lateness": summary(late.clone(), seconds)}));
-    }
     let all = summary(per_thread.concat(), seconds);
-    for r in &rows {
-        let l = &r["lateness"];
+    let per_thread: Vec<Lateness> = per_thread.into_iter().map(|late| summary(late, seconds)).collect();
+    for (i, l) in per_thread.iter().enumerate() {
         println!(
-            "thread {}: {} wake-ups, late p50 {} / p99 {} / p99.9 {} / p99.99 {} / max {} us; over 1 ms: {} ({:.2}/s)",
-            r["thread"],
-            l["wakeups"],
-            l["p50_us"],
-            l["p99_us"],
-            l["p99_9_us"],
-            l["p99_99_us"],
-            l["max_us"],
-            l["over_1ms"],
-            l["over_1ms_per_s"].as_f64().unwrap_or(0.0)
+            "thread {i}: {} wake-ups, late p50 {} / p99 {} / p99.9 {} / p99.99 {} / max {} us; over 1 ms: {} ({:.2}/s)",
+            l.wakeups, l.p50_us, l.p99_us, l.p99_9_us, l.p99_99_us, l.max_us, l.over_1ms, l.over_1ms_per_s
         );
     }
-    println!(
-        "{}",
-        serde_json::json!({"seconds": seconds, "threads": threads, "sleep_us": 100, "all": all, "per_thread": rows})
-    );
+    let report = serde_json::json!({"seconds": seconds, "threads": threads, "sleep_us": 100, "all": all, "per_thread": per_thread});
+    println!("{report}");
 }
